@@ -1,0 +1,59 @@
+"""Reference stain vectors and stain-matrix helpers.
+
+Stain matrices are ``(n_stains, 3)`` arrays of unit optical-density vectors, one row per stain, so that
+``OD = C @ W`` for concentrations ``C`` of shape ``(n_pixels, n_stains)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Ruifrok & Johnston, "Quantification of histochemical staining by color deconvolution", 2001
+# (the values scikit-image uses for rgb2hed / rgb2hdx).
+HEMATOXYLIN = np.array([0.65, 0.70, 0.29])
+EOSIN = np.array([0.07, 0.99, 0.11])
+DAB = np.array([0.27, 0.57, 0.78])
+
+# Macenko et al. 2009 reference H&E target used by the authors' public code and by most peers
+# (columns of HERef there); the 99th-percentile concentrations that go with it.
+MACENKO_REFERENCE_HE = np.array([[0.5626, 0.7201, 0.4062],
+                                 [0.2159, 0.8012, 0.5581]])
+MACENKO_REFERENCE_MAX_C = np.array([1.9705, 1.0308])
+
+
+def normalize_rows(matrix) -> np.ndarray:
+    """Scale each row of ``matrix`` to unit Euclidean length (zero rows stay zero)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    norms = np.linalg.norm(m, axis=-1, keepdims=True)
+    return m / np.where(norms > 0, norms, 1.0)
+
+
+def complete_basis(matrix) -> np.ndarray:
+    """Return a 3x3 stain matrix: two stains get a third row orthogonal to both (Ruifrok's residual)."""
+    m = normalize_rows(matrix)
+    if m.shape[0] == 3:
+        return m
+    if m.shape[0] != 2:
+        raise ValueError(f"a stain matrix has 2 or 3 rows, got {m.shape[0]}")
+    third = np.cross(m[0], m[1])
+    return np.vstack([m, normalize_rows(third)])
+
+
+def order_like(matrix, reference=(HEMATOXYLIN, EOSIN)) -> np.ndarray:
+    """Reorder the rows of a 2-stain matrix so row 0 is nearest ``reference[0]`` (haematoxylin).
+
+    Macenko's angle search yields two unlabeled directions; several libraries labeled them with a
+    single-channel rule that fails on some images (HistomicsTK #556, MONAI PR #8551). Here the labeling
+    maximises the summed cosine similarity to the reference H and E directions over both assignments.
+    """
+    m = normalize_rows(matrix)
+    ref = normalize_rows(np.asarray(reference))
+    keep = m[0] @ ref[0] + m[1] @ ref[1]
+    swap = m[1] @ ref[0] + m[0] @ ref[1]
+    return m if keep >= swap else m[::-1].copy()
+
+
+def angle_degrees(u, v) -> float:
+    """Angle between two stain vectors in degrees."""
+    u, v = normalize_rows(u), normalize_rows(v)
+    return float(np.degrees(np.arccos(np.clip(np.dot(u, v), -1.0, 1.0))))

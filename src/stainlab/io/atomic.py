@@ -1,0 +1,42 @@
+"""Atomic writes: a crash or a full disk never leaves a half-written output behind.
+
+Data goes to a temporary file in the destination's folder, is flushed to disk, then renamed over the
+destination in one step (``os.replace``), so readers see either the old file or the complete new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path, overwrite: bool = True):
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``, on error removed.
+
+    With ``overwrite=False`` an existing ``path`` raises :class:`FileExistsError` before anything is
+    written.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path}: exists (use --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str, overwrite: bool = True) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,195 @@
+"""The shared face of every method, classical or learned.
+
+``t.fit(reference)`` learns the target look (a no-op for reference-free methods), ``t(image)`` maps a
+uint8 HxWx3 RGB array to another of the same shape (or a float torch batch to the same batch),
+``t.save(path)`` writes the fitted transform as JSON and ``stainlab.load(path)`` restores it to
+identical outputs. One harness, one tiler and one CLI serve all methods through this face.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from stainlab.color.tissue import TISSUE_BETA, tissue_mask
+from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFittedError
+from stainlab.io.arrays import check_rgb8, is_torch_tensor, rgb8_to_torch_batch, torch_batch_to_rgb8
+from stainlab.io.atomic import atomic_write_text
+from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram, apply_table, to_uint8
+
+FORMAT = "stainlab-transform"
+FORMAT_VERSION = 1
+MIN_TISSUE_FRACTION = 0.005
+
+
+def as_image_list(images, what: str = "reference") -> list[np.ndarray]:
+    """Accept one image or a list/tuple of images; validate each as uint8 HxWx3."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    images = list(images)
+    if not images:
+        raise InputError(f"{what}: no images given")
+    return [check_rgb8(im, f"{what} {i}" if len(images) > 1 else what) for i, im in enumerate(images)]
+
+
+def require_tissue(colors: np.ndarray, weights: np.ndarray | None, what: str,
+                   min_fraction: float = MIN_TISSUE_FRACTION) -> np.ndarray:
+    """Tissue mask of ``colors``; raise :class:`NoTissueError` when tissue is under ``min_fraction``
+    of the pixels (an all-white tile has nothing to learn from: torchstain #54, StainTools #34)."""
+    mask = tissue_mask(colors)
+    w = np.ones(len(colors)) if weights is None else weights
+    fraction = float(w[mask].sum() / max(w.sum(), 1.0))
+    if fraction < min_fraction or mask.sum() < 2:
+        raise NoTissueError(f"{what}: no tissue ({100 * fraction:.2f}% of pixels have optical density "
+                            f"above {TISSUE_BETA} in any channel; need {100 * min_fraction:.1f}%)")
+    return mask
+
+
+class Transform(ABC):
+    """Base class: subclasses set ``name``, take their parameters as keyword arguments of ``__init__``
+    (stored under the same attribute names) and implement ``_transform`` (and ``_fit`` plus
+    ``_get_state``/``_set_state`` when they learn from a reference)."""
+
+    name: ClassVar[str] = ""
+    requires_fit: ClassVar[bool] = True
+    per_pixel: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._fitted = not self.requires_fit
+
+    # -- parameters and state -------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments, read back from the attributes of the same names."""
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        sig = inspect.signature(type(self).__init__)
+        return {name: getattr(self, name) for name, p in sig.parameters.items()
+                if name != "self" and p.kind in kinds}
+
+    @property
+    def fitted(self) -> bool:
+        return self._fitted
+
+    def _get_state(self) -> dict[str, Any]:
+        """Fitted state as a dict of arrays and numbers (empty for reference-free methods)."""
+        return {}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_get_state` returned (values arrive as nested lists)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- the face -------------------------------------------------------------------------------
+    def fit(self, reference) -> "Transform":
+        """Learn the target appearance from one image or a list of images (uint8 HxWx3 RGB)."""
+        self._fit(as_image_list(reference))
+        self._fitted = True
+        return self
+
+    def _fit(self, images: list[np.ndarray]) -> None:
+        """Reference-free methods accept and ignore a reference."""
+
+    def __call__(self, image):
+        """Transform a uint8 HxWx3 array, or a float torch tensor in [0, 1] of shape (N,3,H,W)/(3,H,W)."""
+        if is_torch_tensor(image):
+            images, token = torch_batch_to_rgb8(image)
+            return rgb8_to_torch_batch([self.transform(im) for im in images], token)
+        return self.transform(image)
+
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 RGB in, uint8 HxWx3 RGB out; the input is never modified."""
+        if not self._fitted:
+            raise NotFittedError(f"{self.name}: call fit(reference) first, or load a fitted .json")
+        return self._transform(check_rgb8(image))
+
+    @abstractmethod
+    def _transform(self, image: np.ndarray) -> np.ndarray:
+        """Map a validated uint8 HxWx3 image."""
+
+    # -- persistence ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        state = {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v
+                 for k, v in self._get_state().items()} if self._fitted else None
+        return {"format": FORMAT, "version": FORMAT_VERSION, "method": self.name,
+                "params": self.get_params(), "state": state}
+
+    def save(self, path) -> None:
+        """Write parameters and fitted state as JSON (atomically); ``stainlab.load(path)`` restores it."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+
+
+class PixelTransform(Transform):
+    """A transform that is a function of the RGB value once per-image parameters are known.
+
+    Subclasses implement three hooks, all on float RGB colours in [0, 255] with optional pixel weights
+    (the colour-histogram counts, see :mod:`stainlab.transforms.lut`):
+
+    - ``_fit_colors(colors, weights)``: learn the target from the reference's colours;
+    - ``_source(colors, weights)``: per-image parameters of the image being transformed (raise
+      :class:`NoTissueError` when it has no tissue: the image is then passed through with a warning);
+    - ``_map(colors, source)``: the per-pixel map, float RGB in, float RGB out.
+
+    ``t(image)`` evaluates ``_map`` once per occupied colour cell (``lut_bits`` per channel) and gathers
+    through the table; ``t.transform(image, exact=True)`` evaluates it on every pixel instead.
+    """
+
+    per_pixel = True
+    _EXACT_CHUNK = 1 << 20
+
+    def __init__(self, lut_bits: int = DEFAULT_BITS) -> None:
+        super().__init__()
+        self.lut_bits = lut_bits
+
+    def _fit(self, images: list[np.ndarray]) -> None:
+        hist = ColorHistogram.merge([ColorHistogram.of(im, 8) for im in images])
+        require_tissue(hist.colors, hist.counts, f"{self.name} reference")
+        self._fit_colors(hist.colors, hist.counts)
+
+    def _fit_colors(self, colors: np.ndarray, weights: np.ndarray) -> None:
+        """Reference-free methods have nothing to learn."""
+
+    def _source(self, colors: np.ndarray, weights: np.ndarray | None) -> Any:
+        """Reference-free, image-independent maps need no per-image parameters."""
+        return None
+
+    @abstractmethod
+    def _map(self, colors: np.ndarray, source: Any) -> np.ndarray:
+        """Float RGB (M, 3) in [0, 255] -> float RGB (M, 3)."""
+
+    def transform(self, image: np.ndarray, exact: bool = False) -> np.ndarray:
+        """uint8 HxWx3 in and out; ``exact=True`` skips the lookup table (slower, for checking)."""
+        if not self._fitted:
+            raise NotFittedError(f"{self.name}: call fit(reference) first, or load a fitted .json")
+        image = check_rgb8(image)
+        return self._transform_exact(image) if exact else self._transform(image)
+
+    def _source_or_none(self, colors, weights):
+        try:
+            return True, self._source(colors, weights)
+        except NoTissueError as err:
+            warnings.warn(f"{self.name}: {err}; image passed through unchanged", NoTissueWarning, stacklevel=4)
+            return False, None
+
+    def _transform(self, image: np.ndarray) -> np.ndarray:
+        hist = ColorHistogram.of(image, self.lut_bits)
+        ok, source = self._source_or_none(hist.colors, hist.counts)
+        if not ok:
+            return image.copy()
+        return apply_table(image, hist, to_uint8(self._map(hist.colors, source)))
+
+    def _transform_exact(self, image: np.ndarray) -> np.ndarray:
+        pixels = image.reshape(-1, 3)
+        ok, source = self._source_or_none(pixels.astype(np.float64), None)
+        if not ok:
+            return image.copy()
+        out = np.empty_like(pixels)
+        for start in range(0, len(pixels), self._EXACT_CHUNK):
+            chunk = pixels[start:start + self._EXACT_CHUNK].astype(np.float64)
+            out[start:start + self._EXACT_CHUNK] = to_uint8(self._map(chunk, source))
+        return out.reshape(image.shape)

@@ -1,0 +1,94 @@
+"""Method names, their classes, and ``stainlab.load``.
+
+Classes are imported on first use, so ``import stainlab`` stays light and a method whose optional
+dependency is missing fails only when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from stainlab.errors import InputError, StainlabError
+from stainlab.transforms.base import FORMAT, FORMAT_VERSION, Transform
+
+# name -> ("module:Class", preset keyword arguments)
+_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "reinhard": ("stainlab.transforms.reinhard:Reinhard", {}),
+    "reinhard-masked": ("stainlab.transforms.reinhard:Reinhard", {"mask": True}),
+    "macenko": ("stainlab.transforms.macenko:Macenko", {}),
+    "vahadane": ("stainlab.transforms.vahadane:Vahadane", {}),
+    "ruifrok": ("stainlab.transforms.ruifrok:Ruifrok", {}),
+    "histogram": ("stainlab.transforms.histogram:HistogramMatching", {}),
+    "colorbalance": ("stainlab.transforms.colorbalance:ColorBalance", {}),
+    "background": ("stainlab.transforms.background:BackgroundAffine", {}),
+    "grayscale": ("stainlab.transforms.grayscale:Grayscale", {}),
+}
+
+
+def _class_of(name: str) -> tuple[type[Transform], dict[str, Any]]:
+    try:
+        target, preset = _METHODS[name]
+    except KeyError:
+        raise InputError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}") from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls), dict(preset)
+
+
+def methods() -> dict[str, str]:
+    """Every method name with a one-line description (the first line of its docstring)."""
+    out = {}
+    for name in _METHODS:
+        cls, preset = _class_of(name)
+        line = (cls.__doc__ or "").strip().splitlines()[0]
+        out[name] = line + (f" [{', '.join(f'{k}={v}' for k, v in preset.items())}]" if preset else "")
+    return out
+
+
+def create(name: str, **params) -> Transform:
+    """A new, unfitted transform by method name."""
+    cls, preset = _class_of(name)
+    preset.update(params)
+    try:
+        return cls(**preset)
+    except TypeError as err:
+        raise InputError(f"{name}: {err}") from None
+
+
+def from_dict(data: dict[str, Any], source: str = "fitted transform") -> Transform:
+    """Rebuild a transform from :meth:`Transform.to_dict` output."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(f"{source}: not a stainlab fitted-transform file")
+    if data.get("version", 0) > FORMAT_VERSION:
+        raise InputError(f"{source}: written by a newer stainlab (format {data['version']}); upgrade")
+    try:
+        t = create(data["method"], **data.get("params", {}))
+        if data.get("state") is not None:
+            t._set_state(data["state"])
+            t._fitted = True
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{source}: corrupt fitted-transform file ({err})") from None
+    return t
+
+
+def load(spec: str | Path, **params) -> Transform:
+    """A transform from a method name (``"macenko"``) or a fitted ``.json`` written by ``save``.
+
+    Keyword arguments set method parameters (``stainlab.load("reinhard", mask=True)``).
+    """
+    path = Path(spec)
+    if str(spec).endswith(".json") or (path.suffix and path.exists()):
+        if not path.is_file():
+            raise InputError(f"{path}: fitted-transform file not found")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"{path}: cannot read fitted transform ({err})") from None
+        if params:
+            raise InputError(f"{path}: parameters are stored in the file; pass none")
+        return from_dict(data, str(path))
+    if not isinstance(spec, str):
+        raise StainlabError(f"cannot load a transform from {spec!r}")
+    return create(spec, **params)

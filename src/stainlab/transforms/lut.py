@@ -8,11 +8,12 @@ second pass gathers the result through the lookup table. With ``bits = 8`` every
 its own cell and the result is exact; the default 7 bits evaluates each cell at its centre, which moves
 colours by at most half a level per channel (the test suite bounds the CIEDE2000 error).
 
-Both passes are numba kernels: no temporaries, so memory stays at input + output + one table.
+Both passes are numba kernels with no per-pixel temporaries, so memory stays at input + output plus\nlattice-sized tables that each thread allocates once.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +23,39 @@ DEFAULT_BITS = 7
 
 
 @njit(cache=True, nogil=True)
-def _count_cells(pixels, shift, counts):  # pragma: no cover - compiled
+def _count_cells(pixels, shift, counts, touched):  # pragma: no cover - compiled
+    """Add each pixel to its cell's count; list each cell the first time it is seen; return how many."""
     bits = 8 - shift
+    n = 0
     for i in range(pixels.shape[0]):
         cell = ((pixels[i, 0] >> shift) << (2 * bits)) | ((pixels[i, 1] >> shift) << bits) | (pixels[i, 2] >> shift)
+        if counts[cell] == 0:
+            touched[n] = cell
+            n += 1
         counts[cell] += 1
+    return n
+
+
+class _Buffers(threading.local):
+    """Per-thread lattice-sized arrays, allocated once and reused: a 256x256 tile then costs time in
+    proportion to its pixels, not to the 2**21-cell lattice. Counts are reset after each use."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, np.ndarray] = {}
+        self.tables: dict[int, np.ndarray] = {}
+
+    def counts_for(self, bits: int) -> np.ndarray:
+        if bits not in self.counts:
+            self.counts[bits] = np.zeros(1 << (3 * bits), dtype=np.int64)
+        return self.counts[bits]
+
+    def table_for(self, bits: int) -> np.ndarray:
+        if bits not in self.tables:
+            self.tables[bits] = np.empty((1 << (3 * bits), 3), dtype=np.uint8)
+        return self.tables[bits]
+
+
+_BUFFERS = _Buffers()
 
 
 @njit(cache=True, parallel=True)
@@ -66,10 +95,14 @@ class ColorHistogram:
     def of(cls, image: np.ndarray, bits: int = DEFAULT_BITS) -> "ColorHistogram":
         """Histogram of a uint8 HxWx3 image (``bits = 8``: every distinct colour exactly)."""
         bits = _check_bits(bits)
-        counts = np.zeros(1 << (3 * bits), dtype=np.int64)
-        _count_cells(image.reshape(-1, 3), 8 - bits, counts)
-        cells = np.flatnonzero(counts)
-        return cls(cells, cell_colors(cells, bits), counts[cells].astype(np.float64), bits)
+        pixels = image.reshape(-1, 3)
+        counts = _BUFFERS.counts_for(bits)
+        touched = np.empty(min(len(pixels), counts.size), dtype=np.int64)
+        n = _count_cells(pixels, 8 - bits, counts, touched)
+        cells = np.sort(touched[:n])
+        weights = counts[cells].astype(np.float64)
+        counts[cells] = 0
+        return cls(cells, cell_colors(cells, bits), weights, bits)
 
     @classmethod
     def merge(cls, histograms: list["ColorHistogram"]) -> "ColorHistogram":
@@ -89,7 +122,7 @@ class ColorHistogram:
 def apply_table(image: np.ndarray, histogram: ColorHistogram, mapped: np.ndarray) -> np.ndarray:
     """Write ``mapped`` (uint8 (M, 3), one row per occupied cell) through every pixel of ``image``."""
     bits = histogram.bits
-    table = np.zeros((1 << (3 * bits), 3), dtype=np.uint8)
+    table = _BUFFERS.table_for(bits)  # only the cells of this image are written and then read
     table[histogram.cells] = mapped
     out = np.empty_like(image)
     _gather(image.reshape(-1, 3), 8 - bits, table, out.reshape(-1, 3))

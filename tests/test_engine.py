@@ -1,0 +1,96 @@
+"""The colour-histogram LUT engine and the colour maths under every per-pixel method."""
+
+import numpy as np
+import pytest
+from skimage import color as skcolor
+
+import stainlab
+from stainlab.color.lab import lab_to_rgb, rgb_to_lab
+from stainlab.color.od import od_to_rgb, rgb_to_od
+from stainlab.color.stats import weighted_mean_std, weighted_percentile
+from stainlab.transforms.lut import ColorHistogram, cell_colors
+from synth import he_image
+
+
+def test_histogram_counts_every_pixel_in_its_cell():
+    img = he_image(seed=3)
+    for bits in (6, 7, 8):
+        hist = ColorHistogram.of(img, bits)
+        px = img.reshape(-1, 3).astype(np.int64) >> (8 - bits)
+        cells = (px[:, 0] << (2 * bits)) | (px[:, 1] << bits) | px[:, 2]
+        want_cells, want_counts = np.unique(cells, return_counts=True)
+        order = np.argsort(hist.cells)
+        np.testing.assert_array_equal(hist.cells[order], want_cells)
+        np.testing.assert_array_equal(hist.counts[order], want_counts)
+        assert hist.counts.sum() == img.shape[0] * img.shape[1]
+
+
+def test_histogram_buffers_are_reset_between_images():
+    a, b = he_image(seed=4), np.full((30, 40, 3), 200, np.uint8)
+    ColorHistogram.of(a)
+    hist = ColorHistogram.of(b)
+    assert hist.counts.tolist() == [1200.0]
+
+
+def test_cell_colors_are_cell_centres_and_exact_at_8_bits():
+    cells = np.array([0, (1 << 21) - 1])
+    np.testing.assert_allclose(cell_colors(cells, 7), [[0.5, 0.5, 0.5], [254.5, 254.5, 254.5]])
+    np.testing.assert_array_equal(cell_colors(np.array([(10 << 16) | (20 << 8) | 30]), 8), [[10, 20, 30]])
+
+
+def test_merge_pools_counts():
+    a, b = he_image(seed=5), he_image(seed=6)
+    merged = ColorHistogram.merge([ColorHistogram.of(a, 8), ColorHistogram.of(b, 8)])
+    both = ColorHistogram.of(np.concatenate([a, b], axis=0), 8)
+    order = np.argsort(both.cells)
+    np.testing.assert_array_equal(merged.cells, both.cells[order])
+    np.testing.assert_array_equal(merged.counts, both.counts[order])
+
+
+def test_weighted_statistics_equal_unweighted_of_repeated_values():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=200)
+    weights = rng.integers(1, 6, size=200)
+    repeated = np.repeat(values, weights)
+    q = [0, 1, 37.5, 50, 99, 100]
+    np.testing.assert_allclose(weighted_percentile(values, q, weights), np.percentile(repeated, q), atol=1e-12)
+    mean, std = weighted_mean_std(values[:, None], weights)
+    np.testing.assert_allclose([mean[0], std[0]], [repeated.mean(), repeated.std()], atol=1e-12)
+
+
+def test_lab_matches_scikit_image_and_round_trips():
+    rgb = np.random.default_rng(1).uniform(0, 255, (5000, 3))
+    lab = rgb_to_lab(rgb)
+    np.testing.assert_allclose(lab, skcolor.rgb2lab(rgb[:, None] / 255)[:, 0], atol=1e-3)
+    np.testing.assert_allclose(lab_to_rgb(lab), rgb, atol=1e-6)
+
+
+def test_optical_density_is_finite_non_negative_and_inverts():
+    rgb = np.array([[0, 0, 0], [255, 255, 255], [12, 130, 250]], dtype=np.uint8)
+    od = rgb_to_od(rgb)
+    assert np.isfinite(od).all() and (od >= 0).all()
+    assert od[1].tolist() == [0, 0, 0]
+    np.testing.assert_allclose(od_to_rgb(od), rgb, atol=1e-9)
+
+
+@pytest.mark.parametrize("bits, bound", [(7, 0.5), (6, 1.0)])
+def test_lut_path_close_to_exact_path(bits, bound):
+    """The issue's bound: mean CIEDE2000 between the LUT and exact paths under 0.5 at the default
+    lattice, for H&E normalized to H&E of another staining (the error grows with the map's gain)."""
+    ref = he_image(shape=(200, 200), seed=7)
+    src = he_image(shape=(200, 200), seed=11, stains=([0.55, 0.75, 0.37], [0.15, 0.95, 0.25]), scale=(1.5, 0.7))
+    t = stainlab.load("reinhard", lut_bits=bits).fit(ref)
+    fast, exact = t(src), t.transform(src, exact=True)
+    de = skcolor.deltaE_ciede2000(skcolor.rgb2lab(fast), skcolor.rgb2lab(exact))
+    assert de.mean() < bound
+
+
+def test_lut_at_8_bits_equals_exact_path(ihc_image):
+    t = stainlab.load("reinhard", lut_bits=8).fit(he_image(seed=8))
+    np.testing.assert_array_equal(t(ihc_image), t.transform(ihc_image, exact=True))
+
+
+def test_bad_lut_bits_rejected():
+    t = stainlab.load("reinhard", lut_bits=9).fit(he_image(seed=9))
+    with pytest.raises(ValueError, match="lut_bits"):
+        t(he_image(seed=10))

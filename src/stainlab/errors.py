@@ -23,3 +23,7 @@ class NotFittedError(StainlabError, RuntimeError):
 
 class NoTissueWarning(UserWarning):
     """An image without tissue was passed through unchanged instead of being normalized."""
+
+
+class NoBackgroundWarning(UserWarning):
+    """An image without background glass: a background-based method estimated it another way."""

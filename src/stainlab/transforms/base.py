@@ -44,7 +44,7 @@ def require_tissue(colors: np.ndarray, weights: np.ndarray | None, what: str,
     mask = tissue_mask(colors)
     w = np.ones(len(colors)) if weights is None else weights
     fraction = float(w[mask].sum() / max(w.sum(), 1.0))
-    if fraction < min_fraction or mask.sum() < 2:
+    if fraction < min_fraction or w[mask].sum() < 2:
         raise NoTissueError(f"{what}: no tissue ({100 * fraction:.2f}% of pixels have optical density "
                             f"above {TISSUE_BETA} in any channel; need {100 * min_fraction:.1f}%)")
     return mask
@@ -127,7 +127,7 @@ class Transform(ABC):
 class PixelTransform(Transform):
     """A transform that is a function of the RGB value once per-image parameters are known.
 
-    Subclasses implement three hooks, all on float RGB colours in [0, 255] with optional pixel weights
+    Subclasses implement three hooks (and optionally ``_keep``), all on float RGB colours in [0, 255] with optional pixel weights
     (the colour-histogram counts, see :mod:`stainlab.transforms.lut`):
 
     - ``_fit_colors(colors, weights)``: learn the target from the reference's colours;
@@ -148,7 +148,8 @@ class PixelTransform(Transform):
 
     def _fit(self, images: list[np.ndarray]) -> None:
         hist = ColorHistogram.merge([ColorHistogram.of(im, 8) for im in images])
-        require_tissue(hist.colors, hist.counts, f"{self.name} reference")
+        if self.requires_fit:  # reference-optional methods check what they use themselves
+            require_tissue(hist.colors, hist.counts, f"{self.name} reference")
         self._fit_colors(hist.colors, hist.counts)
 
     def _fit_colors(self, colors: np.ndarray, weights: np.ndarray) -> None:
@@ -161,6 +162,11 @@ class PixelTransform(Transform):
     @abstractmethod
     def _map(self, colors: np.ndarray, source: Any) -> np.ndarray:
         """Float RGB (M, 3) in [0, 255] -> float RGB (M, 3)."""
+
+    def _keep(self, colors: np.ndarray) -> np.ndarray | None:
+        """Bool (M,) of colours whose pixels must stay byte-identical (e.g. background of masked
+        variants), or None. Decided per lattice cell on the LUT path, per pixel on the exact path."""
+        return None
 
     def transform(self, image: np.ndarray, exact: bool = False) -> np.ndarray:
         """uint8 HxWx3 in and out; ``exact=True`` skips the lookup table (slower, for checking)."""
@@ -181,7 +187,7 @@ class PixelTransform(Transform):
         ok, source = self._source_or_none(hist.colors, hist.counts)
         if not ok:
             return image.copy()
-        return apply_table(image, hist, to_uint8(self._map(hist.colors, source)))
+        return apply_table(image, hist, to_uint8(self._map(hist.colors, source)), self._keep(hist.colors))
 
     def _transform_exact(self, image: np.ndarray) -> np.ndarray:
         pixels = image.reshape(-1, 3)
@@ -190,6 +196,10 @@ class PixelTransform(Transform):
             return image.copy()
         out = np.empty_like(pixels)
         for start in range(0, len(pixels), self._EXACT_CHUNK):
-            chunk = pixels[start:start + self._EXACT_CHUNK].astype(np.float64)
-            out[start:start + self._EXACT_CHUNK] = to_uint8(self._map(chunk, source))
+            stop = start + self._EXACT_CHUNK
+            chunk = pixels[start:stop].astype(np.float64)
+            out[start:stop] = to_uint8(self._map(chunk, source))
+            keep = self._keep(chunk)
+            if keep is not None:
+                out[start:stop][keep] = pixels[start:stop][keep]
         return out.reshape(image.shape)

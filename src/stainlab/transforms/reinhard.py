@@ -48,11 +48,10 @@ class Reinhard(PixelTransform):
     def _map(self, colors, source):
         mean, std = source
         lab = rgb_to_lab(colors)
-        out = lab_to_rgb((lab - mean) / np.maximum(std, _MIN_STD) * self.target_std + self.target_mean)
-        if self.mask:
-            background = ~tissue_mask(colors)
-            out[background] = colors[background]
-        return out
+        return lab_to_rgb((lab - mean) / np.maximum(std, _MIN_STD) * self.target_std + self.target_mean)
+
+    def _keep(self, colors):
+        return ~tissue_mask(colors) if self.mask else None
 
     def _get_state(self):
         return {"target_mean": self.target_mean, "target_std": self.target_std}

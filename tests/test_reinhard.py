@@ -1,0 +1,101 @@
+"""Reinhard colour transfer: the output carries the reference's CIELAB mean and standard deviation."""
+
+import numpy as np
+import pytest
+from skimage import data
+
+import stainlab
+from stainlab.color.lab import lab_to_rgb, rgb_to_lab
+from stainlab.color.tissue import tissue_mask
+from stainlab.errors import NoTissueError, NoTissueWarning
+from synth import he_image
+
+MEAN_TOLERANCE = 0.5   # CIELAB units
+STD_TOLERANCE = 0.03   # relative
+
+
+@pytest.fixture(scope="module")
+def ihc_other():
+    """Another region of scikit-image's IHC slide: real tissue with a different colour balance."""
+    return np.ascontiguousarray(data.immunohistochemistry()[256:512, 256:512])
+
+
+@pytest.fixture(scope="module")
+def he_source():
+    """Synthetic H&E, pale haematoxylin and strong eosin, a quarter of it white glass."""
+    return he_image(seed=3, scale=(0.6, 1.4))
+
+
+def lab_stats(image, keep=None):
+    pixels = image.reshape(-1, 3) if keep is None else image[keep]
+    lab = rgb_to_lab(pixels)
+    return lab.mean(axis=0), lab.std(axis=0)
+
+
+def assert_stats_match(out, reference, out_keep=None, ref_keep=None):
+    mean, std = lab_stats(out, out_keep)
+    ref_mean, ref_std = lab_stats(reference, ref_keep)
+    np.testing.assert_allclose(mean, ref_mean, atol=MEAN_TOLERANCE)
+    np.testing.assert_allclose(std, ref_std, rtol=STD_TOLERANCE)
+
+
+def pair(case, request):
+    """(source, reference) pairs whose transfer stays inside the RGB gamut, so clipping does not
+    bend the statistics: real to real, and synthetic H&E to real IHC."""
+    source = {"real-to-real": "ihc_other", "synthetic-to-real": "he_source"}[case]
+    return request.getfixturevalue(source), request.getfixturevalue("ihc_image")
+
+
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("case", ["real-to-real", "synthetic-to-real"])
+def test_output_has_reference_lab_statistics(case, exact, request):
+    source, reference = pair(case, request)
+    before, _ = lab_stats(source)
+    assert np.abs(before - lab_stats(reference)[0]).max() > 10  # a real shift to undo
+    out = stainlab.load("reinhard").fit(reference).transform(source, exact=exact)
+    assert_stats_match(out, reference)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("source, reference", [("he_source", "he_reference"), ("ihc_other", "ihc_image")])
+def test_masked_variant_matches_tissue_and_keeps_background(source, reference, exact, request):
+    source, reference = request.getfixturevalue(source), request.getfixturevalue(reference)
+    tissue = tissue_mask(source)
+    out = stainlab.load("reinhard-masked").fit(reference).transform(source, exact=exact)
+    assert_stats_match(out, reference, tissue, tissue_mask(reference))
+    if exact:
+        np.testing.assert_array_equal(out[~tissue], source[~tissue])
+
+
+def test_masked_variant_keeps_background_bytes_on_lut_path(he_source, he_reference):
+    tissue = tissue_mask(he_source)
+    out = stainlab.load("reinhard-masked").fit(he_reference)(he_source)
+    np.testing.assert_array_equal(out[~tissue], he_source[~tissue])
+
+
+@pytest.mark.parametrize("name", ["reinhard", "reinhard-masked"])
+def test_all_white_reference_is_refused(name):
+    """Both variants: every fitted per-pixel method requires tissue in its reference."""
+    white = np.full((64, 64, 3), 255, dtype=np.uint8)
+    with pytest.raises(NoTissueError, match="no tissue"):
+        stainlab.load(name).fit(white)
+
+
+@pytest.mark.parametrize("name", ["reinhard", "reinhard-masked"])
+def test_flat_source_becomes_the_reference_mean_colour(name, he_reference):
+    """A single-colour source has zero spread: it is shifted onto the reference mean, never divided
+    by zero."""
+    t = stainlab.load(name).fit(he_reference)
+    flat = np.empty((40, 50, 3), dtype=np.uint8)
+    flat[:] = (170, 90, 150)
+    expected = lab_to_rgb(t.target_mean)
+    for out in (t(flat), t.transform(flat, exact=True)):
+        assert (out == out[0, 0]).all()
+        assert np.abs(out[0, 0] - expected).max() <= 1.0
+
+
+def test_blank_source_passes_masked_variant_unchanged(he_reference):
+    white = np.full((40, 50, 3), 255, dtype=np.uint8)
+    with pytest.warns(NoTissueWarning):
+        out = stainlab.load("reinhard-masked").fit(he_reference)(white)
+    np.testing.assert_array_equal(out, white)

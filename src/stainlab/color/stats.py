@@ -34,7 +34,7 @@ def weighted_percentile(values, q, weights=None) -> np.ndarray:
     if weights is None:
         return np.percentile(values, q)
     w = np.asarray(weights, dtype=np.float64).ravel()
-    order = np.argsort(values, kind="stable")
+    order = np.argsort(values)
     v, cum = values[order], np.cumsum(w[order])
     pos = np.asarray(q, dtype=np.float64) / 100.0 * (cum[-1] - 1.0)
     lo = np.floor(pos)

@@ -58,6 +58,7 @@ class Transform(ABC):
     name: ClassVar[str] = ""
     requires_fit: ClassVar[bool] = True
     per_pixel: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = True  # False: each call draws new randomness (augmentation)
 
     def __init__(self) -> None:
         self._fitted = not self.requires_fit

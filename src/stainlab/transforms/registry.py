@@ -25,6 +25,7 @@ _METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "colorbalance": ("stainlab.transforms.colorbalance:ColorBalance", {}),
     "background": ("stainlab.transforms.background:BackgroundAffine", {}),
     "grayscale": ("stainlab.transforms.grayscale:Grayscale", {}),
+    "augment": ("stainlab.transforms.augment:StainAugmenter", {}),
 }
 
 

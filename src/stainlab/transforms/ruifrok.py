@@ -1,0 +1,91 @@
+"""Normalization and stain separation with fixed colour-deconvolution stain vectors (Ruifrok &
+Johnston, "Quantification of histochemical staining by color deconvolution", Anal. Quant. Cytol.
+Histol. 23(4), 2001).
+
+Concentrations come from the fixed matrix, ``C = OD M^-1`` (:mod:`stainlab.color.deconvolution`;
+``"he"`` default, ``"hdab"`` or ``"hed"``). Two modes:
+
+- normalization (``channel=None``, needs a reference): each stain's concentrations are scaled so their
+  99th percentile over tissue matches the reference's (the percentile rule Macenko et al. 2009 use), the
+  residual channel is kept as it is, and the image is reconvolved with the same matrix; a stain absent
+  from the source or the reference is left unscaled;
+- single-stain projection (``channel="H"``, ``"E"`` or ``"DAB"``, needs no reference): every other
+  channel is zeroed and the image reconvolved, paper 002's ``I^H = T^-1([v_H, 0, 0])`` (Sec. 2.1), an
+  RGB image of that stain alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stainlab.color.deconvolution import separate, stain_basis
+from stainlab.color.tissue import TISSUE_BETA
+from stainlab.errors import InputError
+from stainlab.transforms.base import PixelTransform
+from stainlab.transforms.lut import DEFAULT_BITS
+from stainlab.transforms.macenko import check_number, recompose, robust_max, scale_factors, tissue_od
+
+
+class Ruifrok(PixelTransform):
+    """Ruifrok 2001: fixed stain vectors (H&E, HED, H-DAB); stain amounts matched, or one stain alone."""
+
+    name = "ruifrok"
+
+    def __init__(self, stains="he", channel: str | int | None = None, percentile: float = 99.0,
+                 beta: float = TISSUE_BETA, lut_bits: int = DEFAULT_BITS) -> None:
+        super().__init__(lut_bits)
+        try:
+            self._basis = stain_basis(stains)
+            self._channel = None if channel is None else self._basis.index(channel)
+        except ValueError as err:
+            raise InputError(f"ruifrok: {err}") from None
+        self.stains = stains if isinstance(stains, str) else self._basis.matrix[:self.n_stains].tolist()
+        self.channel = channel
+        self.percentile = check_number("percentile", percentile, 50.0, 100.0)
+        self.beta = check_number("beta", beta, 0.0, 5.0)
+        self.max_concentrations: np.ndarray | None = None
+        # requires_fit is a class attribute; a projection needs no reference, so this instance is ready.
+        self._fitted = channel is not None
+
+    @property
+    def n_stains(self) -> int:
+        return len(self._basis.stains)
+
+    def _robust_max(self, colors, weights, what: str) -> np.ndarray:
+        od, w = tissue_od(colors, weights, self.beta, what)
+        return robust_max((od @ self._basis.inverse)[:, :self.n_stains], w, self.percentile)
+
+    def _fit(self, images):
+        if self._channel is None:
+            super()._fit(images)
+
+    def _fit_colors(self, colors, weights):
+        self.max_concentrations = self._robust_max(colors, weights, "ruifrok reference")
+
+    def _source(self, colors, weights):
+        return None if self._channel is not None else self._robust_max(colors, weights, "ruifrok source")
+
+    def _factors(self, source) -> np.ndarray:
+        """Per-channel multipliers of the concentrations: one-hot for a projection, else the percentile
+        ratios of the stains and 1 for the residual."""
+        factors = np.ones(3)
+        if self._channel is not None:
+            factors[:] = 0.0
+            factors[self._channel] = 1.0
+        else:
+            factors[:self.n_stains] = scale_factors(source, self.max_concentrations)
+        return factors
+
+    def _map(self, colors, source):
+        return recompose(separate(colors, self._basis), self._factors(source), self._basis.matrix)
+
+    def _get_state(self):
+        return {} if self._channel is not None else {"max_concentrations": self.max_concentrations}
+
+    def _set_state(self, state):
+        if self._channel is not None:
+            return
+        maxc = np.asarray(state["max_concentrations"], dtype=np.float64)
+        if maxc.shape != (self.n_stains,) or not np.isfinite(maxc).all():
+            raise InputError(f"ruifrok fitted state: expected {self.n_stains} finite maximum concentrations")
+        self.max_concentrations = maxc

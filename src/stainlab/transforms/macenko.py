@@ -30,7 +30,7 @@ from abc import abstractmethod
 
 import numpy as np
 
-from stainlab.color.od import od_to_rgb, rgb_to_od
+from stainlab.color.od import map_od_linear, od_to_rgb, rgb_to_od
 from stainlab.color.stains import (MACENKO_REFERENCE_HE, MACENKO_REFERENCE_MAX_C, angle_degrees,
                                    normalize_rows, order_like)
 from stainlab.color.stats import weighted_percentile
@@ -263,3 +263,9 @@ class Macenko(StainMatrixTransform):
 
     def _concentrations(self, od, stain_matrix):
         return least_squares_concentrations(od, stain_matrix)
+
+    def _map(self, colors, source):
+        """Least squares is linear in OD, so the whole map is one 3x3 matrix in OD space."""
+        stain_matrix, max_concentrations = source
+        factors = scale_factors(max_concentrations, self.max_concentrations) if self.rescale else np.ones(2)
+        return map_od_linear(colors, np.linalg.pinv(stain_matrix) @ (factors[:, None] * self.stain_matrix))

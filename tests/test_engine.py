@@ -8,7 +8,7 @@ import stainlab
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
 from stainlab.color.od import od_to_rgb, rgb_to_od
 from stainlab.color.stats import weighted_mean_std, weighted_percentile
-from stainlab.transforms.lut import ColorHistogram, cell_colors
+from stainlab.transforms.lut import ColorHistogram
 from synth import he_image
 
 
@@ -32,10 +32,38 @@ def test_histogram_buffers_are_reset_between_images():
     assert hist.counts.tolist() == [1200.0]
 
 
-def test_cell_colors_are_cell_centres_and_exact_at_8_bits():
-    cells = np.array([0, (1 << 21) - 1])
-    np.testing.assert_allclose(cell_colors(cells, 7), [[0.5, 0.5, 0.5], [254.5, 254.5, 254.5]])
-    np.testing.assert_array_equal(cell_colors(np.array([(10 << 16) | (20 << 8) | 30]), 8), [[10, 20, 30]])
+def test_histogram_colours_are_the_mean_colour_of_each_cell():
+    img = he_image(seed=12)
+    px = img.reshape(-1, 3).astype(np.int64)
+    for bits in (6, 7, 8):
+        hist = ColorHistogram.of(img, bits)
+        q = px >> (8 - bits)
+        cells = (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
+        for k in range(0, len(hist.cells), 97):
+            np.testing.assert_allclose(hist.colors[k], px[cells == hist.cells[k]].mean(axis=0), atol=1e-9)
+    white = ColorHistogram.of(np.full((4, 5, 3), 255, np.uint8), 7)
+    assert white.colors.tolist() == [[255.0, 255.0, 255.0]]
+
+
+def test_coarsened_histogram_pools_cells():
+    img = he_image(seed=13)
+    fine, direct = ColorHistogram.of(img, 7).coarsened(5), ColorHistogram.of(img, 5)
+    order_a, order_b = np.argsort(fine.cells), np.argsort(direct.cells)
+    np.testing.assert_array_equal(fine.cells[order_a], direct.cells[order_b])
+    np.testing.assert_array_equal(fine.counts[order_a], direct.counts[order_b])
+    np.testing.assert_allclose(fine.colors[order_a], direct.colors[order_b], atol=1e-9)
+
+
+def test_large_images_are_counted_in_blocks(monkeypatch):
+    from stainlab.transforms import lut
+    img = he_image(seed=14)
+    whole = ColorHistogram.of(img)
+    monkeypatch.setattr(lut, "_MAX_PASS_PIXELS", 5000)
+    blocks = ColorHistogram.of(img)
+    order_a, order_b = np.argsort(whole.cells), np.argsort(blocks.cells)
+    np.testing.assert_array_equal(whole.cells[order_a], blocks.cells[order_b])
+    np.testing.assert_array_equal(whole.counts[order_a], blocks.counts[order_b])
+    np.testing.assert_allclose(whole.colors[order_a], blocks.colors[order_b], atol=1e-9)
 
 
 def test_merge_pools_counts():

@@ -86,6 +86,7 @@ class BackgroundAffine(PixelTransform):
     """Background-colour affine normalization (paper 004's legacy method): per-channel gain to a target."""
 
     name = "background"
+    stats_bits = 8  # per-channel statistics stay exact
     requires_fit = False
 
     def __init__(self, target=None, lut_bits: int = DEFAULT_BITS) -> None:

@@ -43,6 +43,7 @@ class ColorBalance(PixelTransform):
     """Simplest color balance (IPOL 2011): saturate s1% / s2% per channel and stretch to [0, 255]."""
 
     name = "colorbalance"
+    stats_bits = 8  # per-channel statistics stay exact
     requires_fit = False
 
     def __init__(self, s1: float = 1.0, s2: float = 1.0, lut_bits: int = 8) -> None:

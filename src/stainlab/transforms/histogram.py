@@ -54,6 +54,7 @@ class HistogramMatching(PixelTransform):
     """Histogram matching: give each RGB channel the reference's distribution (histogram specification)."""
 
     name = "histogram"
+    stats_bits = 8  # per-channel statistics stay exact
 
     def __init__(self, mask: bool = False, lut_bits: int = 8) -> None:
         super().__init__(lut_bits)

@@ -18,32 +18,109 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import numba
 from numba import njit, prange
 
 DEFAULT_BITS = 7
+_COUNT_THREADS = min(numba.config.NUMBA_NUM_THREADS, 4)  # each holds a lattice-sized accumulator
+_PARALLEL_PIXELS = 1 << 20                                # smaller images are counted by one thread
+_MAX_PASS_PIXELS = 1 << 30                                # int32 counts and offset sums stay exact
 
 
 @njit(cache=True, nogil=True)
-def _count_cells(pixels, shift, counts, sums, touched, with_sums):  # pragma: no cover - compiled
-    """Add each pixel to its cell's count (and channel sums if ``with_sums``); list each cell the first
-    time it is seen; return how many cells were seen."""
+def _count_range(pixels, start, stop, shift, acc, touched):  # pragma: no cover - compiled
+    """Accumulate pixels ``start:stop`` into their cells: ``acc[cell] = [count, R, G, B offset sums]``
+    (offsets of the pixel from the cell's lowest colour; count only when ``acc`` has one column); list
+    each cell the first time it is seen; return how many."""
     bits = 8 - shift
+    low = (1 << shift) - 1
+    with_sums = acc.shape[1] == 4
     n = 0
-    for i in range(pixels.shape[0]):
+    for i in range(start, stop):
         cell = ((pixels[i, 0] >> shift) << (2 * bits)) | ((pixels[i, 1] >> shift) << bits) | (pixels[i, 2] >> shift)
-        if counts[cell] == 0:
+        if acc[cell, 0] == 0:
             touched[n] = cell
             n += 1
-        counts[cell] += 1
+        acc[cell, 0] += 1
         if with_sums:
             for c in range(3):
-                sums[cell, c] += pixels[i, c]
+                acc[cell, c + 1] += pixels[i, c] & low
     return n
+
+
+@njit(cache=True, parallel=True)
+def _count_cells(pixels, shift, acc, touched):  # pragma: no cover - compiled
+    """:func:`_count_range` over ``len(acc)`` slices of the pixels in parallel, each into its own
+    accumulator, then folded into ``acc[0]`` and ``touched[0]``; returns the number of cells."""
+    parts = acc.shape[0]
+    found = np.zeros(parts, dtype=np.int64)
+    for p in prange(parts):
+        start, stop = pixels.shape[0] * p // parts, pixels.shape[0] * (p + 1) // parts
+        found[p] = _count_range(pixels, start, stop, shift, acc[p], touched[p])
+    n = found[0]
+    for p in range(1, parts):
+        for j in range(found[p]):
+            cell = touched[p, j]
+            if acc[0, cell, 0] == 0:
+                touched[0, n] = cell
+                n += 1
+            for c in range(acc.shape[2]):
+                acc[0, cell, c] += acc[p, cell, c]
+                acc[p, cell, c] = 0
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _pool_cells(cells, colors, weights, acc, touched):  # pragma: no cover - compiled
+    """Weighted version of :func:`_count_cells` for colours already binned into ``cells``."""
+    n = 0
+    for i in range(cells.shape[0]):
+        cell = cells[i]
+        if acc[cell, 0] == 0:
+            touched[n] = cell
+            n += 1
+        acc[cell, 0] += weights[i]
+        for c in range(3):
+            acc[cell, c + 1] += weights[i] * colors[i, c]
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _collect_pixels(acc, cells, shift, counts, colors):  # pragma: no cover - compiled
+    """Counts and mean colours of ``cells`` from :func:`_count_range` sums; zero their rows."""
+    bits = 8 - shift
+    mask = (1 << bits) - 1
+    for j in range(cells.shape[0]):
+        row = acc[cells[j]]
+        counts[j] = row[0]
+        for c in range(3):
+            lowest = ((cells[j] >> ((2 - c) * bits)) & mask) << shift
+            colors[j, c] = lowest + (row[c + 1] / row[0] if acc.shape[1] == 4 else 0.0)
+        row[:] = 0
+
+
+@njit(cache=True, nogil=True)
+def _collect_pooled(acc, cells, counts, colors):  # pragma: no cover - compiled
+    """Counts and mean colours of ``cells`` from :func:`_pool_cells` sums; zero their rows."""
+    for j in range(cells.shape[0]):
+        row = acc[cells[j]]
+        counts[j] = row[0]
+        for c in range(3):
+            colors[j, c] = row[c + 1] / row[0]
+        row[:] = 0
+
+
+@njit(cache=True, nogil=True)
+def _fill_table(table, cells, mapped, keep):  # pragma: no cover - compiled
+    for j in range(cells.shape[0]):
+        for c in range(3):
+            table[cells[j], c] = mapped[j, c]
+        table[cells[j], 3] = keep[j]
 
 
 class _Buffers(threading.local):
     """Per-thread lattice-sized arrays, allocated once and reused: a 256x256 tile then costs time in
-    proportion to its pixels, not to the 2**21-cell lattice. Counts and sums are reset after each use."""
+    proportion to its pixels, not to the 2**21-cell lattice. Accumulators are zeroed after each use."""
 
     def __init__(self) -> None:
         self.arrays: dict[tuple[str, int], np.ndarray] = {}
@@ -52,10 +129,12 @@ class _Buffers(threading.local):
         key = (kind, bits)
         if key not in self.arrays:
             cells = 1 << (3 * bits)
-            if kind == "counts":
-                self.arrays[key] = np.zeros(cells, dtype=np.int64)
-            elif kind == "sums":  # channel sums, for each cell's mean colour (exact cells at 8 bits need none)
-                self.arrays[key] = np.zeros((cells if bits < 8 else 1, 3), dtype=np.int64)
+            if kind == "pixels":  # count and channel sums per cell (exact cells at 8 bits need no sums),
+                # one accumulator per counting thread
+                # int32 keeps a cell in 16 bytes; `of` bounds the pixels of one pass to stay exact
+                self.arrays[key] = np.zeros((_COUNT_THREADS, cells, 4 if bits < 8 else 1), dtype=np.int32)
+            elif kind == "pool":
+                self.arrays[key] = np.zeros((cells, 4), dtype=np.float64)
             else:
                 self.arrays[key] = np.empty((cells, 4), dtype=np.uint8)
         return self.arrays[key]
@@ -84,14 +163,6 @@ def _check_bits(bits: int) -> int:
     return int(bits)
 
 
-def cell_colors(cells: np.ndarray, bits: int) -> np.ndarray:
-    """RGB value (float, 0-255) at the centre of each lattice cell index."""
-    mask = (1 << bits) - 1
-    shift = 8 - bits
-    rgb = np.stack([(cells >> (2 * bits)) & mask, (cells >> bits) & mask, cells & mask], axis=1)
-    return rgb.astype(np.float64) * (1 << shift) + ((1 << shift) - 1) / 2.0
-
-
 @dataclass(frozen=True)
 class ColorHistogram:
     """Occupied lattice cells of one or more images, with their colours and pixel counts."""
@@ -106,18 +177,33 @@ class ColorHistogram:
         """Histogram of a uint8 HxWx3 image (``bits = 8``: every distinct colour exactly)."""
         bits = _check_bits(bits)
         pixels = image.reshape(-1, 3)
-        counts, sums = _BUFFERS.get("counts", bits), _BUFFERS.get("sums", bits)
-        touched = np.empty(min(len(pixels), counts.size), dtype=np.int64)
-        n = _count_cells(pixels, 8 - bits, counts, sums, touched, bits < 8)
-        cells = touched[:n].copy()  # first-seen order; sorting would cost more than it buys
-        weights = counts[cells].astype(np.float64)
-        counts[cells] = 0
-        if bits == 8:
-            colors = cell_colors(cells, 8)
-        else:
-            colors = sums[cells] / weights[:, None]
-            sums[cells] = 0
-        return cls(cells, colors, weights, bits)
+        if len(pixels) > _MAX_PASS_PIXELS:  # int32 accumulators: pool histograms of row blocks
+            rows = max(1, _MAX_PASS_PIXELS // image.shape[1])
+            return cls.merge([cls.of(image[r:r + rows], bits) for r in range(0, image.shape[0], rows)])
+        acc = _BUFFERS.get("pixels", bits)
+        if len(pixels) < _PARALLEL_PIXELS:
+            acc = acc[:1]
+        touched = np.empty((len(acc), min(len(pixels), acc.shape[1])), dtype=np.int64)
+        cells = touched[0, :_count_cells(pixels, 8 - bits, acc, touched)].copy()  # first-seen order
+        counts, colors = np.empty(len(cells)), np.empty((len(cells), 3))
+        _collect_pixels(acc[0], cells, 8 - bits, counts, colors)
+        return cls(cells, colors, counts, bits)
+
+    def coarsened(self, bits: int) -> "ColorHistogram":
+        """The same pixels on a coarser lattice (cells merged, mean colours and counts pooled)."""
+        bits = _check_bits(bits)
+        if bits >= self.bits:
+            return self
+        drop = self.bits - bits
+        mask = (1 << self.bits) - 1
+        r, g, b = (self.cells >> (2 * self.bits)) & mask, (self.cells >> self.bits) & mask, self.cells & mask
+        target = ((r >> drop) << (2 * bits)) | ((g >> drop) << bits) | (b >> drop)
+        acc = _BUFFERS.get("pool", bits)
+        touched = np.empty(min(len(target), acc.shape[0]), dtype=np.int64)
+        cells = touched[:_pool_cells(target, self.colors, self.counts, acc, touched)].copy()
+        counts, colors = np.empty(len(cells)), np.empty((len(cells), 3))
+        _collect_pooled(acc, cells, counts, colors)
+        return ColorHistogram(cells, colors, counts, bits)
 
     @classmethod
     def merge(cls, histograms: list["ColorHistogram"]) -> "ColorHistogram":
@@ -127,11 +213,12 @@ class ColorHistogram:
             raise ValueError("cannot merge histograms of different lattice sizes")
         if len(histograms) == 1:
             return histograms[0]
-        b = bits.pop()
-        all_cells = np.concatenate([h.cells for h in histograms])
-        cells, inverse = np.unique(all_cells, return_inverse=True)
-        counts = np.bincount(inverse, weights=np.concatenate([h.counts for h in histograms]))
-        return cls(cells, cell_colors(cells, b), counts, b)
+        cells, inverse = np.unique(np.concatenate([h.cells for h in histograms]), return_inverse=True)
+        counts = np.concatenate([h.counts for h in histograms])
+        colors = np.concatenate([h.colors for h in histograms]) * counts[:, None]
+        total = np.bincount(inverse, weights=counts)
+        means = np.stack([np.bincount(inverse, weights=colors[:, c]) for c in range(3)], axis=1)
+        return cls(cells, means / total[:, None], total, bits.pop())
 
 
 def apply_table(image: np.ndarray, histogram: ColorHistogram, mapped: np.ndarray,
@@ -139,8 +226,8 @@ def apply_table(image: np.ndarray, histogram: ColorHistogram, mapped: np.ndarray
     """Write ``mapped`` (uint8 (M, 3), one row per occupied cell) through every pixel of ``image``;
     pixels of cells flagged in ``keep`` (bool (M,)) keep their own value, byte for byte."""
     table = _BUFFERS.get("table", histogram.bits)  # only this image's cells are written, then read
-    table[histogram.cells, :3] = mapped
-    table[histogram.cells, 3] = 0 if keep is None else keep
+    keep = np.zeros(len(mapped), np.uint8) if keep is None else keep.astype(np.uint8)
+    _fill_table(table, histogram.cells, mapped, keep)
     out = np.empty_like(image)
     _gather(image.reshape(-1, 3), 8 - histogram.bits, table, out.reshape(-1, 3))
     return out

@@ -38,10 +38,15 @@ def _class_of(name: str) -> tuple[type[Transform], dict[str, Any]]:
     return getattr(importlib.import_module(module), cls), dict(preset)
 
 
+def names() -> list[str]:
+    """Every registered method name, without importing any method."""
+    return list(_METHODS)
+
+
 def methods() -> dict[str, str]:
     """Every method name with a one-line description (the first line of its docstring)."""
     out = {}
-    for name in _METHODS:
+    for name in names():
         cls, preset = _class_of(name)
         line = (cls.__doc__ or "").strip().splitlines()[0]
         out[name] = line + (f" [{', '.join(f'{k}={v}' for k, v in preset.items())}]" if preset else "")

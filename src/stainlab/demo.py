@@ -1,0 +1,203 @@
+"""``stainlab demo``: every method on real tissue with an exact answer, in a few seconds.
+
+The tissue is scikit-image's real IHC image (haematoxylin + DAB, shipped with the package). Sources are
+synthesised by re-staining crops of it: Ruifrok colour deconvolution (Ruifrok & Johnston 2001, Eq. 3-6:
+``OD = C W``, so ``C = OD W^-1`` with the H and DAB vectors completed to a 3x3 basis) separates the
+stain concentrations, which are scaled per stain and rendered back through Beer-Lambert
+(``I = I0 exp(-C W)``), some under tinted illumination (a per-channel ``I0``). The unaltered crop of the
+same tissue is therefore the exact ground truth of what a normalizer should produce, and the demo
+scores every method by its mean CIEDE2000 to it.
+
+Written under ``OUT/``: ``inputs/`` (reference and sources), ``truth/``, one folder of outputs per
+method, ``montage.png`` (rows = sources; columns = source, reference, truth, each method) and
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from skimage.color import deltaE_ciede2000
+
+from stainlab.color.lab import rgb_to_lab
+from stainlab.color.od import od_to_rgb, rgb_to_od
+from stainlab.color.stains import DAB, HEMATOXYLIN, complete_basis
+from stainlab.io.atomic import atomic_write_text
+from stainlab.io.images import write_image
+from stainlab.transforms import registry
+from stainlab.transforms.lut import to_uint8
+
+CROP = 256
+REFERENCE_AT = (128, 128)  # centre of the 512x512 image: epithelium, stroma and glass
+H_DAB = complete_basis([HEMATOXYLIN, DAB])  # rows: haematoxylin, DAB, Ruifrok's residual
+
+
+@dataclass(frozen=True)
+class Restain:
+    """How one source is made: which crop, stain concentration factors and illumination tint."""
+
+    name: str
+    label: str
+    at: tuple[int, int]
+    hematoxylin: float = 1.0
+    dab: float = 1.0
+    light: tuple[float, float, float] = (1.0, 1.0, 1.0)  # I0 per channel, relative to white
+
+
+SOURCES = (
+    Restain("strong-hematoxylin", "haematoxylin x1.8", (0, 0), hematoxylin=1.8),
+    Restain("weak-dab", "DAB x0.45", (0, 256), dab=0.45),
+    Restain("yellow-light", "yellow light", (256, 0), light=(1.0, 0.9, 0.68)),
+    Restain("faded-blue", "faded, blue light", (256, 256), hematoxylin=0.6, dab=0.6, light=(0.82, 0.9, 1.0)),
+)
+
+
+# -- data ---------------------------------------------------------------------------------------------------------
+def crop(image: np.ndarray, at: tuple[int, int]) -> np.ndarray:
+    y, x = at
+    return np.ascontiguousarray(image[y:y + CROP, x:x + CROP])
+
+
+def restain(image: np.ndarray, how: Restain) -> np.ndarray:
+    """Re-render ``image`` with scaled H and DAB concentrations under tinted light (Beer-Lambert)."""
+    concentrations = rgb_to_od(image) @ np.linalg.inv(H_DAB)
+    concentrations *= np.array([how.hematoxylin, how.dab, 1.0])
+    return to_uint8(od_to_rgb(concentrations @ H_DAB) * np.asarray(how.light))
+
+
+def method_names() -> list[str]:
+    """Every registered method name, including those whose module cannot be imported yet."""
+    return list(registry._METHODS)
+
+
+def delta_e(image: np.ndarray, truth_lab: np.ndarray) -> float:
+    """Mean CIEDE2000 colour difference between an RGB image and a CIELAB one."""
+    return float(np.mean(deltaE_ciede2000(rgb_to_lab(image), truth_lab)))
+
+
+# -- running the methods ------------------------------------------------------------------------------------------
+def normalize_all(name: str, reference: np.ndarray, sources: dict[str, np.ndarray]):
+    """Fit ``name`` on the reference and transform every source.
+
+    Returns ``(outputs, fit seconds, mean seconds per image, warning messages)``; raises whatever the
+    method raises (the caller reports it)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        transform = registry.create(name).fit(reference)
+        fit_seconds = time.perf_counter() - start
+        outputs, seconds = {}, []
+        for key, image in sources.items():
+            start = time.perf_counter()
+            outputs[key] = transform(image)
+            seconds.append(time.perf_counter() - start)
+    messages = list(dict.fromkeys(str(w.message) for w in caught))
+    return outputs, fit_seconds, float(np.mean(seconds)), messages
+
+
+def _scores(outputs: dict[str, np.ndarray], truth_labs: dict[str, np.ndarray]) -> dict:
+    """CIEDE2000 of each output to the ground truth (in CIELAB) of its source, and their mean."""
+    errors = {key: round(delta_e(image, truth_labs[key]), 3) for key, image in outputs.items()}
+    return {"delta_e2000_mean": round(float(np.mean(list(errors.values()))), 3), "delta_e2000": errors}
+
+
+# -- the montage ---------------------------------------------------------------------------------------------------
+GAP = 6
+HEADER = 34
+FONT_SIZE = 20
+
+
+def _font(size: int = FONT_SIZE):
+    return ImageFont.load_default(size=size)
+
+
+def _caption(tile: Image.Image, text: str) -> None:
+    """White text on a dark band along the bottom of a tile."""
+    draw = ImageDraw.Draw(tile, "RGBA")
+    font = _font(FONT_SIZE - 2)
+    height = FONT_SIZE + 8
+    draw.rectangle([0, tile.height - height, tile.width, tile.height], fill=(0, 0, 0, 170))
+    draw.text((6, tile.height - height + 3), text, font=font, fill="white")
+
+
+def montage(columns: list[tuple[str, list[np.ndarray], list[str]]]) -> Image.Image:
+    """Columns of equal-size tiles, each ``(header, images, captions)``, on white with headers."""
+    rows = len(columns[0][1])
+    sheet = Image.new("RGB", (len(columns) * (CROP + GAP) + GAP, HEADER + rows * (CROP + GAP)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, (header, images, captions) in enumerate(columns):
+        left = GAP + c * (CROP + GAP)
+        draw.text((left + CROP // 2, HEADER // 2), header, font=_font(FONT_SIZE + 2), fill="black", anchor="mm")
+        for r, (image, caption) in enumerate(zip(images, captions, strict=True)):
+            tile = Image.fromarray(image)
+            if caption:
+                _caption(tile, caption)
+            sheet.paste(tile, (left, HEADER + r * (CROP + GAP)))
+    return sheet
+
+
+# -- the demo ------------------------------------------------------------------------------------------------------
+def run(out="stainlab-demo", methods: list[str] | None = None) -> dict:
+    """Write the demo under ``out`` (default: every registered method) and return the summary."""
+    from skimage import data
+
+    out = Path(out)
+    started = time.perf_counter()
+    tissue = data.immunohistochemistry()
+    reference = crop(tissue, REFERENCE_AT)
+    truths = {s.name: crop(tissue, s.at) for s in SOURCES}
+    sources = {s.name: restain(truths[s.name], s) for s in SOURCES}
+    _write_folder(out / "inputs", {"reference": reference, **sources})
+    _write_folder(out / "truth", truths)
+    truth_labs = {key: rgb_to_lab(image) for key, image in truths.items()}
+
+    summary = {"reference": str(out / "inputs" / "reference.png"), "crop": CROP,
+               "sources": {s.name: s.label for s in SOURCES},
+               "unnormalized": _scores(sources, truth_labs), "methods": {}, "skipped": {}}
+    columns = [("source", list(sources.values()), [s.label for s in SOURCES]),
+               ("reference", [reference] * len(SOURCES), [""] * len(SOURCES)),
+               ("truth", list(truths.values()), [""] * len(SOURCES))]
+    for name in methods or method_names():
+        try:
+            outputs, fit_seconds, per_image, messages = normalize_all(name, reference, sources)
+        except Exception as err:  # a method still being written or broken: say so, go on with the others
+            summary["skipped"][name] = f"{type(err).__name__}: {err}"
+            print(f"stainlab demo: skipped {name}: {type(err).__name__}: {err}")
+            continue
+        for message in messages:
+            print(f"stainlab demo: {name}: {message}")
+        _write_folder(out / name, outputs)
+        scores = _scores(outputs, truth_labs)
+        summary["methods"][name] = {"seconds_per_image": round(per_image, 4),
+                                    "fit_seconds": round(fit_seconds, 4), **scores}
+        columns.append((name, list(outputs.values()),
+                         [f"dE00 {e:.1f}" for e in scores["delta_e2000"].values()]))
+
+    write_image(out / "montage.png", np.asarray(montage(columns)), overwrite=True)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    _report(out, summary)
+    return summary
+
+
+def _write_folder(folder: Path, images: dict[str, np.ndarray]) -> None:
+    for key, image in images.items():
+        write_image(folder / f"{key}.png", image, overwrite=True)
+
+
+def _report(out: Path, summary: dict) -> None:
+    print(f"stainlab demo: {len(SOURCES)} re-stained crops of scikit-image's IHC image normalized with "
+          f"{len(summary['methods'])} methods in {summary['seconds']:.1f} s")
+    print(f"  {'method':<16} {'s/image':>8}  mean CIEDE2000 to truth")
+    print(f"  {'(unnormalized)':<16} {'':>8}  {summary['unnormalized']['delta_e2000_mean']:6.2f}")
+    for name, result in summary["methods"].items():
+        print(f"  {name:<16} {result['seconds_per_image']:8.4f}  {result['delta_e2000_mean']:6.2f}")
+    print(f"montage:  {out / 'montage.png'}")
+    print(f"outputs:  {out}/<method>/, inputs in {out / 'inputs'}, ground truth in {out / 'truth'}")
+    print(f"summary:  {out / 'summary.json'}")

@@ -1,0 +1,176 @@
+"""The command line, driven through ``main([...])`` and once through the installed console script."""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import stainlab
+from stainlab.cli import main
+from stainlab.io import read_image
+from synth import he_image
+
+SCALES = [(0.6, 1.3), (1.4, 0.7), (1.0, 1.0), (0.8, 0.5)]
+
+
+def _save(path, image):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def _hashes(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.fixture
+def src(tmp_path):
+    """A folder of four H&E tiles stained with different strengths."""
+    for i, scale in enumerate(SCALES):
+        _save(tmp_path / "src" / f"tile{i}.png", he_image((48, 64), seed=10 + i, scale=scale))
+    return tmp_path / "src"
+
+
+@pytest.fixture
+def ref(tmp_path, he_reference):
+    return _save(tmp_path / "ref.png", he_reference)
+
+
+def _normalize(src, out, *extra):
+    return main(["normalize", str(src), "-o", str(out), *map(str, extra)])
+
+
+def test_normalize_folder_equals_the_api_and_leaves_inputs_alone(tmp_path, src, ref, capsys):
+    before = _hashes(src)
+    assert _normalize(src, tmp_path / "out", "-m", "reinhard", "-r", ref) == 0
+    expected = stainlab.load("reinhard").fit(read_image(ref)[0])
+    for path in sorted(src.iterdir()):
+        out, notes = read_image(tmp_path / "out" / path.name)
+        assert notes == [] and np.array_equal(out, expected(read_image(path)[0]))
+    assert _hashes(src) == before
+    assert "normalized 4 of 4 images with reinhard" in capsys.readouterr().out
+
+
+def test_one_corrupt_file_does_not_stop_the_others(tmp_path, src, ref, capsys):
+    _truncate(_save(src / "bad.png", he_image((48, 64), seed=3)))
+    (src / "notes.png").write_text("not an image")
+    before = _hashes(src)
+    assert _normalize(src, tmp_path / "out", "-m", "reinhard", "-r", ref) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"tile{i}.png" for i in range(4)]
+    err = capsys.readouterr().err
+    assert f"stainlab: error: {src / 'bad.png'}: truncated or corrupt image" in err
+    assert f"stainlab: error: {src / 'notes.png'}: not an image file" in err
+    assert "Traceback" not in err
+    assert _hashes(src) == before
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, src, ref, capsys):
+    out = tmp_path / "out"
+    assert _normalize(src, out, "-m", "reinhard", "-r", ref) == 0
+    good = _hashes(out)
+    _save(out / "tile0.png", np.zeros((48, 64, 3), np.uint8))  # stands for a stale result
+    capsys.readouterr()
+    assert _normalize(src, out, "-m", "reinhard", "-r", ref) == 0  # a re-run resumes: nothing to do
+    captured = capsys.readouterr()
+    assert "4 output(s) exist already, their inputs skipped" in captured.err
+    assert "normalized 0 of 4 images" in captured.out
+    assert read_image(out / "tile0.png")[0].max() == 0
+    assert _normalize(src, out, "-m", "reinhard", "-r", ref, "--overwrite") == 0
+    assert _hashes(out) == good
+
+
+def test_fit_then_normalize_with_fitted_file_equals_method_and_reference(tmp_path, src, ref, capsys):
+    fitted = tmp_path / "reinhard.json"
+    assert main(["fit", "-m", "reinhard", "-r", str(ref), "-o", str(fitted)]) == 0
+    assert main(["fit", "-m", "reinhard", "-r", str(ref), "-o", str(fitted)]) == 1
+    assert f"{fitted}: exists (use --overwrite" in capsys.readouterr().err
+    assert _normalize(src, tmp_path / "by-t", "-t", fitted) == 0
+    assert _normalize(src, tmp_path / "by-m", "-m", "reinhard", "-r", ref) == 0
+    assert _hashes(tmp_path / "by-t") == _hashes(tmp_path / "by-m")
+
+
+def test_two_workers_give_identical_outputs(tmp_path, src, ref):
+    assert _normalize(src, tmp_path / "one", "-m", "reinhard", "-r", ref, "--workers", 1) == 0
+    assert _normalize(src, tmp_path / "two", "-m", "reinhard", "-r", ref, "--workers", 2) == 0
+    assert _hashes(tmp_path / "two") == _hashes(tmp_path / "one")
+    assert len(_hashes(tmp_path / "one")) == 4
+
+
+def test_all_white_reference_is_refused_and_nothing_written(tmp_path, src, capsys):
+    white = _save(tmp_path / "white.png", np.full((32, 32, 3), 255, np.uint8))
+    assert _normalize(src, tmp_path / "out", "-m", "reinhard", "-r", white) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"stainlab: error: {white}: reinhard reference: no tissue")
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_colliding_output_names_are_an_error_before_any_work(tmp_path, src, ref, capsys):
+    import tifffile
+    tifffile.imwrite(src / "tile0.tif", he_image((48, 64), seed=5), photometric="rgb")
+    assert _normalize(src, tmp_path / "out", "-m", "reinhard", "-r", ref) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'out' / 'tile0.png'}: would be written by each of {src / 'tile0.png'}, " \
+           f"{src / 'tile0.tif'}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_conversion_notes_and_no_tissue_are_warnings_not_failures(tmp_path, ref, capsys):
+    src = tmp_path / "src"
+    _save(src / "glass.png", np.full((16, 16, 3), 250, np.uint8))
+    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(src / "g16.png")
+    assert _normalize(src, tmp_path / "out", "-m", "reinhard", "--param", "mask=true", "-r", ref,
+                      "--format", "tif") == 0
+    err = capsys.readouterr().err
+    assert f"stainlab: warning: {src / 'g16.png'}: 16-bit, scaled to 8-bit" in err
+    assert f"stainlab: warning: {src / 'glass.png'}: reinhard: reinhard source: no tissue" in err
+    assert "passed through unchanged" in err
+    assert (read_image(tmp_path / "out" / "glass.tif")[0] == 250).all()
+
+
+def test_reference_free_method_needs_no_reference(tmp_path, src, ref, capsys):
+    assert _normalize(src, tmp_path / "out", "-m", "grayscale") == 0
+    out = read_image(tmp_path / "out" / "tile1.png")[0]
+    assert (out[..., 0] == out[..., 2]).all() and out.std() > 5
+    assert _normalize(src, tmp_path / "out2", "-m", "reinhard") == 1
+    assert "reinhard: needs a reference image; give one with -r REF" in capsys.readouterr().err
+
+
+def test_methods_lists_reinhard(capsys):
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("reinhard ") and "Reinhard 2001" in line for line in lines)
+
+
+def test_usage_errors_debug_and_version(tmp_path, src, ref, capsys):
+    assert _normalize(src, tmp_path / "out", "-m", "reinhard", "-t", "x.json") == 2  # one or the other
+    assert _normalize(src, tmp_path / "out", "-t", tmp_path / "missing.json") == 1
+    assert f"stainlab: error: {tmp_path / 'missing.json'}: fitted-transform file not found" in capsys.readouterr().err
+    assert _normalize(src, tmp_path / "out", "-m", "no-such-method", "-r", ref) == 1
+    assert "unknown method 'no-such-method'" in capsys.readouterr().err
+    assert main(["--debug", "normalize", str(src), "-o", str(tmp_path / "o"), "-t", "missing.json"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"stainlab {stainlab.__version__}"
+    assert main(["normalize", "--help"]) == 0
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_console_script_reports_bad_file_and_exit_status(tmp_path, src, ref):
+    _truncate(_save(src / "bad.png", he_image((48, 64), seed=3)))
+    script = Path(sys.executable).with_name("stainlab")
+    run = subprocess.run([str(script), "normalize", str(src), "-m", "reinhard", "-r", str(ref),
+                          "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [f"stainlab: error: {src / 'bad.png'}: truncated or corrupt "
+                                               "image (OSError: image file is truncated)"]
+    assert len(list((tmp_path / "out").iterdir())) == 4

@@ -15,3 +15,16 @@ def ihc_image():
     """A real IHC image (haematoxylin + DAB) shipped with scikit-image, cropped."""
     from skimage import data
     return np.ascontiguousarray(data.immunohistochemistry()[:256, :256])
+
+
+@pytest.fixture(scope="session")
+def ihc_other():
+    """Another region of scikit-image's IHC slide: real tissue with a different colour balance."""
+    from skimage import data
+    return np.ascontiguousarray(data.immunohistochemistry()[256:512, 256:512])
+
+
+@pytest.fixture(scope="session")
+def he_source():
+    """Synthetic H&E, pale haematoxylin and strong eosin, a quarter of it white glass."""
+    return he_image(seed=3, scale=(0.6, 1.4))

@@ -2,28 +2,14 @@
 
 import numpy as np
 import pytest
-from skimage import data
 
 import stainlab
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
 from stainlab.color.tissue import tissue_mask
 from stainlab.errors import NoTissueError, NoTissueWarning
-from synth import he_image
 
 MEAN_TOLERANCE = 0.5   # CIELAB units
 STD_TOLERANCE = 0.03   # relative
-
-
-@pytest.fixture(scope="module")
-def ihc_other():
-    """Another region of scikit-image's IHC slide: real tissue with a different colour balance."""
-    return np.ascontiguousarray(data.immunohistochemistry()[256:512, 256:512])
-
-
-@pytest.fixture(scope="module")
-def he_source():
-    """Synthetic H&E, pale haematoxylin and strong eosin, a quarter of it white glass."""
-    return he_image(seed=3, scale=(0.6, 1.4))
 
 
 def lab_stats(image, keep=None):

@@ -5,7 +5,6 @@ import warnings
 
 import numpy as np
 import pytest
-from skimage import data
 from skimage.exposure import match_histograms
 
 import stainlab
@@ -21,18 +20,6 @@ def make(name, **params):
     if name == "histogram-masked":
         return stainlab.load("histogram", mask=True, **params)
     return stainlab.load(name, **params)
-
-
-@pytest.fixture(scope="module")
-def ihc_other():
-    """Another region of scikit-image's IHC slide: a real image with a different colour balance."""
-    return np.ascontiguousarray(data.immunohistochemistry()[256:512, 256:512])
-
-
-@pytest.fixture(scope="module")
-def he_source():
-    """Synthetic H&E, pale haematoxylin and strong eosin, a quarter of it white glass."""
-    return he_image(seed=3, scale=(0.6, 1.4))
 
 
 def level_shares(pixels):

@@ -26,8 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from skimage.color import deltaE_ciede2000
 
 from stainlab.color.lab import rgb_to_lab
-from stainlab.color.od import od_to_rgb, rgb_to_od
-from stainlab.color.stains import DAB, HEMATOXYLIN, complete_basis
+from stainlab.color.deconvolution import combine, separate
 from stainlab.io.atomic import atomic_write_text
 from stainlab.io.images import write_image
 from stainlab.transforms import registry
@@ -35,7 +34,6 @@ from stainlab.transforms.lut import to_uint8
 
 CROP = 256
 REFERENCE_AT = (128, 128)  # centre of the 512x512 image: epithelium, stroma and glass
-H_DAB = complete_basis([HEMATOXYLIN, DAB])  # rows: haematoxylin, DAB, Ruifrok's residual
 
 
 @dataclass(frozen=True)
@@ -66,14 +64,8 @@ def crop(image: np.ndarray, at: tuple[int, int]) -> np.ndarray:
 
 def restain(image: np.ndarray, how: Restain) -> np.ndarray:
     """Re-render ``image`` with scaled H and DAB concentrations under tinted light (Beer-Lambert)."""
-    concentrations = rgb_to_od(image) @ np.linalg.inv(H_DAB)
-    concentrations *= np.array([how.hematoxylin, how.dab, 1.0])
-    return to_uint8(od_to_rgb(concentrations @ H_DAB) * np.asarray(how.light))
-
-
-def method_names() -> list[str]:
-    """Every registered method name, including those whose module cannot be imported yet."""
-    return list(registry._METHODS)
+    concentrations = separate(image, "hdab") * np.array([how.hematoxylin, how.dab, 1.0])
+    return to_uint8(combine(concentrations, "hdab") * np.asarray(how.light))
 
 
 def delta_e(image: np.ndarray, truth_lab: np.ndarray) -> float:
@@ -163,7 +155,7 @@ def run(out="stainlab-demo", methods: list[str] | None = None) -> dict:
     columns = [("source", list(sources.values()), [s.label for s in SOURCES]),
                ("reference", [reference] * len(SOURCES), [""] * len(SOURCES)),
                ("truth", list(truths.values()), [""] * len(SOURCES))]
-    for name in methods or method_names():
+    for name in methods or registry.names():
         try:
             outputs, fit_seconds, per_image, messages = normalize_all(name, reference, sources)
         except Exception as err:  # a method still being written or broken: say so, go on with the others

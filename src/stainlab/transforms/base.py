@@ -109,9 +109,12 @@ class Transform(ABC):
 
     def transform(self, image: np.ndarray) -> np.ndarray:
         """uint8 HxWx3 RGB in, uint8 HxWx3 RGB out; the input is never modified."""
+        self._require_fitted()
+        return self._transform(check_rgb8(image))
+
+    def _require_fitted(self) -> None:
         if not self._fitted:
             raise NotFittedError(f"{self.name}: call fit(reference) first, or load a fitted .json")
-        return self._transform(check_rgb8(image))
 
     @abstractmethod
     def _transform(self, image: np.ndarray) -> np.ndarray:
@@ -132,8 +135,8 @@ class Transform(ABC):
 class PixelTransform(Transform):
     """A transform that is a function of the RGB value once per-image parameters are known.
 
-    Subclasses implement three hooks (and optionally ``_keep``), all on float RGB colours in [0, 255] with optional pixel weights
-    (the colour-histogram counts, see :mod:`stainlab.transforms.lut`):
+    Subclasses implement three hooks (and optionally ``_keep``), all on float RGB colours in [0, 255]
+    with optional pixel weights (the colour-histogram counts, see :mod:`stainlab.transforms.lut`):
 
     - ``_fit_colors(colors, weights)``: learn the target from the reference's colours;
     - ``_source(colors, weights)``: per-image parameters of the image being transformed (raise
@@ -177,8 +180,7 @@ class PixelTransform(Transform):
 
     def transform(self, image: np.ndarray, exact: bool = False) -> np.ndarray:
         """uint8 HxWx3 in and out; ``exact=True`` skips the lookup table (slower, for checking)."""
-        if not self._fitted:
-            raise NotFittedError(f"{self.name}: call fit(reference) first, or load a fitted .json")
+        self._require_fitted()
         image = check_rgb8(image)
         return self._transform_exact(image) if exact else self._transform(image)
 

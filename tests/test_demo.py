@@ -7,6 +7,7 @@ import pytest
 from skimage import data
 
 from stainlab import demo
+from stainlab.evaluate.montage import GAP, HEADER
 from stainlab.cli import main
 from stainlab.color.deconvolution import separate
 from stainlab.io import read_image
@@ -43,9 +44,9 @@ def test_run_writes_outputs_montage_and_summary(tmp_path, capsys):
 
     montage, _ = read_image(tmp_path / "montage.png")
     columns = 4  # source, reference, truth, reinhard
-    step = demo.CROP + demo.GAP
-    assert montage.shape == (demo.HEADER + len(names) * step, demo.GAP + columns * step, 3)
-    top, left = demo.HEADER + step, demo.GAP + 3 * step  # second row, reinhard column, above the caption
+    step = demo.CROP + GAP
+    assert montage.shape == (HEADER + len(names) * step, GAP + columns * step, 3)
+    top, left = HEADER + step, GAP + 3 * step  # second row, reinhard column, above the caption
     reinhard_out = read_image(tmp_path / "reinhard" / f"{names[1]}.png")[0]
     assert np.array_equal(montage[top:top + 200, left:left + demo.CROP], reinhard_out[:200])
 
@@ -66,5 +67,5 @@ def test_demo_command_runs_every_method_or_says_why_not(tmp_path, capsys):
     for method in summary["methods"]:
         assert len(list((tmp_path / "d" / method).glob("*.png"))) == len(demo.SOURCES)
     montage, _ = read_image(tmp_path / "d" / "montage.png")
-    assert montage.shape[1] == demo.GAP + (3 + len(summary["methods"])) * (demo.CROP + demo.GAP)
+    assert montage.shape[1] == GAP + (3 + len(summary["methods"])) * (demo.CROP + GAP)
     assert f"montage:  {tmp_path / 'd' / 'montage.png'}" in capsys.readouterr().out

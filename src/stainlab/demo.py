@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 from skimage.color import deltaE_ciede2000
 
 from stainlab.color.lab import rgb_to_lab
 from stainlab.color.deconvolution import combine, separate
+from stainlab.evaluate.montage import montage
 from stainlab.io.atomic import atomic_write_text
 from stainlab.io.images import write_image
 from stainlab.transforms import registry
@@ -97,41 +97,6 @@ def _scores(outputs: dict[str, np.ndarray], truth_labs: dict[str, np.ndarray]) -
     """CIEDE2000 of each output to the ground truth (in CIELAB) of its source, and their mean."""
     errors = {key: round(delta_e(image, truth_labs[key]), 3) for key, image in outputs.items()}
     return {"delta_e2000_mean": round(float(np.mean(list(errors.values()))), 3), "delta_e2000": errors}
-
-
-# -- the montage ---------------------------------------------------------------------------------------------------
-GAP = 6
-HEADER = 34
-FONT_SIZE = 20
-
-
-def _font(size: int = FONT_SIZE):
-    return ImageFont.load_default(size=size)
-
-
-def _caption(tile: Image.Image, text: str) -> None:
-    """White text on a dark band along the bottom of a tile."""
-    draw = ImageDraw.Draw(tile, "RGBA")
-    font = _font(FONT_SIZE - 2)
-    height = FONT_SIZE + 8
-    draw.rectangle([0, tile.height - height, tile.width, tile.height], fill=(0, 0, 0, 170))
-    draw.text((6, tile.height - height + 3), text, font=font, fill="white")
-
-
-def montage(columns: list[tuple[str, list[np.ndarray], list[str]]]) -> Image.Image:
-    """Columns of equal-size tiles, each ``(header, images, captions)``, on white with headers."""
-    rows = len(columns[0][1])
-    sheet = Image.new("RGB", (len(columns) * (CROP + GAP) + GAP, HEADER + rows * (CROP + GAP)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for c, (header, images, captions) in enumerate(columns):
-        left = GAP + c * (CROP + GAP)
-        draw.text((left + CROP // 2, HEADER // 2), header, font=_font(FONT_SIZE + 2), fill="black", anchor="mm")
-        for r, (image, caption) in enumerate(zip(images, captions, strict=True)):
-            tile = Image.fromarray(image)
-            if caption:
-                _caption(tile, caption)
-            sheet.paste(tile, (left, HEADER + r * (CROP + GAP)))
-    return sheet
 
 
 # -- the demo ------------------------------------------------------------------------------------------------------

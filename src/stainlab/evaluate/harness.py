@@ -1,0 +1,183 @@
+"""The evaluation harness: every method on the same paired data, scored against exact ground truth.
+
+Each method is anything :func:`stainlab.load` accepts, so learned models join with no change here. It
+is fitted once on the reference, applied to every source image of a :class:`PairedFolders` set
+(``A/`` = what a normalizer sees, ``B/`` = the ground truth, as the restaining simulator writes it),
+and scored with paired metrics. The untouched sources are scored too (``unnormalized``), so every
+number has its baseline.
+
+Resumable: each method's per-image results are saved (atomically) after every image under
+``OUT/runs/``; a re-run with the same reference skips what is done. A method that fails is reported
+with its error and the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from stainlab import metrics
+from stainlab.data.folders import PairedFolders, read_pair
+from stainlab.errors import InputError
+from stainlab.io.atomic import atomic_write_text
+from stainlab.io.images import write_image
+from stainlab.transforms import load
+
+# name -> (function of (output, truth), True when higher is better)
+PAIRED_METRICS = {
+    "psnr": (metrics.psnr, True),
+    "ssim": (metrics.ssim, True),
+    "ciede2000": (metrics.ciede2000, False),
+    "mae": (metrics.mae, False),
+}
+BASELINE = "unnormalized"
+MONTAGE_ROWS = 4
+
+
+@dataclass
+class MethodRun:
+    """Per-image scores and timings of one method (or of the unnormalized baseline)."""
+
+    name: str
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)   # image key -> metric -> value
+    seconds: dict[str, float] = field(default_factory=dict)             # image key -> transform seconds
+    fit_seconds: float = 0.0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self, metric_names: list[str]) -> dict:
+        row = {"method": self.name, "images": len(self.scores), "error": self.error}
+        for m in metric_names:
+            values = [np.inf if s[m] is None else s[m] for s in self.scores.values()]  # None: saved inf
+            row[m] = float(np.mean(values)) if values else None
+        row["seconds_per_image"] = float(np.mean(list(self.seconds.values()))) if self.seconds else None
+        row["fit_seconds"] = self.fit_seconds
+        return row
+
+
+def score(output: np.ndarray, truth: np.ndarray, metric_names: list[str]) -> dict[str, float]:
+    return {m: float(PAIRED_METRICS[m][0](output, truth)) for m in metric_names}
+
+
+def _fingerprint(reference: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(reference).tobytes()).hexdigest()[:16]
+
+
+class Harness:
+    """Runs methods over one paired data set with one reference and writes what it finds under ``out``."""
+
+    def __init__(self, data: PairedFolders, out, reference: np.ndarray | None = None,
+                 metric_names=("psnr", "ssim", "ciede2000", "mae"), progress: bool = True) -> None:
+        unknown = sorted(set(metric_names) - set(PAIRED_METRICS))
+        if unknown:
+            raise InputError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(PAIRED_METRICS)}")
+        if len(data) == 0:
+            raise InputError(f"{data.root}: no image pairs to evaluate")
+        self.data, self.out, self.metric_names, self.progress = data, Path(out), list(metric_names), progress
+        self.pairs = dict(zip((a.stem for a, _ in data.pairs), data.pairs))
+        if reference is None:
+            # The ground truth of the first pair is the reference; that pair is not scored.
+            first = next(iter(self.pairs))
+            reference = read_pair(*self.pairs.pop(first))[1]
+            self.reference_source = f"{first} (ground truth of the first pair, not scored)"
+            if not self.pairs:
+                raise InputError(f"{data.root}: one pair only, which serves as the reference; give -r or more pairs")
+        else:
+            self.reference_source = "given"
+        self.reference = reference
+        self.montage_keys = list(self.pairs)[:MONTAGE_ROWS]
+
+    # -- running ----------------------------------------------------------------------------------
+    def _run_file(self, name: str) -> Path:
+        return self.out / "runs" / f"{name.replace('/', '_').replace(':', '_')}.json"
+
+    def _load_run(self, name: str) -> MethodRun:
+        path = self._run_file(name)
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("reference") == _fingerprint(self.reference) and saved.get("metrics") == self.metric_names:
+                return MethodRun(**saved["run"])
+        return MethodRun(name)
+
+    def _save_run(self, run: MethodRun) -> None:
+        payload = {"reference": _fingerprint(self.reference), "metrics": self.metric_names, "run": run.__dict__}
+        atomic_write_text(self._run_file(run.name), json.dumps(_finite(payload)))
+
+    def run_baseline(self) -> MethodRun:
+        return self._run(BASELINE, transform=None)
+
+    def run_method(self, name: str) -> MethodRun:
+        run = self._load_run(name)
+        if len(run.scores) == len(self.pairs) and run.error is None:
+            return run
+        try:
+            started = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                transform = load(name).fit(self.reference)
+            run.fit_seconds = time.perf_counter() - started
+            run.warnings = list(dict.fromkeys(str(w.message) for w in caught))
+        except Exception as err:  # noqa: BLE001 - a failing method is reported, never fatal
+            run.error = f"{type(err).__name__}: {err}"
+            self._save_run(run)
+            return run
+        return self._run(name, transform, run)
+
+    def _run(self, name: str, transform, run: MethodRun | None = None) -> MethodRun:
+        run = run or self._load_run(name)
+        run.error = None
+        todo = [k for k in self.pairs if k not in run.scores]
+        for key in tqdm(todo, desc=name, unit="image", disable=not self.progress or not todo, leave=False):
+            source, truth = read_pair(*self.pairs[key])
+            try:
+                started = time.perf_counter()
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    output = source if transform is None else transform(source)
+                run.seconds[key] = time.perf_counter() - started
+                run.warnings = list(dict.fromkeys(run.warnings + [f"{key}: {w.message}" for w in caught]))
+            except Exception as err:  # noqa: BLE001
+                run.error = f"{key}: {type(err).__name__}: {err}"
+                break
+            run.scores[key] = score(output, truth, self.metric_names)
+            if key in self.montage_keys:
+                write_image(self.out / "outputs" / name / f"{key}.png", output, overwrite=True)
+            self._save_run(run)
+        self._save_run(run)
+        return run
+
+    def evaluate(self, methods: list[str]) -> dict:
+        """Run the baseline and every method; return (and write) ``results.json``'s content."""
+        for key in self.montage_keys:
+            source, truth = read_pair(*self.pairs[key])
+            write_image(self.out / "outputs" / "source" / f"{key}.png", source, overwrite=True)
+            write_image(self.out / "outputs" / "truth" / f"{key}.png", truth, overwrite=True)
+        runs = [self.run_baseline()] + [self.run_method(name) for name in methods]
+        results = {
+            "data": str(self.data.root), "reference": self.reference_source, "metrics": self.metric_names,
+            "higher_is_better": {m: PAIRED_METRICS[m][1] for m in self.metric_names},
+            "images": len(self.pairs), "montage": self.montage_keys,
+            "table": [r.summary(self.metric_names) for r in runs],
+            "per_image": {r.name: r.scores for r in runs},
+            "warnings": {r.name: r.warnings for r in runs if r.warnings},
+        }
+        atomic_write_text(self.out / "results.json", json.dumps(_finite(results), indent=1))
+        return results
+
+
+def _finite(value):
+    """JSON-safe copy: non-finite floats (PSNR of identical images is inf) become None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,28 @@
+"""Image-quality and distribution metrics, NumPy first, batch-friendly.
+
+Paired images (uint8 ``HxWx3`` or ``NxHxWx3``, or float torch tensors in [0, 1] shaped ``(N, 3, H, W)``):
+:func:`psnr`, :func:`mae`, :func:`ciede2000`, :func:`ssim`, :func:`ms_ssim`, :func:`cycle_consistency`.
+Unpaired colour distributions: :func:`channel_wasserstein`, :func:`histogram_intersection`,
+:func:`chi_square_distance`. Features: :func:`frechet_distance`. Tiling: :func:`seam_score`.
+A differentiable :func:`ssim_torch` serves losses.
+"""
+
+from stainlab.metrics.consistency import (
+    border_differences,
+    cycle_consistency,
+    seam_score,
+)
+from stainlab.metrics.distribution import (
+    channel_wasserstein,
+    chi_square_distance,
+    histogram_intersection,
+)
+from stainlab.metrics.frechet import frechet_distance, frechet_distance_from_stats
+from stainlab.metrics.pixel import ciede2000, delta_e_2000, mae, psnr
+from stainlab.metrics.structural import ms_ssim, ssim, ssim_torch
+
+__all__ = [
+    "border_differences", "channel_wasserstein", "chi_square_distance", "ciede2000", "cycle_consistency",
+    "delta_e_2000", "frechet_distance", "frechet_distance_from_stats", "histogram_intersection", "mae",
+    "ms_ssim", "psnr", "seam_score", "ssim", "ssim_torch",
+]

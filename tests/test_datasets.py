@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stainlab.data.folders import BCIDataset, PairedFolders, UnpairedFolders, her2_level, hev
+from stainlab.data.folders import BCIDataset, PairedFolders, UnpairedFolders, level_from_name, hev
 from stainlab.data.tiles import extract_tiles, grid_starts
 from stainlab.errors import InputError
 from synth import he_image
@@ -72,14 +72,14 @@ def test_hev_layout_accepts_name_variants(tmp_path):
 
 @pytest.mark.parametrize("name, level", [("00001_train_0.png", 0), ("00002_train_1+.png", 1),
                                          ("00003_test_2+.png", 2), ("00004_test_3+.png", 3)])
-def test_her2_level_from_bci_names(name, level):
-    assert her2_level(name) == level
+def test_level_from_name_from_bci_names(name, level):
+    assert level_from_name(name) == level
 
 
 @pytest.mark.parametrize("name", ["00001_train.png", "00001_train_4+.png", "00001_train_2.png"])
 def test_name_without_level_is_an_error(name):
     with pytest.raises(InputError, match="HER2 level"):
-        her2_level(name)
+        level_from_name(name)
 
 
 def test_bci_layout_pairs_he_with_ihc_and_levels(tmp_path):

@@ -1,6 +1,6 @@
 """The ``stainlab`` command line.
 
-``stainlab methods | fit | normalize | demo``. Problems are reported one line each as
+``stainlab methods | fit | normalize | evaluate | data make-benchmark | demo``. Problems are reported one line each as
 ``stainlab: error: FILE: reason`` (``--debug`` adds tracebacks); ``normalize`` goes on past bad files,
 skips outputs that already exist (so re-running a crashed job resumes it) and exits 1 if any input
 failed. :func:`main` returns the exit status, so tests and scripts can call it directly.
@@ -306,6 +306,66 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_make_benchmark(args) -> int:
+    from stainlab.data.benchmark import make_benchmark
+
+    out = make_benchmark(args.source, args.preset, args.out, args.seed, mode=args.mode,
+                         levels=args.level, split=args.split, overwrite=args.overwrite)
+    print(f"{PROG}: wrote a {args.mode} benchmark ({args.preset if args.mode == 'restain' else 'H&E -> IHC'}, "
+          f"seed {args.seed}) to {out}")
+    return 0
+
+
+def evaluation_data(spec: str, source, seed: int, out: Path):
+    """A paired folder: ``spec`` itself if it is one, else a simulator preset rendered into ``out/data``
+    from ``source`` (scikit-image's IHC image when none is given); reused when it is already there."""
+    from stainlab.data.benchmark import META, make_benchmark
+    from stainlab.data.folders import PairedFolders
+    from stainlab.data.presets import PRESETS
+
+    if Path(spec).is_dir():
+        return PairedFolders.open(spec)
+    if spec not in PRESETS:
+        raise InputError(f"{spec}: neither a folder with A/ and B/ nor a preset ({', '.join(PRESETS)})")
+    folder = out / "data"
+    meta = folder / META
+    if meta.is_file():
+        made = json.loads(meta.read_text(encoding="utf-8"))
+        if made.get("preset") != spec or made.get("seed") != seed:
+            raise InputError(f"{folder}: holds preset {made.get('preset')!r} seed {made.get('seed')}; "
+                             "use another -o or delete it")
+    else:
+        make_benchmark(source or _demo_tissue(), spec, folder, seed)
+    return PairedFolders.open(folder)
+
+
+def _demo_tissue() -> list:
+    """The four 256x256 quarters of scikit-image's real IHC image."""
+    from skimage import data
+
+    from stainlab.data.tiles import extract_tiles
+
+    return [t.image for t in extract_tiles(data.immunohistochemistry(), tile=256, overlap=0, min_tissue=0.0)]
+
+
+def cmd_evaluate(args) -> int:
+    from stainlab.evaluate import Harness, markdown_table, write_report
+
+    out = Path(args.out)
+    data = evaluation_data(args.data, args.source, args.seed, out)
+    reference = _read_with_notes(Path(args.reference)) if args.reference else None
+    methods = args.methods.split(",") if args.methods else [m for m in registry.names() if m != "augment"]
+    harness = Harness(data, out, reference, args.metrics.split(","), progress=sys.stderr.isatty())
+    results = harness.evaluate(methods)
+    files = write_report(results, out)
+    print(markdown_table(results), end="")
+    for row in results["table"]:
+        if row["error"]:
+            error(f"{row['method']}: {row['error']}")
+    print(f"{PROG}: report {files['html']}; tables {files['csv']}, {files['markdown']}, {files['json']}")
+    return 1 if any(row["error"] for row in results["table"]) else 0
+
+
 # -- the parser ---------------------------------------------------------------------------------------------------
 def _subcommand(sub, name: str, help_: str, description: str, epilog: str, common) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help_, description=description, epilog=epilog, parents=[common],
@@ -382,6 +442,51 @@ def build_parser() -> argparse.ArgumentParser:
         "example:\n  stainlab demo --out stainlab-demo", common)
     demo.add_argument("--out", default="stainlab-demo", metavar="DIR", help="output folder (default: %(default)s)")
     demo.set_defaults(run=cmd_demo)
+
+    evaluate = _subcommand(
+        sub, "evaluate", "score methods against ground truth and write a report",
+        "Run each method on the same paired data (A/ = inputs, B/ = ground truth) and score it against\n"
+        "the truth (PSNR, SSIM, CIEDE2000, MAE), with the unnormalized inputs as the baseline. DATA is\n"
+        "such a folder, or a simulator preset rendered from --source (scikit-image's IHC image by\n"
+        "default). The reference is -r, or the ground truth of the first pair (then not scored).\n"
+        "Writes results.json/.csv/.md and report.html with a montage and charts; re-running resumes.",
+        "examples:\n  stainlab evaluate --data long-he -o report/\n"
+        "  stainlab evaluate --methods reinhard,macenko --data bench/ -r ref.png -o report/\n"
+        "  stainlab evaluate --data understained --source tiles/ --seed 3 -o report/", common)
+    evaluate.add_argument("--data", required=True, metavar="DIR_OR_PRESET",
+                          help="paired folder (A/, B/) or a simulator preset name")
+    evaluate.add_argument("--methods", metavar="M1,M2", help="methods to score (default: every normalizer)")
+    evaluate.add_argument("-r", "--reference", metavar="REF", help="reference image (default: see above)")
+    evaluate.add_argument("--source", action="append", metavar="IMG_OR_DIR",
+                          help="real tissue for a preset (repeatable)")
+    evaluate.add_argument("--seed", type=int, default=0, help="simulator seed for a preset (default: 0)")
+    evaluate.add_argument("--metrics", default="psnr,ssim,ciede2000,mae", metavar="M1,M2",
+                          help="paired metrics (default: %(default)s)")
+    evaluate.add_argument("-o", "--out", required=True, metavar="REPORT_DIR", help="report folder")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    data = _subcommand(sub, "data", "make data sets", "Make data sets for training and evaluation.",
+                       "example:\n  stainlab data make-benchmark --preset long-he --source tiles/ --out bench/",
+                       common)
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    bench = _subcommand(
+        data_sub, "make-benchmark", "render pixel-aligned pairs with the restaining simulator",
+        "Separate real tissue into stain concentrations and render it under a known staining preset:\n"
+        "OUT/A/x.png is the re-stained input, OUT/B/x.png the exact ground truth, OUT/meta.json the\n"
+        "parameters. --mode ihc writes H&E -> IHC pairs in the BCI layout (HE/, IHC/) instead.",
+        "examples:\n  stainlab data make-benchmark --preset long-he --source tiles/ --out bench/\n"
+        "  stainlab data make-benchmark --mode ihc --source he_tiles/ --level 2+ --out bci/", common)
+    bench.add_argument("--preset", default="long-he", help="simulator preset (default: %(default)s)")
+    bench.add_argument("--source", required=True, action="append", metavar="IMG_OR_DIR",
+                       help="real tissue images or folders (repeatable)")
+    bench.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    bench.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    bench.add_argument("--mode", choices=("restain", "ihc"), default="restain", help="pair kind")
+    bench.add_argument("--level", choices=("0", "1+", "2+", "3+"), help="HER2 level for --mode ihc "
+                       "(default: drawn from the seed)")
+    bench.add_argument("--split", default="train", help="BCI split name for --mode ihc (default: train)")
+    bench.add_argument("--overwrite", action="store_true", help="replace an existing benchmark folder")
+    bench.set_defaults(run=cmd_make_benchmark)
     return parser
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stainlab.data.simulate import HER2_LEVELS
 from stainlab.errors import InputError
 from stainlab.io.images import list_images, read_image
 
-HER2_LEVELS = ("0", "1+", "2+", "3+")
 _LEVEL_IN_NAME = re.compile(r"_(0|1\+|2\+|3\+)$")
 _HEV_DOMAINS = {"he": "HE", "longhe": "Long HE"}
 
@@ -123,7 +123,7 @@ def match_pairs(a_files: list[Path], b_files: list[Path]) -> list[tuple[Path, Pa
     return [(a_by[s], b_by[s]) for s in sorted(a_by)]
 
 
-def her2_level(path) -> int:
+def level_from_name(path) -> int:
     """HER2 level 0-3 from a BCI file name such as ``00001_train_2+.png``."""
     match = _LEVEL_IN_NAME.search(Path(path).stem)
     if not match:
@@ -147,7 +147,7 @@ class BCIDataset:
         root = Path(root)
         he, ihc = _folder(_folder(root, "HE"), split), _folder(_folder(root, "IHC"), split)
         pairs = match_pairs(_images(he), _images(ihc))
-        return cls(root, split, pairs, [her2_level(a) for a, _ in pairs])
+        return cls(root, split, pairs, [level_from_name(a) for a, _ in pairs])
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -34,18 +34,25 @@ def is_torch_tensor(obj) -> bool:
     return type(obj).__module__.startswith("torch") and hasattr(obj, "detach")
 
 
+def check_torch_batch(tensor, what: str = "torch input"):
+    """A float ``(N,3,H,W)`` view of a float ``(N,3,H,W)`` or ``(3,H,W)`` tensor, and whether it was one
+    image; :class:`InputError` for anything else."""
+    if not tensor.is_floating_point():
+        raise InputError(f"{what}: expected a float tensor in [0, 1], got dtype {tensor.dtype}")
+    single = tensor.ndim == 3
+    x = tensor.unsqueeze(0) if single else tensor
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise InputError(f"{what}: expected a tensor shaped (N, 3, H, W) or (3, H, W), got {tuple(tensor.shape)}")
+    return x, single
+
+
 def torch_batch_to_rgb8(batch) -> tuple[list[np.ndarray], tuple]:
     """Split a float tensor in [0, 1], ``(N,3,H,W)`` or ``(3,H,W)``, into uint8 HxWx3 arrays.
 
     Returns the arrays and a token that :func:`rgb8_to_torch_batch` uses to restore shape, dtype and
     device.
     """
-    if not batch.is_floating_point():
-        raise InputError(f"torch input: expected a float tensor in [0, 1], got dtype {batch.dtype}")
-    single = batch.ndim == 3
-    x = batch.unsqueeze(0) if single else batch
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise InputError(f"torch input: expected shape (N, 3, H, W) or (3, H, W), got {tuple(batch.shape)}")
+    x, single = check_torch_batch(batch)
     u8 = (x.detach().float().clamp(0, 1) * 255).round().to("cpu").byte().permute(0, 2, 3, 1).contiguous()
     return [img.numpy() for img in u8], (single, batch.dtype, batch.device)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -47,3 +48,25 @@ def atomic_write_text(path, text: str, overwrite: bool = True) -> None:
     """Write a text file atomically."""
     with atomic_path(path, overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield a hidden folder beside ``path``; on success it replaces ``path`` in one rename, on error it
+    is removed, so a crash never leaves a half-written folder of outputs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    folder.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 folders; outputs get the usual permissions
+    try:
+        yield folder
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(folder, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(folder, path)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

@@ -10,18 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from stainlab.errors import InputError
-from stainlab.io.arrays import is_torch_tensor
+from stainlab.io.arrays import check_torch_batch, is_torch_tensor
 
 
 def _torch_to_batch(tensor, what: str) -> tuple[np.ndarray, bool]:
     import torch
 
-    if not tensor.is_floating_point():
-        raise InputError(f"{what}: expected a float tensor in [0, 1], got dtype {tensor.dtype}")
-    single = tensor.ndim == 3
-    x = tensor.unsqueeze(0) if single else tensor
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise InputError(f"{what}: expected a tensor shaped (N, 3, H, W) or (3, H, W), got {tuple(tensor.shape)}")
+    x, single = check_torch_batch(tensor, what)
     arr = x.detach().to("cpu", dtype=torch.float64).permute(0, 2, 3, 1).numpy()
     if not np.isfinite(arr).all() or arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
         raise InputError(f"{what}: tensor values must be finite and in [0, 1] "

@@ -1,0 +1,45 @@
+"""`stainlab evaluate` and `stainlab data make-benchmark` from the command line."""
+
+import json
+
+from PIL import Image
+
+from stainlab.cli import main
+from synth import he_image
+
+
+def test_make_benchmark_then_evaluate(tmp_path, capsys):
+    src = tmp_path / "tissue"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(he_image((96, 96), seed=30 + i, glass=0.1)).save(src / f"t{i}.png")
+    bench = tmp_path / "bench"
+    assert main(["data", "make-benchmark", "--preset", "long-he", "--source", str(src), "--out", str(bench)]) == 0
+    assert sorted(p.name for p in (bench / "A").iterdir()) == ["t0.png", "t1.png", "t2.png"]
+    report = tmp_path / "report"
+    code = main(["evaluate", "--methods", "macenko,nonsense", "--data", str(bench), "-o", str(report)])
+    assert code == 1  # the unknown method is reported, the others scored
+    out = capsys.readouterr()
+    assert "| macenko |" in out.out and "nonsense" in out.err
+    results = json.loads((report / "results.json").read_text())
+    rows = {r["method"]: r for r in results["table"]}
+    assert rows["macenko"]["images"] == 2 and rows["macenko"]["error"] is None
+    assert (report / "report.html").is_file() and (report / "montage.png").is_file()
+
+
+def test_evaluate_on_a_preset_uses_real_tissue_and_resumes(tmp_path, capsys):
+    report = tmp_path / "report"
+    args = ["evaluate", "--methods", "reinhard", "--data", "understained", "-o", str(report)]
+    assert main(args) == 0
+    first = json.loads((report / "results.json").read_text())
+    assert first["images"] == 3 and len(list((report / "data" / "A").iterdir())) == 4
+    assert main(args) == 0  # resumes: same data, same numbers
+    assert json.loads((report / "results.json").read_text())["per_image"] == first["per_image"]
+    assert main(["evaluate", "--data", "long-he", "-o", str(report)]) == 1  # another preset, same folder
+    assert "holds preset 'understained'" in capsys.readouterr().err
+
+
+def test_unknown_data_is_a_clear_error(tmp_path, capsys):
+    assert main(["evaluate", "--data", "no-such-thing", "-o", str(tmp_path / "r")]) == 1
+    assert "neither a folder" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "results.json").exists()

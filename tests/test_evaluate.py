@@ -73,3 +73,9 @@ def test_bad_arguments(paired, tmp_path):
     single = PairedFolders(paired.root, paired.pairs[:1])
     with pytest.raises(InputError, match="one pair only"):
         Harness(single, tmp_path)
+
+
+def test_distribution_distance_needs_no_pairing_and_tracks_colour(paired, tmp_path):
+    results = Harness(paired, tmp_path, metric_names=["wasserstein"], progress=False).evaluate(["macenko"])
+    table = rows(results)
+    assert table["macenko"]["wasserstein"] < 0.5 * table["unnormalized"]["wasserstein"]

@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="real tissue for a preset (repeatable)")
     evaluate.add_argument("--seed", type=int, default=0, help="simulator seed for a preset (default: 0)")
     evaluate.add_argument("--metrics", default="psnr,ssim,ciede2000,mae", metavar="M1,M2",
-                          help="paired metrics (default: %(default)s)")
+                          help="metrics: psnr, ssim, ciede2000, mae, wasserstein (default: %(default)s)")
     evaluate.add_argument("-o", "--out", required=True, metavar="REPORT_DIR", help="report folder")
     evaluate.set_defaults(run=cmd_evaluate)
 

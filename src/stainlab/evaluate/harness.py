@@ -36,6 +36,8 @@ PAIRED_METRICS = {
     "ssim": (metrics.ssim, True),
     "ciede2000": (metrics.ciede2000, False),
     "mae": (metrics.mae, False),
+    # weight-free colour-distribution distance (CIELAB, per channel), comparable without pairing
+    "wasserstein": (metrics.channel_wasserstein, False),
 }
 BASELINE = "unnormalized"
 MONTAGE_ROWS = 4

@@ -43,3 +43,15 @@ def test_unknown_data_is_a_clear_error(tmp_path, capsys):
     assert main(["evaluate", "--data", "no-such-thing", "-o", str(tmp_path / "r")]) == 1
     assert "neither a folder" in capsys.readouterr().err
     assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_evaluate_recognises_the_hev_layout(tmp_path, capsys):
+    for folder, scale in (("HE", (1.0, 1.0)), ("Long HE", (1.6, 1.4))):
+        (tmp_path / "hev" / folder).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(he_image((64, 64), seed=40 + i, scale=scale)).save(tmp_path / "hev" / folder / f"{i}.png")
+    assert main(["evaluate", "--methods", "reinhard", "--data", str(tmp_path / "hev"), "-o", str(tmp_path / "r")]) == 0
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["paired"] is False and results["metrics"] == ["wasserstein"]
+    rows = {r["method"]: r for r in results["table"]}
+    assert rows["reinhard"]["wasserstein"] < rows["unnormalized"]["wasserstein"]

@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from stainlab import metrics
-from stainlab.data.folders import PairedFolders
+from stainlab.data.folders import PairedFolders, UnpairedFolders
 from stainlab.errors import InputError
+from stainlab.io.images import read_image
 from stainlab.evaluate import Harness, write_report
 from stainlab.evaluate import harness as harness_module
 from synth import REFERENCE_STAINS, SOURCE_STAINS, render, separable_maps
@@ -79,3 +80,19 @@ def test_distribution_distance_needs_no_pairing_and_tracks_colour(paired, tmp_pa
     results = Harness(paired, tmp_path, metric_names=["wasserstein"], progress=False).evaluate(["macenko"])
     table = rows(results)
     assert table["macenko"]["wasserstein"] < 0.5 * table["unnormalized"]["wasserstein"]
+
+
+def test_unpaired_data_is_scored_against_the_target_domain(paired, tmp_path):
+    data = UnpairedFolders.open(paired.root)
+    results = Harness(data, tmp_path, progress=False).evaluate(["macenko"])
+    table = rows(results)
+    assert results["metrics"] == ["wasserstein"] and results["images"] == 5 and not results["paired"]
+    # A perfect normalizer would output B itself: its distance to the pooled target is the floor.
+    target = [read_image(p)[0] for p in data.b]
+    pool = np.concatenate([t.reshape(-1, 3) for t in target])[:, None, :]
+    floor = np.mean([metrics.channel_wasserstein(t, pool) for t in target])
+    before, after = table["unnormalized"]["wasserstein"], table["macenko"]["wasserstein"]
+    assert (before - after) / (before - floor) > 0.6  # closes most of the gap to the floor
+    assert write_report(results, tmp_path)["montage"].is_file()
+    with pytest.raises(InputError, match="need pairs"):
+        Harness(data, tmp_path, metric_names=["psnr"])

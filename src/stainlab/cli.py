@@ -316,15 +316,18 @@ def cmd_make_benchmark(args) -> int:
     return 0
 
 
-def evaluation_data(spec: str, source, seed: int, out: Path):
-    """A paired folder: ``spec`` itself if it is one, else a simulator preset rendered into ``out/data``
-    from ``source`` (scikit-image's IHC image when none is given); reused when it is already there."""
+def evaluation_data(spec: str, source, seed: int, out: Path, unpaired: bool = False):
+    """The data to score: the folder ``spec`` (paired A/ B/; unpaired A/ B/ with ``unpaired``; or the HEV
+    layout, unpaired HE -> Long HE), else a simulator preset rendered into ``out/data`` from ``source``
+    (scikit-image's IHC image when none is given), reused when it is already there."""
     from stainlab.data.benchmark import META, make_benchmark
-    from stainlab.data.folders import PairedFolders
+    from stainlab.data.folders import PairedFolders, UnpairedFolders, hev, is_hev_layout
     from stainlab.data.presets import PRESETS
 
     if Path(spec).is_dir():
-        return PairedFolders.open(spec)
+        if unpaired:
+            return UnpairedFolders.open(spec)
+        return hev(spec) if is_hev_layout(spec) else PairedFolders.open(spec)
     if spec not in PRESETS:
         raise InputError(f"{spec}: neither a folder with A/ and B/ nor a preset ({', '.join(PRESETS)})")
     folder = out / "data"
@@ -352,10 +355,11 @@ def cmd_evaluate(args) -> int:
     from stainlab.evaluate import Harness, markdown_table, write_report
 
     out = Path(args.out)
-    data = evaluation_data(args.data, args.source, args.seed, out)
+    data = evaluation_data(args.data, args.source, args.seed, out, args.unpaired)
     reference = _read_with_notes(Path(args.reference)) if args.reference else None
     methods = args.methods.split(",") if args.methods else [m for m in registry.names() if m != "augment"]
-    harness = Harness(data, out, reference, args.metrics.split(","), progress=sys.stderr.isatty())
+    metric_names = args.metrics.split(",") if args.metrics else None
+    harness = Harness(data, out, reference, metric_names, progress=sys.stderr.isatty())
     results = harness.evaluate(methods)
     files = write_report(results, out)
     print(markdown_table(results), end="")
@@ -460,8 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--source", action="append", metavar="IMG_OR_DIR",
                           help="real tissue for a preset (repeatable)")
     evaluate.add_argument("--seed", type=int, default=0, help="simulator seed for a preset (default: 0)")
-    evaluate.add_argument("--metrics", default="psnr,ssim,ciede2000,mae", metavar="M1,M2",
-                          help="metrics: psnr, ssim, ciede2000, mae, wasserstein (default: %(default)s)")
+    evaluate.add_argument("--metrics", metavar="M1,M2",
+                          help="metrics: psnr, ssim, ciede2000, mae, wasserstein (default: the first four "
+                               "for pairs, wasserstein for unpaired data)")
+    evaluate.add_argument("--unpaired", action="store_true",
+                          help="A/ and B/ are not pixel-aligned: score outputs by colour distance to B/ "
+                               "(the HEV layout, HE/ and Long HE/, is recognised by itself)")
     evaluate.add_argument("-o", "--out", required=True, metavar="REPORT_DIR", help="report folder")
     evaluate.set_defaults(run=cmd_evaluate)
 

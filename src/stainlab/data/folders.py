@@ -65,19 +65,28 @@ class UnpairedFolders:
         return _read(self.b[i])
 
 
-def hev(root) -> UnpairedFolders:
-    """The HEV layout of paper 000: standard ``HE`` and over-stained ``Long HE`` tiles, unpaired.
-
-    Folder names are matched without regard to case, spaces, dashes or underscores (``long_he``,
-    ``LongHE``...)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"{root}: dataset folder not found")
+def _hev_folders(root: Path) -> dict[str, str]:
+    """HEV domain key -> the folder name that holds it, matched without regard to case, spaces,
+    dashes or underscores (``long_he``, ``LongHE``...)."""
     found = {}
-    for child in root.iterdir():
+    for child in root.iterdir() if root.is_dir() else ():
         key = re.sub(r"[\s_\-]", "", child.name.lower())
         if child.is_dir() and key in _HEV_DOMAINS:
             found[key] = child.name
+    return found
+
+
+def is_hev_layout(root) -> bool:
+    """True when ``root`` holds both HEV folders (``HE`` and ``Long HE``)."""
+    return len(_hev_folders(Path(root))) == len(_HEV_DOMAINS)
+
+
+def hev(root) -> UnpairedFolders:
+    """The HEV layout of paper 000: standard ``HE`` and over-stained ``Long HE`` tiles, unpaired."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: dataset folder not found")
+    found = _hev_folders(root)
     missing = [_HEV_DOMAINS[k] for k in _HEV_DOMAINS if k not in found]
     if missing:
         raise InputError(f"{root}: HEV layout needs folders 'HE' and 'Long HE'; missing {', '.join(missing)}")

@@ -1,10 +1,11 @@
-"""The evaluation harness: every method on the same paired data, scored against exact ground truth.
+"""The evaluation harness: every method on the same data, scored against exact ground truth.
 
 Each method is anything :func:`stainlab.load` accepts, so learned models join with no change here. It
 is fitted once on the reference, applied to every source image of a :class:`PairedFolders` set
 (``A/`` = what a normalizer sees, ``B/`` = the ground truth, as the restaining simulator writes it),
-and scored with paired metrics. The untouched sources are scored too (``unnormalized``), so every
-number has its baseline.
+and scored with paired metrics; unpaired data (e.g. HEV) is scored by colour-distribution distance to
+the target domain. The untouched sources are scored too (``unnormalized``), so every number has its
+baseline.
 
 Resumable: each method's per-image results are saved (atomically) after every image under
 ``OUT/runs/``; a re-run with the same reference skips what is done. A method that fails is reported
@@ -24,14 +25,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from stainlab import metrics
-from stainlab.data.folders import PairedFolders, read_pair
+from stainlab.data.folders import PairedFolders, UnpairedFolders, read_pair
 from stainlab.errors import InputError
 from stainlab.io.atomic import atomic_write_text
-from stainlab.io.images import write_image
+from stainlab.io.images import read_image, write_image
 from stainlab.transforms import load
 
 # name -> (function of (output, truth), True when higher is better)
-PAIRED_METRICS = {
+METRICS = {
     "psnr": (metrics.psnr, True),
     "ssim": (metrics.ssim, True),
     "ciede2000": (metrics.ciede2000, False),
@@ -41,6 +42,8 @@ PAIRED_METRICS = {
 }
 BASELINE = "unnormalized"
 MONTAGE_ROWS = 4
+UNPAIRED_METRICS = ("wasserstein",)  # need no pixel correspondence: scored against the pooled target set
+TARGET_POOL_PIXELS = 1 << 18
 
 
 @dataclass
@@ -65,36 +68,71 @@ class MethodRun:
 
 
 def score(output: np.ndarray, truth: np.ndarray, metric_names: list[str]) -> dict[str, float]:
-    return {m: float(PAIRED_METRICS[m][0](output, truth)) for m in metric_names}
+    return {m: float(METRICS[m][0](output, truth)) for m in metric_names}
 
 
 def _fingerprint(reference: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(reference).tobytes()).hexdigest()[:16]
 
 
-class Harness:
-    """Runs methods over one paired data set with one reference and writes what it finds under ``out``."""
+def target_pool(paths: list[Path], pixels: int = TARGET_POOL_PIXELS, seed: int = 0) -> np.ndarray:
+    """A seeded sample of the target domain's pixels, as one (N, 1, 3) image (equal share per image)."""
+    rng = np.random.default_rng(seed)
+    share = max(1, pixels // len(paths))
+    samples = []
+    for path in paths:
+        flat = read_image(path)[0].reshape(-1, 3)
+        samples.append(flat[rng.choice(len(flat), size=min(share, len(flat)), replace=False)])
+    return np.concatenate(samples)[:, None, :]
 
-    def __init__(self, data: PairedFolders, out, reference: np.ndarray | None = None,
-                 metric_names=("psnr", "ssim", "ciede2000", "mae"), progress: bool = True) -> None:
-        unknown = sorted(set(metric_names) - set(PAIRED_METRICS))
+
+class Harness:
+    """Runs methods over one data set with one reference and writes what it finds under ``out``.
+
+    Paired data (:class:`PairedFolders`): each output is scored against its own ground truth.
+    Unpaired data (:class:`UnpairedFolders`, e.g. the HEV layout: sources in ``a``, the target domain in
+    ``b``): each output is scored by distribution distance to a pooled sample of the target domain, and
+    the reference defaults to the first target image.
+    """
+
+    def __init__(self, data: PairedFolders | UnpairedFolders, out, reference: np.ndarray | None = None,
+                 metric_names=None, progress: bool = True) -> None:
+        self.paired = isinstance(data, PairedFolders)
+        metric_names = list(metric_names or (("psnr", "ssim", "ciede2000", "mae") if self.paired
+                                             else UNPAIRED_METRICS))
+        unknown = sorted(set(metric_names) - set(METRICS))
         if unknown:
-            raise InputError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(PAIRED_METRICS)}")
-        if len(data) == 0:
-            raise InputError(f"{data.root}: no image pairs to evaluate")
-        self.data, self.out, self.metric_names, self.progress = data, Path(out), list(metric_names), progress
-        self.pairs = dict(zip((a.stem for a, _ in data.pairs), data.pairs))
-        if reference is None:
-            # The ground truth of the first pair is the reference; that pair is not scored.
-            first = next(iter(self.pairs))
-            reference = read_pair(*self.pairs.pop(first))[1]
-            self.reference_source = f"{first} (ground truth of the first pair, not scored)"
-            if not self.pairs:
-                raise InputError(f"{data.root}: one pair only, which serves as the reference; give -r or more pairs")
+            raise InputError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+        if not self.paired and set(metric_names) - set(UNPAIRED_METRICS):
+            raise InputError(f"unpaired data can be scored with {', '.join(UNPAIRED_METRICS)} only; "
+                             f"{', '.join(sorted(set(metric_names) - set(UNPAIRED_METRICS)))} need pairs")
+        self.data, self.out, self.metric_names, self.progress = data, Path(out), metric_names, progress
+        self.reference_source = "given"
+        if self.paired:
+            if len(data) == 0:
+                raise InputError(f"{data.root}: no image pairs to evaluate")
+            self.pairs = dict(zip((a.stem for a, _ in data.pairs), data.pairs))
+            if reference is None:
+                # The ground truth of the first pair is the reference; that pair is not scored.
+                first = next(iter(self.pairs))
+                reference = read_pair(*self.pairs.pop(first))[1]
+                self.reference_source = f"{first} (ground truth of the first pair, not scored)"
+                if not self.pairs:
+                    raise InputError(f"{data.root}: one pair only, which serves as the reference; "
+                                     "give -r or more pairs")
         else:
-            self.reference_source = "given"
+            self.pairs = {a.stem: (a, None) for a in data.a}
+            self.target = target_pool(data.b)
+            if reference is None:
+                reference = read_image(data.b[0])[0]
+                self.reference_source = f"{data.b[0].name} (first image of the target domain)"
         self.reference = reference
         self.montage_keys = list(self.pairs)[:MONTAGE_ROWS]
+
+    def _load(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Source and what its output is scored against (its truth, or the pooled target domain)."""
+        a_path, b_path = self.pairs[key]
+        return read_pair(a_path, b_path) if self.paired else (read_image(a_path)[0], self.target)
 
     # -- running ----------------------------------------------------------------------------------
     def _run_file(self, name: str) -> Path:
@@ -137,7 +175,7 @@ class Harness:
         run.error = None
         todo = [k for k in self.pairs if k not in run.scores]
         for key in tqdm(todo, desc=name, unit="image", disable=not self.progress or not todo, leave=False):
-            source, truth = read_pair(*self.pairs[key])
+            source, truth = self._load(key)
             try:
                 started = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
@@ -158,13 +196,15 @@ class Harness:
     def evaluate(self, methods: list[str]) -> dict:
         """Run the baseline and every method; return (and write) ``results.json``'s content."""
         for key in self.montage_keys:
-            source, truth = read_pair(*self.pairs[key])
-            write_image(self.out / "outputs" / "source" / f"{key}.png", source, overwrite=True)
-            write_image(self.out / "outputs" / "truth" / f"{key}.png", truth, overwrite=True)
+            a_path, b_path = self.pairs[key]
+            write_image(self.out / "outputs" / "source" / f"{key}.png", read_image(a_path)[0], overwrite=True)
+            if self.paired:
+                write_image(self.out / "outputs" / "truth" / f"{key}.png", read_image(b_path)[0], overwrite=True)
         runs = [self.run_baseline()] + [self.run_method(name) for name in methods]
         results = {
-            "data": str(self.data.root), "reference": self.reference_source, "metrics": self.metric_names,
-            "higher_is_better": {m: PAIRED_METRICS[m][1] for m in self.metric_names},
+            "data": str(self.data.root), "paired": self.paired, "reference": self.reference_source,
+            "metrics": self.metric_names,
+            "higher_is_better": {m: METRICS[m][1] for m in self.metric_names},
             "images": len(self.pairs), "montage": self.montage_keys,
             "table": [r.summary(self.metric_names) for r in runs],
             "per_image": {r.name: r.scores for r in runs},

@@ -115,9 +115,10 @@ def write_html(results: dict, path: Path, montage_path: Path | None) -> None:
     charts = [_bar_chart(m, [(r["method"], r[m]) for r in table], results["higher_is_better"][m])
               for m in results["metrics"]]
     charts.append(_bar_chart("seconds per image", [(r["method"], r["seconds_per_image"]) for r in table[1:]], None))
-    picture = (f'<h2>Montage</h2><p>Rows: the first images; columns: source, ground truth, each method '
-               f'(caption: CIEDE2000 to the truth).</p><img src="{montage_path.name}" style="max-width:100%">'
-               if montage_path else "")
+    columns = "source, ground truth, each method (caption: CIEDE2000 to the truth)" if results["paired"] \
+        else "source, each method"
+    picture = (f'<h2>Montage</h2><p>Rows: the first images; columns: {columns}.</p>'
+               f'<img src="{montage_path.name}" style="max-width:100%">' if montage_path else "")
     warnings_html = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape('; '.join(v[:5]))}</li>"
                             for k, v in results.get("warnings", {}).items())
     page = f"""<!doctype html>

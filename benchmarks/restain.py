@@ -103,7 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--methods", nargs="+",
-                        default=[m for m in stainlab.transforms.names() if m != "augment"])
+                        default=stainlab.transforms.normalizers())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=HERE / "_work" / "restain")
     parser.add_argument("--out", type=Path, default=HERE / "results")

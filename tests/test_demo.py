@@ -11,7 +11,7 @@ from stainlab.evaluate.montage import GAP, HEADER
 from stainlab.cli import main
 from stainlab.color.deconvolution import separate
 from stainlab.io import read_image
-from stainlab.transforms import names
+from stainlab.transforms import normalizers
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_run_writes_outputs_montage_and_summary(tmp_path, capsys):
 def test_demo_command_runs_every_method_or_says_why_not(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d")]) == 0
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
-    assert set(summary["methods"]) | set(summary["skipped"]) == set(names())  # no silent skips
+    assert set(summary["methods"]) | set(summary["skipped"]) == set(normalizers())  # no silent skips
     assert "reinhard" in summary["methods"] and summary["seconds"] < 30
     for method in summary["methods"]:
         assert len(list((tmp_path / "d" / method).glob("*.png"))) == len(demo.SOURCES)

@@ -165,3 +165,8 @@ def test_corrupt_state_names_the_file(name, fitted, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(InputError, match="corrupt.json"):
         stainlab.load(path)
+
+
+def test_normalizers_are_the_deterministic_methods():
+    assert "augment" in names() and "augment" not in stainlab.transforms.normalizers()
+    assert set(stainlab.transforms.normalizers()) == {n for n in names() if stainlab.load(n).deterministic}

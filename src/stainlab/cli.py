@@ -357,7 +357,7 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out)
     data = evaluation_data(args.data, args.source, args.seed, out, args.unpaired)
     reference = _read_with_notes(Path(args.reference)) if args.reference else None
-    methods = args.methods.split(",") if args.methods else [m for m in registry.names() if m != "augment"]
+    methods = args.methods.split(",") if args.methods else registry.normalizers()
     metric_names = args.metrics.split(",") if args.metrics else None
     harness = Harness(data, out, reference, metric_names, progress=sys.stderr.isatty())
     results = harness.evaluate(methods)

@@ -120,7 +120,7 @@ def run(out="stainlab-demo", methods: list[str] | None = None) -> dict:
     columns = [("source", list(sources.values()), [s.label for s in SOURCES]),
                ("reference", [reference] * len(SOURCES), [""] * len(SOURCES)),
                ("truth", list(truths.values()), [""] * len(SOURCES))]
-    for name in methods or registry.names():
+    for name in methods or registry.normalizers():
         try:
             outputs, fit_seconds, per_image, messages = normalize_all(name, reference, sources)
         except Exception as err:  # a method still being written or broken: say so, go on with the others

@@ -43,11 +43,20 @@ def names() -> list[str]:
     return list(_METHODS)
 
 
+def normalizers() -> list[str]:
+    """The method names that normalize: every deterministic method (augmentation is random)."""
+    return [name for name in names() if _class_of(name)[0].deterministic]
+
+
 def methods() -> dict[str, str]:
     """Every method name with a one-line description (the first line of its docstring)."""
     out = {}
     for name in names():
-        cls, preset = _class_of(name)
+        try:
+            cls, preset = _class_of(name)
+        except ImportError as err:  # an optional dependency is missing: list the method, say why
+            out[name] = f"(unavailable: {err})"
+            continue
         line = (cls.__doc__ or "").strip().splitlines()[0]
         out[name] = line + (f" [{', '.join(f'{k}={v}' for k, v in preset.items())}]" if preset else "")
     return out

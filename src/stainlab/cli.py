@@ -119,7 +119,7 @@ def _read_with_notes(path: Path):
 def fitted_transform(method: str, references: list[str], params: dict) -> Transform:
     """A new ``method`` transform fitted on the reference files/folders (reference-free methods may
     have none). Fitting errors name the reference files."""
-    transform = registry.create(method, **params)
+    transform = registry.load(method, **params)  # a name, or KIND:PATH for a learned model
     paths = list_images(references) if references else []
     if references and not paths:
         raise InputError(f"{', '.join(references)}: no reference images found")

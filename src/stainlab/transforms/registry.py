@@ -27,13 +27,19 @@ _METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "grayscale": ("stainlab.transforms.grayscale:Grayscale", {}),
     "augment": ("stainlab.transforms.augment:StainAugmenter", {}),
 }
+# Learned methods need their weight file: loaded as "KIND:PATH" (or from a saved .json), never by bare
+# name, so they stay out of names() and the default method lists of the harness and the demo.
+_LEARNED: dict[str, tuple[str, dict[str, Any]]] = {
+    "stainnet": ("stainlab.transforms.learned:StainNetTransform", {}),
+}
 
 
 def _class_of(name: str) -> tuple[type[Transform], dict[str, Any]]:
     try:
-        target, preset = _METHODS[name]
+        target, preset = _METHODS[name] if name in _METHODS else _LEARNED[name]
     except KeyError:
-        raise InputError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}") from None
+        raise InputError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}; learned "
+                         f"(with a weight file): {', '.join(f'{k}:PATH' for k in sorted(_LEARNED))}") from None
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls), dict(preset)
 
@@ -84,15 +90,26 @@ def from_dict(data: dict[str, Any], source: str = "fitted transform") -> Transfo
             t._set_state(data["state"])
             t._fitted = True
     except (KeyError, TypeError, ValueError) as err:
+        # imported here, not at the top: stainlab.nets pulls in torch
+        from stainlab.nets.weights import WeightsNotFoundError
+
+        if isinstance(err, WeightsNotFoundError):  # the file is sound; the weight file it names is not
+            raise WeightsNotFoundError(f"{source}: {err}") from None
         raise InputError(f"{source}: corrupt fitted-transform file ({err})") from None
     return t
 
 
 def load(spec: str | Path, **params) -> Transform:
-    """A transform from a method name (``"macenko"``) or a fitted ``.json`` written by ``save``.
+    """A transform from a method name (``"macenko"``), a learned method with its weight file
+    (``"stainnet:model.pth"``) or a fitted ``.json`` written by ``save``.
 
     Keyword arguments set method parameters (``stainlab.load("reinhard", mask=True)``).
     """
+    kind, colon, model = str(spec).partition(":")
+    if kind in _LEARNED:
+        if not colon or not model:
+            raise InputError(f"{kind} needs its weight file: load it as '{kind}:PATH'")
+        return create(kind, model=model, **params)
     path = Path(spec)
     if str(spec).endswith(".json") or (path.suffix and path.exists()):
         if not path.is_file():

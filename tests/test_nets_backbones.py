@@ -9,7 +9,7 @@ from stainlab.errors import InputError
 from stainlab.nets import WeightsNotFoundError, fid_inception_v3, load_weights, resnet18, resnet50
 from stainlab.nets.inception import FID_WEIGHTS_FILE
 
-# The layout of pt_inception-2015-12-05-6726825d.pth as pytorch-fid builds it (torchvision's Inception3,
+# The layout of pt_inception-2015-12-05-6726825d.pth as pytorch-fid builds it (TorchVision's Inception3,
 # 1008 classes, no aux head): 94 conv+BN units of 5 tensors each, plus fc weight and bias.
 INCEPTION_KEYS_WITHOUT_COUNTERS = 94 * 5 + 2
 INCEPTION_SHAPES = {
@@ -67,7 +67,7 @@ def test_inception_forward_gives_finite_2048_features(inception_features):
 
 
 def test_inception_matches_pytorch_fid_on_the_same_weights(inception_features):
-    # Reference: pytorch-fid 0.3.0's InceptionV3 (torchvision 0.28 Inception3 + FIDInceptionA/C/E_1/E_2),
+    # Reference: pytorch-fid 0.3.0's InceptionV3 (TorchVision 0.28 Inception3 + FIDInceptionA/C/E_1/E_2),
     # loaded with this random state dict (seed 0), on the same input; computed once outside the suite.
     # Counting zero padding in the A/C/E_1 average pools moves the sum to 1403.3; averaging in Mixed_7c
     # instead of max-pooling moves it to 1388.3.
@@ -98,7 +98,7 @@ def test_weights_of_another_network_are_refused(tmp_path):
         fid_inception_v3(weights=path)
 
 
-def test_resnet18_has_torchvision_parameter_count_and_keys():
+def test_resnet18_has_the_published_parameter_count_and_keys():
     model = resnet18(weights="random")
     keys = list(model.state_dict())
     assert sum(p.numel() for p in model.parameters()) == 11_689_512
@@ -110,7 +110,7 @@ def test_resnet18_has_torchvision_parameter_count_and_keys():
     assert "mean" not in keys  # the input normalisation is not part of the published file
 
 
-def test_resnet50_has_torchvision_parameter_count():
+def test_resnet50_has_the_published_parameter_count():
     model = resnet50(weights="random")
     assert sum(p.numel() for p in model.parameters()) == 25_557_032
     assert tuple(model.state_dict()["layer1.0.downsample.0.weight"].shape) == (256, 64, 1, 1)
@@ -127,8 +127,8 @@ def test_resnet18_stage_features_and_logits(batch):
         model.features(batch, upto="layer5")
 
 
-def test_resnet18_matches_torchvision_on_the_same_weights(batch):
-    # Reference: torchvision 0.28 resnet18 loaded with this random state dict (seed 0), input normalised
+def test_resnet18_matches_reference_outputs_on_the_same_weights(batch):
+    # Reference: TorchVision 0.28 resnet18 loaded with this random state dict (seed 0), input normalised
     # with the ImageNet mean/std; computed once outside the suite.
     model = resnet18(weights="random", seed=0)
     with torch.inference_mode():

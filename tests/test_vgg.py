@@ -1,4 +1,4 @@
-"""VGG16/VGG19 feature extractors: torchvision's key layout, conv-part parameter counts, stage shapes,
+"""VGG16/VGG19 feature extractors: TorchVision's key layout, conv-part parameter counts, stage shapes,
 loading a published-layout file (classifier keys ignored), missing-file errors, seeded random weights."""
 
 import numpy as np
@@ -9,7 +9,7 @@ from stainlab.errors import InputError
 from stainlab.nets import WeightsNotFoundError, vgg16, vgg19
 from stainlab.nets.vgg import VGG16_FILE, VGG19_FILE
 
-# torchvision's ``features`` indices of the convolutions (ReLU after each, max-pools between blocks)
+# TorchVision's ``features`` indices of the convolutions (ReLU after each, max-pools between blocks)
 VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 VGG19_CONVS = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
 WIDTHS16 = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]

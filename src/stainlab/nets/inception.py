@@ -3,7 +3,7 @@
 Heusel et al., "GANs trained by a two time-scale update rule converge to a local Nash equilibrium",
 NeurIPS 2017, define FID on the 2048-d final average-pool features of the TensorFlow Inception graph
 of 2015-12-05 (Szegedy et al., "Rethinking the Inception architecture", CVPR 2016). pytorch-fid ported
-that graph to PyTorch as torchvision's Inception3 layout (1008 classes, no auxiliary head) with three
+that graph to PyTorch as TorchVision's Inception3 layout (1008 classes, no auxiliary head) with three
 changes, kept here because they change the features:
 
 - the pooling branch of the A, C and first E blocks averages without counting zero padding
@@ -11,7 +11,7 @@ changes, kept here because they change the features:
 - the pooling branch of the last E block (``Mixed_7c``) max-pools instead of averaging.
 
 Input: float ``(N, 3, H, W)`` in [0, 1]; it is resized bilinearly to 299x299 and mapped to [-1, 1], as
-pytorch-fid does, and the output is the ``(N, 2048)`` pool features. Module names follow torchvision,
+pytorch-fid does, and the output is the ``(N, 2048)`` pool features. Module names follow TorchVision,
 so the state dict loads ``pt_inception-2015-12-05-6726825d.pth`` unchanged.
 """
 

@@ -1,10 +1,10 @@
-"""ResNet18 and ResNet50 in plain PyTorch with torchvision's state-dict keys.
+"""ResNet18 and ResNet50 in plain PyTorch with TorchVision's state-dict keys.
 
 He, Zhang, Ren & Sun, "Deep residual learning for image recognition", CVPR 2016 (Table 1): a 7x7
 stride-2 stem and max-pool, then four stages of basic blocks (ResNet18: 2-2-2-2) or bottleneck blocks
-(ResNet50: 3-4-6-3, stride on the 3x3 convolution as torchvision's "v1.5"), global average pool, fc.
+(ResNet50: 3-4-6-3, stride on the 3x3 convolution as TorchVision's "v1.5"), global average pool, fc.
 Keys (``conv1.weight``, ``bn1.*``, ``layer1.0.conv1.weight``, ``layer2.0.downsample.0.weight``, ...,
-``fc.weight``) match torchvision's, so ``resnet18-f37072fd.pth`` and ``resnet50-0676ba61.pth`` load
+``fc.weight``) match TorchVision's, so ``resnet18-f37072fd.pth`` and ``resnet50-0676ba61.pth`` load
 unchanged. Paper 003 (Liu et al., Sec. 5.2) takes its perceptual hash from ResNet18's second stage.
 
 Input: float ``(N, 3, H, W)`` in [0, 1]; the ImageNet mean/std normalisation of the published weights
@@ -82,7 +82,7 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet with torchvision's keys: float (N,3,H,W) in [0,1] -> ImageNet logits, or stage features."""
+    """ResNet with TorchVision's keys: float (N,3,H,W) in [0,1] -> ImageNet logits, or stage features."""
 
     def __init__(self, block, depths, num_classes: int = 1000) -> None:
         super().__init__()
@@ -103,7 +103,7 @@ class ResNet(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def _init_weights(self) -> None:
-        """He et al. 2015 ("Delving deep into rectifiers") normal init, fan-out, as torchvision."""
+        """He et al. 2015 ("Delving deep into rectifiers") normal init, fan-out, as TorchVision."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -1,9 +1,9 @@
-"""VGG16 and VGG19 feature extractors in plain PyTorch with torchvision's state-dict keys.
+"""VGG16 and VGG19 feature extractors in plain PyTorch with TorchVision's state-dict keys.
 
 Simonyan & Zisserman, "Very deep convolutional networks for large-scale image recognition", ICLR 2015
 (Table 1, configurations D and E): five blocks of 3x3 convolutions (padding 1) with ReLU, each closed by
 a 2x2 max-pool; 64, 128, 256, 512, 512 channels; VGG16 has 2-2-3-3-3 convolutions per block, VGG19
-2-2-4-4-4. Layers are numbered as in torchvision's ``features`` Sequential (conv, ReLU, ..., pool), so
+2-2-4-4-4. Layers are numbered as in TorchVision's ``features`` Sequential (conv, ReLU, ..., pool), so
 the keys are ``features.N.weight``/``features.N.bias`` and ``vgg16-397923af.pth`` /
 ``vgg19-dcbb9e9d.pth`` load unchanged. Only the convolutional part is built: the three fully connected
 layers (``classifier.*``, 90% of the parameters) serve ImageNet classification, which no stainlab loss
@@ -44,7 +44,7 @@ def _stage_names(depths) -> list[str]:
 
 
 class VGG(nn.Module):
-    """The convolutional part of VGG (torchvision's ``features``): float (N,3,H,W) in [0,1] -> the
+    """The convolutional part of VGG (TorchVision's ``features``): float (N,3,H,W) in [0,1] -> the
     activations at named stages."""
 
     def __init__(self, depths) -> None:
@@ -62,7 +62,7 @@ class VGG(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def _init_weights(self) -> None:
-        """He et al. 2015 normal init (fan-out) for convolutions, zero biases, as torchvision."""
+        """He et al. 2015 normal init (fan-out) for convolutions, zero biases, as TorchVision."""
         for module in self.features:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

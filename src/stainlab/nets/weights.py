@@ -2,7 +2,7 @@
 
 stainlab never downloads anything at run time. A backbone's weights come from a file the user names,
 or from the file's standard name in torch's hub cache (``$TORCH_HOME/hub/checkpoints``, by default
-``~/.cache/torch/hub/checkpoints``), where ``torch.hub`` and torchvision put them. When the file is in
+``~/.cache/torch/hub/checkpoints``), where ``torch.hub`` and TorchVision put them. When the file is in
 neither place, :class:`WeightsNotFoundError` names the file and the public address it comes from.
 """
 

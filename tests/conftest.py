@@ -28,3 +28,11 @@ def ihc_other():
 def he_source():
     """Synthetic H&E, pale haematoxylin and strong eosin, a quarter of it white glass."""
     return he_image(seed=3, scale=(0.6, 1.4))
+
+
+@pytest.fixture(scope="session")
+def batch():
+    """Two random float images (N, 3, 64, 64) in [0, 1] for the networks."""
+    import torch
+
+    return torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -34,11 +34,6 @@ def inception():
 
 
 @pytest.fixture(scope="module")
-def batch():
-    return torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture(scope="module")
 def inception_features(inception, batch):
     with torch.inference_mode():
         return inception(batch)

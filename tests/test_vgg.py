@@ -26,11 +26,6 @@ def net19():
     return vgg19(weights="random", seed=0)
 
 
-@pytest.fixture(scope="module")
-def batch():
-    return torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-
-
 @pytest.mark.parametrize("which, convs, widths, parameters", [
     ("net16", VGG16_CONVS, WIDTHS16, 14_714_688), ("net19", VGG19_CONVS, WIDTHS19, 20_024_384)])
 def test_keys_shapes_and_parameter_count(which, convs, widths, parameters, request):

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from skimage.color import deltaE_ciede2000
 
 from stainlab.color.lab import rgb_to_lab
 from stainlab.color.deconvolution import combine, separate
 from stainlab.evaluate.montage import montage
+from stainlab.metrics import delta_e_2000
 from stainlab.io.atomic import atomic_write_text
 from stainlab.io.images import write_image
 from stainlab.transforms import registry
@@ -70,7 +70,7 @@ def restain(image: np.ndarray, how: Restain) -> np.ndarray:
 
 def delta_e(image: np.ndarray, truth_lab: np.ndarray) -> float:
     """Mean CIEDE2000 colour difference between an RGB image and a CIELAB one."""
-    return float(np.mean(deltaE_ciede2000(rgb_to_lab(image), truth_lab)))
+    return float(np.mean(delta_e_2000(rgb_to_lab(image), truth_lab)))
 
 
 # -- running the methods ------------------------------------------------------------------------------------------

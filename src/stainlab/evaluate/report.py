@@ -13,6 +13,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from stainlab.evaluate.montage import montage
 from stainlab.io.atomic import atomic_write_text
@@ -55,8 +56,6 @@ def markdown_table(results: dict) -> str:
 
 def _thumbnail(image: np.ndarray) -> np.ndarray:
     """Centre square crop resized to THUMB x THUMB, so images of any size share a montage."""
-    from PIL import Image
-
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2

@@ -134,6 +134,15 @@ def fitted_transform(method: str, references: list[str], params: dict) -> Transf
         raise InputError(f"{', '.join(map(str, paths))}: {err}") from None
 
 
+def method_spec(args) -> str:
+    """``-m KIND`` with ``--model PATH`` as the ``KIND:PATH`` spec of :func:`stainlab.load`."""
+    if getattr(args, "model", None):
+        if not args.method or ":" in args.method:
+            raise InputError("--model goes with -m KIND (e.g. -m unet --model run/student.safetensors)")
+        return f"{args.method}:{args.model}"
+    return args.method
+
+
 def load_fitted(path: str) -> Transform:
     """A fitted transform from a file written by ``stainlab fit`` (or ``Transform.save``)."""
     if not Path(path).is_file():
@@ -247,15 +256,15 @@ def cmd_fit(args) -> int:
         raise InputError(f"{out}: a fitted transform is saved as .json")
     if out.exists() and not args.overwrite:
         raise InputError(f"{out}: exists (use --overwrite to replace it)")
-    transform = fitted_transform(args.method, args.reference, dict(args.param))
+    transform = fitted_transform(method_spec(args), args.reference, dict(args.param))
     transform.save(out)
     print(f"{PROG}: fitted {transform!r}; saved to {out}")
     return 0
 
 
 def cmd_normalize(args) -> int:
-    if args.transform and (args.reference or args.param):
-        raise InputError("-t FITTED.json already holds the reference and parameters; drop -r/--param")
+    if args.transform and (args.reference or args.param or args.model):
+        raise InputError("-t FITTED.json already holds the reference and parameters; drop -r/--param/--model")
     sources = list_images(args.sources, recursive=args.recursive)
     if not sources:
         raise InputError(f"{', '.join(args.sources)}: no image files found "
@@ -263,7 +272,7 @@ def cmd_normalize(args) -> int:
     out_dir = Path(args.out)
     outputs = plan_outputs(sources, out_dir, FORMATS[args.format])
     transform = (load_fitted(args.transform) if args.transform
-                 else fitted_transform(args.method, args.reference or [], dict(args.param)))
+                 else fitted_transform(method_spec(args), args.reference or [], dict(args.param)))
     jobs = [Job(src, out, args.overwrite) for src, out in outputs.items()]
     existing = [job for job in jobs if job.output.exists()] if not args.overwrite else []
     if existing:
@@ -370,6 +379,31 @@ def cmd_evaluate(args) -> int:
     return 1 if any(row["error"] for row in results["table"]) else 0
 
 
+def cmd_train(args) -> int:
+    from stainlab.training import TrainingData, train
+
+    overrides = dict(args.set)
+    for flag in ("steps", "teacher", "student", "device"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    for flag in ("skips", "ssim_cycle"):
+        if getattr(args, flag):
+            overrides[flag] = True
+    if args.features is not None:
+        overrides["features"] = None if args.features == "vgg16" else args.features
+    data = TrainingData.from_folder(args.data)
+    result = train(args.recipe, data, args.out, preset=args.preset, overrides=overrides, seed=args.seed,
+                   resume=args.resume, overwrite=args.overwrite, progress=sys.stderr.isatty())
+    last = result.history[-1] if result.history else {}
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("step", "epoch", "lr", "seconds"))
+    print(f"{PROG}: trained {args.recipe} for {result.step} steps into {result.run_dir} ({losses})")
+    kind = {"distill": "unet" if overrides.get("student", "unet") == "unet" else "stainnet"}.get(args.recipe,
+                                                                                                args.recipe)
+    for path in result.models.values():
+        print(f"  {path}   use as: -m {kind} --model {path}")
+    return 0
+
+
 # -- the parser ---------------------------------------------------------------------------------------------------
 def _subcommand(sub, name: str, help_: str, description: str, epilog: str, common) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help_, description=description, epilog=epilog, parents=[common],
@@ -380,6 +414,9 @@ def _add_method_options(parser: argparse.ArgumentParser, required: bool) -> None
     parser.add_argument("-r", "--reference", action="append", metavar="REF", required=required,
                         help="reference image or folder giving the target appearance; repeat to fit "
                              "on several (pooled)")
+    parser.add_argument("--model", metavar="PATH",
+                        help="model file of a learned method: -m unet --model run/student.safetensors "
+                             "is -m unet:run/student.safetensors")
     parser.add_argument("--param", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                         help="method parameter, e.g. --param mask=true or --param lut_bits=8 (repeatable)")
 
@@ -472,6 +509,40 @@ def build_parser() -> argparse.ArgumentParser:
                                "(the HEV layout, HE/ and Long HE/, is recognised by itself)")
     evaluate.add_argument("-o", "--out", required=True, metavar="REPORT_DIR", help="report folder")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    train = _subcommand(
+        sub, "train", "train a learned normalizer (cyclegan, ccgan, pcnet, distill)",
+        "Train a network on DATA/A (source look) and DATA/B (target look); pairs when the file names\n"
+        "match (ccgan and pcnet need them). Defaults are the papers' settings; --preset tiny is a small\n"
+        "run for a CPU in minutes. The run folder gets config.json, checkpoint.pt (--resume continues it),\n"
+        "log.csv, losses.png, samples/ and the model files (*.safetensors) to use with -m KIND --model.",
+        "examples:\n  stainlab train cyclegan --data tiles/ -o runs/teacher --skips --ssim-cycle\n"
+        "  stainlab train distill --data tiles/ --teacher runs/teacher -o runs/unet\n"
+        "  stainlab train distill --data tiles/ --teacher runs/teacher --student stainnet -o runs/stainnet\n"
+        "  stainlab train ccgan --data pairs/ -o runs/ccgan --preset tiny\n"
+        "  stainlab normalize tiles/ -m unet --model runs/unet/student.safetensors -o out/", common)
+    train.add_argument("recipe", choices=("cyclegan", "ccgan", "pcnet", "distill"), help="what to train")
+    train.add_argument("--data", required=True, metavar="DIR", help="folder with A/ and B/ (or the HEV layout)")
+    train.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder")
+    train.add_argument("--preset", choices=("paper", "tiny"), default="paper",
+                       help="paper: the papers' settings (default); tiny: small and quick, for a CPU")
+    train.add_argument("--steps", type=_positive_int, help="optimisation steps (default: the preset's)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="start over in a RUN_DIR that holds a run")
+    train.add_argument("--skips", action="store_true", help="cyclegan: paper 003's generator with skip connections")
+    train.add_argument("--ssim-cycle", action="store_true",
+                       help="cyclegan: paper 003's loss L_adv + 5 L_cycle + 5 L_ssim and its schedule")
+    train.add_argument("--teacher", metavar="RUN_OR_FILE", help="distill: the trained CycleGAN (run folder)")
+    train.add_argument("--student", choices=("unet", "stainnet"), help="distill: the student (default: unet)")
+    train.add_argument("--features", metavar="vgg16|random|PATH",
+                       help="pcnet: VGG16 weights for the Gram loss (default vgg16: vgg16-397923af.pth in the "
+                            "torch cache; random: seeded random VGG16, offline)")
+    train.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
+    train.add_argument("--set", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                       help="any recipe setting, e.g. --set lr=1e-4 --set batch_size=8 (repeatable)")
+    train.set_defaults(run=cmd_train)
+
 
     data = _subcommand(sub, "data", "make data sets", "Make data sets for training and evaluation.",
                        "example:\n  stainlab data make-benchmark --preset long-he --source tiles/ --out bench/",

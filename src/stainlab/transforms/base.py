@@ -63,6 +63,7 @@ class Transform(ABC):
     requires_fit: ClassVar[bool] = True
     per_pixel: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True  # False: each call draws new randomness (augmentation)
+    needs_weights: ClassVar[bool] = False  # True: the default parameters read a weight file the user supplies
 
     def __init__(self) -> None:
         self._fitted = not self.requires_fit

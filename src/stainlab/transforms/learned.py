@@ -1,5 +1,12 @@
 """Trained networks behind the shared face.
 
+Context-aware networks (paper 000's U-Net student, the CycleGAN / ccGAN / pcNet generators) see a
+neighbourhood of each pixel: :class:`NetworkTransform` runs them on the whole image, or on feather-blended
+overlapping tiles when it is larger than ``tile`` (see :func:`stainlab.nets.inference.apply_network`).
+They load as ``"unet:PATH"``, ``"cyclegan:PATH"``, ``"ccgan:PATH"`` or ``"pcnet:PATH"`` from a model file
+written by ``stainlab train`` (its header names the architecture), and ``cyclegan`` also from a
+``latest_net_G_A.pth`` of the public CycleGAN code.
+
 StainNet (Kang et al., Frontiers in Medicine 2021; the 1x1-convolution student of paper 000) maps each
 pixel's colour on its own (see :mod:`stainlab.nets.stainnet`), so it is a :class:`PixelTransform`: the
 lookup-table engine runs the network once per occupied colour cell and gathers the result, instead of
@@ -13,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stainlab.errors import InputError
+from stainlab.nets.inference import apply_network
 from stainlab.nets.stainnet import stainnet
-from stainlab.transforms.base import PixelTransform
+from stainlab.transforms.base import PixelTransform, Transform
 from stainlab.transforms.lut import DEFAULT_BITS
 
 
@@ -39,3 +48,49 @@ class StainNetTransform(PixelTransform):
 
     def _map(self, colors: np.ndarray, source) -> np.ndarray:
         return self._net.map_colors(colors)
+
+
+# which architectures each learned kind accepts (the file's header names its architecture)
+KIND_ARCHITECTURES = {
+    "unet": ("unet",),
+    "cyclegan": ("resnet-generator", "skip-resnet-generator", "unet-generator"),
+    "ccgan": ("unet-generator", "resnet-generator", "skip-resnet-generator"),
+    "pcnet": ("unet-generator", "resnet-generator", "skip-resnet-generator"),
+}
+
+
+def load_network(model: str, kind: str):
+    """The network of a model file for ``kind``: a stainlab ``.safetensors`` model file (any kind) or,
+    for ``cyclegan``, a generator checkpoint of the public CycleGAN code (``latest_net_G_A.pth``)."""
+    from stainlab.nets.files import load_model
+    from stainlab.nets.generators import load_cyclegan_generator
+
+    if kind == "cyclegan" and Path(model).suffix == ".pth":
+        return load_cyclegan_generator(model)
+    net, info = load_model(model)
+    if info["arch"] not in KIND_ARCHITECTURES[kind]:
+        hint = "stainnet" if info["arch"] == "stainnet" else next(
+            k for k, archs in KIND_ARCHITECTURES.items() if info["arch"] in archs)
+        raise InputError(f"{model} holds a {info['arch']} network, not a {kind} model; load it as "
+                         f"'{hint}:{model}'")
+    return net
+
+
+class NetworkTransform(Transform):
+    """A trained image-to-image network (U-Net student, CycleGAN/ccGAN/pcNet generator), run in blended tiles."""
+
+    name = "unet"
+    requires_fit = False
+
+    def __init__(self, model: str, kind: str = "unet", tile: int = 512, overlap: int = 64) -> None:
+        super().__init__()
+        if kind not in KIND_ARCHITECTURES:
+            raise InputError(f"unknown network kind {kind!r}; known: {', '.join(KIND_ARCHITECTURES)}")
+        if not 0 <= overlap < tile // 2:
+            raise InputError(f"overlap must be in [0, tile/2), got tile={tile} overlap={overlap}")
+        self.name, self.kind, self.tile, self.overlap = kind, kind, tile, overlap
+        self.model = _stored_path(model)
+        self._net = load_network(model, kind)
+
+    def _transform(self, image: np.ndarray) -> np.ndarray:
+        return apply_network(self._net, image, self.tile, self.overlap)

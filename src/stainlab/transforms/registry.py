@@ -31,6 +31,8 @@ _METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 # name, so they stay out of names() and the default method lists of the harness and the demo.
 _LEARNED: dict[str, tuple[str, dict[str, Any]]] = {
     "stainnet": ("stainlab.transforms.learned:StainNetTransform", {}),
+    **{kind: ("stainlab.transforms.learned:NetworkTransform", {"kind": kind})
+       for kind in ("unet", "cyclegan", "ccgan", "pcnet")},
 }
 
 
@@ -50,8 +52,9 @@ def names() -> list[str]:
 
 
 def normalizers() -> list[str]:
-    """The method names that normalize: every deterministic method (augmentation is random)."""
-    return [name for name in names() if _class_of(name)[0].deterministic]
+    """The method names that normalize out of the box: every deterministic method (augmentation is
+    random) whose defaults need no weight file (a method that does is run by asking for it)."""
+    return [name for name in names() if _class_of(name)[0].deterministic and not _class_of(name)[0].needs_weights]
 
 
 def methods() -> dict[str, str]:

@@ -1,0 +1,234 @@
+"""The one training loop behind every recipe (``stainlab train RECIPE``).
+
+A run lives in one folder:
+
+- ``config.json``: recipe, preset, every setting, seed and data, written when the run starts;
+- ``checkpoint.pt``: networks, optimisers, step, random-generator states and the log so far, written
+  atomically every ``checkpoint_every`` steps and at the end; ``resume=True`` continues from it and
+  draws exactly what the uninterrupted run would have drawn;
+- ``log.csv``: the loss terms averaged over every ``log_every`` steps, with learning rate and time;
+- ``losses.png`` and ``samples/step_NNNNNN.png``: the loss curves and a montage of fixed samples, each epoch;
+- the model files (``*.safetensors``, architecture in the header, see :mod:`stainlab.nets.files`),
+  loadable with ``stainlab.load("unet:RUN/student.safetensors")`` and friends.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stainlab.errors import InputError
+from stainlab.io.atomic import atomic_path, atomic_write_text
+from stainlab.nets.files import save_model
+from stainlab.nets.inference import from_net
+from stainlab.training.plots import plot_losses, save_montage
+from stainlab.training.recipe import Recipe, TrainConfig, TrainingData
+from stainlab.training.recipes import RECIPES
+
+CHECKPOINT = "checkpoint.pt"
+MIN_PICTURE_STEPS = 25
+SAMPLES = 4
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    history: list[dict]
+    models: dict[str, Path]
+
+
+def recipe_class(name: str) -> type[Recipe]:
+    if name not in RECIPES:
+        raise InputError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def make_config(recipe: str, preset: str = "paper", overrides: dict | None = None) -> TrainConfig:
+    """The recipe's config: its paper defaults, the settings of the variants switched on in ``overrides``
+    (e.g. ``{"skips": True}``), the preset (``"paper"`` or ``"tiny"``), then ``overrides``."""
+    cls = recipe_class(recipe)
+    if preset not in ("paper", "tiny"):
+        raise InputError(f"unknown preset {preset!r} (paper or tiny)")
+    overrides = dict(overrides or {})
+    values: dict = {}
+    for flag, implied in cls.variants.items():  # a paper variant's settings, under the preset and overrides
+        if overrides.get(flag):
+            values.update(implied)
+    values.update(cls.tiny if preset == "tiny" else {})
+    values.update(overrides)
+    known = {f.name for f in fields(cls.config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"{recipe}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls.config_class(**values)
+
+
+def learning_rate_factor(config: TrainConfig, step: int, epoch_steps: int) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) under ``config.schedule``."""
+    if config.schedule == "constant":
+        return 1.0
+    if config.schedule == "step":  # paper 003, Sec. 4.2
+        return config.decay ** ((step // epoch_steps) // config.decay_epochs)
+    if config.schedule == "cosine":  # paper 000, Sec. III-D: cosine annealing to 0
+        return 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
+    raise InputError(f"unknown learning-rate schedule {config.schedule!r} (constant, step or cosine)")
+
+
+class _Run:
+    """The state of one run between steps (kept small; the loop is :func:`train`)."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, seed: int) -> None:
+        self.recipe, self.run_dir, self.seed = recipe, run_dir, seed
+        self.step = 0
+        self.history: list[dict] = []
+        self.window: dict[str, list[float]] = {}  # loss values since the last full log row
+
+    def checkpoint(self) -> None:
+        state = {
+            "step": self.step, "history": self.history, "window": self.window, "seed": self.seed,
+            "networks": {k: m.state_dict() for k, m in self.recipe.networks.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.recipe.optimizers.items()},
+            "extra": self.recipe.extra_state(),
+            "numpy_rng": self.recipe.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+        with atomic_path(self.run_dir / CHECKPOINT) as tmp:
+            torch.save(state, tmp)
+
+    def restore(self) -> None:
+        path = self.run_dir / CHECKPOINT
+        if not path.is_file():
+            raise InputError(f"{self.run_dir}: no {CHECKPOINT} to resume from")
+        state = torch.load(path, map_location=self.recipe.device, weights_only=False)
+        for key, module in self.recipe.networks.items():
+            module.load_state_dict(state["networks"][key])
+        for key, optimizer in self.recipe.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+        self.recipe.load_extra_state(state["extra"])
+        self.recipe.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.history, self.window = state["step"], state["history"], state["window"]
+        if self.history and self.history[-1]["step"] % self.recipe.config.log_every:
+            self.history.pop()  # the partial row at the end of the earlier run: its values are in the window
+
+    def save(self) -> dict[str, Path]:
+        """Checkpoint, log and model files, all in step with each other."""
+        self.checkpoint()
+        self.write_log()
+        return self.export()
+
+    def write_log(self) -> None:
+        if not self.history:
+            return
+        columns = list(dict.fromkeys(key for row in self.history for key in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(self.run_dir / "log.csv", buffer.getvalue())
+
+    def export(self) -> dict[str, Path]:
+        models = {}
+        for file_name, (module, arch, kwargs, info) in self.recipe.exports().items():
+            models[file_name] = save_model(self.run_dir / file_name, module, arch, kwargs,
+                                           recipe=self.recipe.name, step=self.step, **info)
+        return models
+
+    def pictures(self, sample_batch: dict[str, torch.Tensor]) -> None:
+        plot_losses(self.history, self.run_dir / "losses.png", f"{self.recipe.name}: losses by step")
+        with torch.no_grad():
+            columns = [(header, from_net(images)) for header, images in self.recipe.samples(sample_batch)]
+        save_montage(columns, self.run_dir / "samples" / f"step_{self.step:06d}.png")
+
+
+def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    if (run_dir / CHECKPOINT).exists() and not (resume or overwrite):
+        raise InputError(f"{run_dir}: a run is there already; resume it (--resume) or replace it (--overwrite)")
+    if resume and not (run_dir / CHECKPOINT).exists():
+        raise InputError(f"{run_dir}: no {CHECKPOINT} to resume from")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_same_run(run_dir: Path, record: dict) -> None:
+    """A resumed run must have the recipe, settings (bar the step count) and seed it started with."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text(encoding="utf-8"))
+    drop = ("steps",)
+    old = {k: v for k, v in before.get("config", {}).items() if k not in drop}
+    new = {k: v for k, v in record["config"].items() if k not in drop}
+    if before.get("recipe") != record["recipe"] or old != new or before.get("seed") != record["seed"]:
+        raise InputError(f"{run_dir}: --resume with other settings than the run was started with "
+                         f"(only --steps may change); start a new run folder instead")
+
+
+def train(recipe: str, data: TrainingData, run_dir, *, preset: str = "paper", overrides: dict | None = None,
+          seed: int = 0, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``recipe`` on ``data`` into ``run_dir`` and write its model files; see the module docstring."""
+    config = make_config(recipe, preset, overrides)
+    run_dir = Path(run_dir)
+    _prepare_folder(run_dir, resume, overwrite)
+    record = {"recipe": recipe, "preset": preset, "seed": seed, "data": data.description,
+              "config": json.loads(json.dumps(asdict(config)))}
+    if resume:
+        _check_same_run(run_dir, record)
+    atomic_write_text(run_dir / "config.json", json.dumps(record, indent=1))
+
+    torch.manual_seed(seed)
+    run = _Run(recipe_class(recipe)(config, np.random.default_rng(seed)), run_dir, seed)
+    sampler = run.recipe.sampler(data, run_dir)
+    device = run.recipe.device
+    samples = {k: v.to(device) for k, v in sampler.draw(np.random.default_rng(seed + 1),
+                                                        min(SAMPLES, len(sampler))).items()}
+    if resume:
+        run.restore()
+    epoch_steps = config.epoch_steps or max(1, math.ceil(len(sampler) / config.batch_size))
+    picture_steps = config.picture_every or epoch_steps * max(1, math.ceil(MIN_PICTURE_STEPS / epoch_steps))
+    started = time.perf_counter()
+    bar = _progress(config.steps, run.step, recipe, progress)
+    while run.step < config.steps:
+        factor = learning_rate_factor(config, run.step, epoch_steps)
+        for optimizer in run.recipe.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * factor
+        batch = {k: v.to(device) for k, v in sampler.draw(run.recipe.rng, config.batch_size).items()}
+        for name, value in run.recipe.step(batch).items():
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{recipe}: loss {name} became {value} at step {run.step + 1}; "
+                                         f"lower the learning rate (--set lr=...) or check the data")
+            run.window.setdefault(name, []).append(value)
+        run.step += 1
+        bar.update(1)
+        if run.step % config.log_every == 0 or run.step == config.steps:
+            row = {"step": run.step, "epoch": run.step / epoch_steps, "lr": config.lr * factor,
+                   "seconds": round(time.perf_counter() - started, 3)}
+            row.update({name: float(np.mean(values)) for name, values in run.window.items()})
+            run.history.append(row)
+            if run.step % config.log_every == 0:
+                run.window = {}
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "epoch", "lr", "seconds")})
+        if run.step % picture_steps == 0 and run.step < config.steps:
+            run.pictures(samples)
+        if run.step % config.checkpoint_every == 0 and run.step < config.steps:
+            run.save()
+    bar.close()
+    run.pictures(samples)
+    models = run.save()
+    return TrainResult(run_dir, run.step, run.history, models)
+
+
+def _progress(total: int, done: int, recipe: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=f"train {recipe}", unit="step", disable=not enabled,
+                dynamic_ncols=True)

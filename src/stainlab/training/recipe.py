@@ -1,0 +1,116 @@
+"""What a recipe is: a config dataclass with the paper's defaults, networks, optimisers and one step.
+
+The loop (:mod:`stainlab.training.loop`) owns everything common (seeding, data, learning-rate schedule,
+checkpoints, logs, pictures); a recipe only says what to build and what one optimisation step does.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from stainlab.errors import InputError
+from stainlab.training.data import Domain, TileSampler
+
+
+@dataclass
+class TrainConfig:
+    """Settings every recipe has. Recipes override the defaults with their paper's values."""
+
+    steps: int = 50_000  # optimisation steps (paper 004, Sec. 6.2: 50,000 iterations)
+    batch_size: int = 4  # paper 003, Sec. 4.2 and paper 004 (ccGAN), Sec. 6.2
+    size: int = 256  # training tile side (paper 000: 256x256 tiles)
+    lr: float = 2e-4  # Adam learning rate (papers 003 and 004)
+    schedule: str = "constant"  # "constant", "step" (x decay every decay_epochs epochs) or "cosine" (to 0)
+    decay: float = 0.9  # paper 003, Sec. 4.2: exponential decay 0.9 ...
+    decay_epochs: int = 2  # ... every 2 epochs
+    epoch_steps: int = 0  # steps per epoch; 0: one pass over the larger domain
+    checkpoint_every: int = 1000  # steps between checkpoints (and at the end)
+    log_every: int = 10  # steps averaged into one row of log.csv
+    picture_every: int = 0  # steps between loss plot + sample montage; 0: each epoch, at least 25 steps apart
+    augment: bool = True  # the 8 rotations/flips of the square (paper 004, Sec. 6.1)
+    device: str = "cpu"
+
+
+@dataclass
+class TrainingData:
+    """Images of domains A (source look) and B (target look); ``paired``: A[i] and B[i] are aligned."""
+
+    a: list
+    b: list
+    paired: bool = False
+    description: str = "in memory"
+
+    @classmethod
+    def from_folder(cls, root, paired: bool | None = None) -> "TrainingData":
+        """``root/A`` and ``root/B`` (paired when every A file has a B file of the same name, unless
+        ``paired`` says otherwise), or the HEV layout (``HE``, ``Long HE``: unpaired)."""
+        from stainlab.data.folders import PairedFolders, UnpairedFolders, hev, is_hev_layout
+
+        root = Path(root)
+        if is_hev_layout(root):
+            folders = hev(root)
+            return cls(folders.a, folders.b, False, str(root))
+        unpaired = UnpairedFolders.open(root)
+        if paired is None:
+            paired = sorted(p.stem for p in unpaired.a) == sorted(p.stem for p in unpaired.b)
+        if paired:
+            pairs = PairedFolders.open(root)
+            return cls([a for a, _ in pairs.pairs], [b for _, b in pairs.pairs], True, str(root))
+        return cls(unpaired.a, unpaired.b, False, str(root))
+
+
+class Recipe(ABC):
+    """One training method. Subclasses set the class variables and build ``self.networks`` (every module
+    checkpointed) and ``self.optimizers`` in ``__init__``."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[TrainConfig]]
+    needs_pairs: ClassVar[bool] = False
+    tiny: ClassVar[dict[str, Any]] = {}  # overrides of the `--preset tiny` run (small, CPU, minutes)
+    variants: ClassVar[dict[str, dict[str, Any]]] = {}  # boolean setting -> the settings it implies
+
+    def __init__(self, config: TrainConfig, rng: np.random.Generator) -> None:
+        self.config, self.rng = config, rng
+        self.device = torch.device(config.device)
+        self.networks: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def sampler(self, data: TrainingData, run_dir: Path) -> TileSampler:
+        """The tiles the steps draw from (a recipe may derive its own pairs, as distillation does)."""
+        if self.needs_pairs and not data.paired:
+            raise InputError(f"{self.name} trains on paired data (A/x.png with B/x.png of the same name); "
+                             f"{data.description} is unpaired")
+        return TileSampler(Domain(data.a, "A"), Domain(data.b, "B"), self.config.size, data.paired,
+                           self.config.augment)
+
+    @abstractmethod
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step on ``batch`` (``"A"``, ``"B"``: float NCHW in [-1, 1] on the device);
+        returns the loss terms by name."""
+
+    @abstractmethod
+    def samples(self, batch: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+        """Columns of the sample montage: ``(header, float NCHW in [-1, 1])``."""
+
+    @abstractmethod
+    def exports(self) -> dict[str, tuple[nn.Module, str, dict, dict]]:
+        """Model files to write: ``file name -> (network, architecture, constructor kwargs, info)``."""
+
+    def extra_state(self) -> dict:
+        """State beyond networks and optimisers to checkpoint (e.g. image pools)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore :meth:`extra_state`."""
+
+    def _adam(self, *modules: nn.Module, betas=(0.5, 0.999)) -> torch.optim.Adam:
+        """Adam over ``modules`` (beta1 0.5 as in the public CycleGAN/pix2pix code)."""
+        parameters = [p for module in modules for p in module.parameters()]
+        return torch.optim.Adam(parameters, lr=self.config.lr, betas=betas)

@@ -1,0 +1,23 @@
+"""Which generator a recipe builds, from its config: name, constructor arguments, initialisation."""
+
+from __future__ import annotations
+
+from stainlab.errors import InputError
+from stainlab.nets.files import build_network
+
+GENERATORS = ("resnet-generator", "skip-resnet-generator", "unet-generator")
+
+
+def generator_spec(config) -> tuple[str, dict]:
+    """``(architecture, kwargs)`` for ``config.generator`` with ``config.ngf`` and, as the
+    architecture takes them, ``config.n_blocks`` (residual generators) or ``config.depth`` (U-Net)."""
+    if config.generator not in GENERATORS:
+        raise InputError(f"unknown generator {config.generator!r}; known: {', '.join(GENERATORS)}")
+    if config.generator == "unet-generator":
+        return config.generator, {"ngf": config.ngf, "depth": config.depth}
+    return config.generator, {"ngf": config.ngf, "n_blocks": config.n_blocks}
+
+
+def build_generator(config, device):
+    arch, kwargs = generator_spec(config)
+    return build_network(arch, kwargs).to(device).train(), arch, kwargs

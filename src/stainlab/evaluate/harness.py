@@ -136,7 +136,7 @@ class Harness:
 
     # -- running ----------------------------------------------------------------------------------
     def _run_file(self, name: str) -> Path:
-        return self.out / "runs" / f"{name.replace('/', '_').replace(':', '_')}.json"
+        return self.out / "runs" / f"{folder_name(name)}.json"
 
     def _load_run(self, name: str) -> MethodRun:
         path = self._run_file(name)
@@ -153,7 +153,8 @@ class Harness:
     def run_baseline(self) -> MethodRun:
         return self._run(BASELINE, transform=None)
 
-    def run_method(self, name: str) -> MethodRun:
+    def run_method(self, name: str, spec: str | None = None) -> MethodRun:
+        """Score the method ``spec`` (a name, ``KIND:PATH`` or fitted .json; default ``name``) as ``name``."""
         run = self._load_run(name)
         if len(run.scores) == len(self.pairs) and run.error is None:
             return run
@@ -161,7 +162,7 @@ class Harness:
             started = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                transform = load(name).fit(self.reference)
+                transform = load(spec or name).fit(self.reference)
             run.fit_seconds = time.perf_counter() - started
             run.warnings = list(dict.fromkeys(str(w.message) for w in caught))
         except Exception as err:  # noqa: BLE001 - a failing method is reported, never fatal
@@ -188,19 +189,23 @@ class Harness:
                 break
             run.scores[key] = score(output, truth, self.metric_names)
             if key in self.montage_keys:
-                write_image(self.out / "outputs" / name / f"{key}.png", output, overwrite=True)
+                write_image(self.out / "outputs" / folder_name(name) / f"{key}.png", output, overwrite=True)
             self._save_run(run)
         self._save_run(run)
         return run
 
-    def evaluate(self, methods: list[str]) -> dict:
-        """Run the baseline and every method; return (and write) ``results.json``'s content."""
+    def evaluate(self, methods: list[str] | dict[str, str]) -> dict:
+        """Run the baseline and every method; return (and write) ``results.json``'s content.
+
+        ``methods``: names/specs, or ``{label: spec}`` to score e.g. ``"unet:runs/a/student.safetensors"``
+        under a short label."""
+        methods = methods if isinstance(methods, dict) else {name: name for name in methods}
         for key in self.montage_keys:
             a_path, b_path = self.pairs[key]
             write_image(self.out / "outputs" / "source" / f"{key}.png", read_image(a_path)[0], overwrite=True)
             if self.paired:
                 write_image(self.out / "outputs" / "truth" / f"{key}.png", read_image(b_path)[0], overwrite=True)
-        runs = [self.run_baseline()] + [self.run_method(name) for name in methods]
+        runs = [self.run_baseline()] + [self.run_method(label, spec) for label, spec in methods.items()]
         results = {
             "data": str(self.data.root), "paired": self.paired, "reference": self.reference_source,
             "metrics": self.metric_names,
@@ -212,6 +217,11 @@ class Harness:
         }
         atomic_write_text(self.out / "results.json", json.dumps(_finite(results), indent=1))
         return results
+
+
+def folder_name(name: str) -> str:
+    """A method label as one safe path component (``unet:/a/b.safetensors`` -> ``unet__a_b.safetensors``)."""
+    return name.replace("/", "_").replace(":", "_").replace("\\", "_")
 
 
 def _finite(value):

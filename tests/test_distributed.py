@@ -1,0 +1,94 @@
+"""Cohorts on Dask: a 2-worker LocalCluster equals the single-process run; failures are reported
+(input problems at once, others after retries) and never stop the other slides."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import data
+
+from stainlab.distributed import SlideJob, run_cohort, run_local, run_slide_tiles
+from stainlab.distributed.cohort import run_slide
+from stainlab.io.images import write_image
+from stainlab.slides import SlideOptions
+from stainlab.transforms.base import Transform
+
+
+class FlakyBlur(Transform):
+    """Context-aware and deterministic (a 3x3 box blur), but its first call in any process fails
+    while ``marker`` does not exist yet: a transient failure that a retry gets past."""
+
+    name = "flaky-blur"
+    requires_fit = False
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def _transform(self, image):
+        marker = Path(self.marker)
+        if not marker.exists():
+            marker.touch()
+            raise RuntimeError("transient failure")
+        padded = np.pad(image.astype(np.uint16), ((1, 1), (1, 1), (0, 0)), mode="edge")
+        h, w = image.shape[:2]
+        total = sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
+        return ((total + 4) // 9).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cohort")
+    ihc = data.immunohistochemistry()
+    slides = [write_image(folder / f"s{i}.png", np.ascontiguousarray(ihc[i * 90:i * 90 + 200, i * 40:i * 40 + 260]))
+              for i in range(3)]
+    bad = folder / "bad.png"
+    bad.write_bytes(slides[0].read_bytes()[:400])
+    return slides, bad
+
+
+def jobs_for(sources, out):
+    return [SlideJob(src, out / f"{src.stem}.ome.tif") for src in sources]
+
+
+def test_two_worker_cluster_equals_the_single_process_run(tmp_path, cohort):
+    slides, bad = cohort
+    options = SlideOptions(tile=64, overlap=16, min_tissue=0.0)
+    local = jobs_for(slides, tmp_path / "local")
+    (tmp_path / "marker-local").touch()
+    assert [o.error for o in run_local(local, FlakyBlur(str(tmp_path / "marker-local")), options)] == [None] * 3
+    cluster_jobs = jobs_for([*slides, bad], tmp_path / "cluster")
+    outcomes = {o.job.source: o for o in run_cohort(cluster_jobs, FlakyBlur(str(tmp_path / "marker")), options,
+                                                    workers=2, retries=1)}
+    assert (tmp_path / "marker").exists()                     # one task failed once and was retried
+    assert "bad.png: truncated or corrupt" in outcomes[bad].error
+    for job_a, job_b in zip(local, cluster_jobs):
+        assert outcomes[job_b.source].error is None and outcomes[job_b.source].result.transformed == 20
+        a, b = tifffile.imread(job_a.output), tifffile.imread(job_b.output)
+        assert a.shape == (200, 260, 3) and np.array_equal(a, b)
+
+
+def test_one_slide_spread_over_two_workers_equals_the_single_process_run(tmp_path):
+    image = np.ascontiguousarray(data.immunohistochemistry()[:450, :300])
+    source = write_image(tmp_path / "big.png", image)
+    options = SlideOptions(tile=64, overlap=16, min_tissue=0.0)
+    (tmp_path / "marker-local").touch()
+    local = run_slide(SlideJob(source, tmp_path / "local.ome.tif"), FlakyBlur(str(tmp_path / "marker-local")), options)
+    spread = run_slide_tiles(SlideJob(source, tmp_path / "spread.ome.tif"), FlakyBlur(str(tmp_path / "marker")),
+                             options, workers=2, rows_per_task=2, retries=1)
+    assert spread.error is None and (spread.result.tiles, spread.result.transformed) == (40, 40)
+    assert (tmp_path / "marker").exists()                     # a task failed once and was retried
+    a, b = tifffile.imread(local.result.output), tifffile.imread(spread.result.output)
+    assert a.shape == (450, 300, 3) and np.array_equal(a, b)  # 8 rows in 4 tasks: the same pixels
+
+
+def test_input_problems_are_outcomes_and_other_failures_are_raised_for_retry(tmp_path, cohort):
+    slides, bad = cohort
+    options = SlideOptions(tile=64)
+    outcome = run_slide(SlideJob(bad, tmp_path / "bad.ome.tif"), FlakyBlur(str(tmp_path / "m")), options)
+    assert outcome.result is None and "bad.png: truncated or corrupt" in outcome.error
+    with pytest.raises(RuntimeError, match="transient failure"):
+        run_slide(SlideJob(slides[0], tmp_path / "a.ome.tif"), FlakyBlur(str(tmp_path / "m")), options)
+    outcomes = list(run_local(jobs_for(slides, tmp_path / "o"), FlakyBlur(str(tmp_path / "m2")), options))
+    assert "transient failure" in outcomes[0].error and [o.error for o in outcomes[1:]] == [None, None]

@@ -1,0 +1,233 @@
+"""Slides: readers, whole-slide statistics, pyramidal output, resuming, bad input, the command line."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import data
+
+import stainlab
+from stainlab.cli import main
+from stainlab.errors import InputError, NoTissueError
+from stainlab.io.images import read_image, write_image
+from stainlab.io.pyramid import work_folder
+from stainlab.io.slides import SLIDES_EXTRA, ImageSlide, TiffSlide, open_slide
+from stainlab.slides import SlideColorMap, SlideOptions, normalize_slide
+from stainlab.transforms.base import Transform
+
+
+@pytest.fixture(scope="module")
+def tissue():
+    """Real IHC tissue, 400 x 500 (not a multiple of the tile sizes used here)."""
+    return np.ascontiguousarray(data.immunohistochemistry()[:400, :500])
+
+
+@pytest.fixture(scope="module")
+def reinhard(tissue):
+    return stainlab.load("reinhard").fit(np.ascontiguousarray(data.immunohistochemistry()[400:, 400:]))
+
+
+def write_pyramid_source(path, image, mpp=0.5, tile=64):
+    """A tiled pyramidal OME-TIFF as a scanner would write it: level 0 plus two halved sub-IFDs."""
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+        tif.write(image, tile=(tile, tile), photometric="rgb", subifds=2, compression="zlib",
+                  metadata={"axes": "YXS", "PhysicalSizeX": mpp, "PhysicalSizeY": mpp})
+        for k in (2, 4):
+            tif.write(image[::k, ::k], tile=(tile, tile), photometric="rgb", subfiletype=1, compression="zlib")
+    return Path(path)
+
+
+def read_levels(path):
+    with tifffile.TiffFile(path) as tif:
+        return [level.asarray() for level in tif.series[0].levels], tif
+
+
+class TileMean(Transform):
+    """Context-aware test transform (its output depends on the whole tile); ``crash_at`` (not a
+    parameter, so not part of the job's identity) simulates a crash at that tile."""
+
+    name = "tile-mean"
+    requires_fit = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crash_at = -1
+        self.calls = 0
+
+    def _transform(self, image):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise RuntimeError("simulated crash")
+        f = image.astype(np.float32)
+        return np.clip(0.8 * f + 0.2 * f.mean(axis=(0, 1)), 0, 255).astype(np.uint8)
+
+
+# -- readers ---------------------------------------------------------------------------------------------
+def test_tiff_pyramid_levels_mpp_and_regions(tmp_path, tissue):
+    path = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    with open_slide(path) as slide:
+        assert isinstance(slide, TiffSlide) and slide.kind == "ome-tiff"
+        assert [(lv.height, lv.width) for lv in slide.levels] == [(400, 500), (200, 250), (100, 125)]
+        assert [lv.mpp for lv in slide.levels] == pytest.approx([0.5, 1.0, 2.0])
+        assert np.array_equal(slide.read(0, 50, 30, 100, 170), tissue[50:150, 30:200])  # spans 3x4 tiles
+        assert np.array_equal(slide.read(1, 0, 0, 200, 250), tissue[::2, ::2])
+        assert slide.level_for(mpp=0.9) == 1 and slide.level_for(mpp=3.0) == 2 and slide.level_for() == 0
+        with pytest.raises(InputError, match=r"level 3 does not exist; levels are 0: 500x400"):
+            slide.level_for(level=3)
+        with pytest.raises(InputError, match="outside level 1"):
+            slide.read(1, 150, 0, 100, 10)
+
+
+def test_strip_tiff_resolution_tags_and_plain_images(tmp_path, tissue):
+    strips = tmp_path / "strips.tif"
+    tifffile.imwrite(strips, tissue, photometric="rgb", rowsperstrip=37, resolution=(40000, 40000),
+                     resolutionunit="CENTIMETER")
+    with open_slide(strips) as slide:
+        assert slide.mpp == pytest.approx(0.25)
+        assert np.array_equal(slide.read(0, 30, 10, 90, 50), tissue[30:120, 10:60])
+    png = write_image(tmp_path / "plain.png", tissue)
+    with open_slide(png) as slide:
+        assert isinstance(slide, ImageSlide) and slide.mpp is None and len(slide.levels) == 1
+        with pytest.raises(InputError, match="gives no microns per pixel"):
+            slide.level_for(mpp=0.5)
+
+
+# -- whole-slide statistics ----------------------------------------------------------------------------------
+def test_slide_color_map_equals_the_method_when_the_sample_is_the_image(tissue):
+    t = stainlab.load("macenko", lut_bits=8).fit(np.ascontiguousarray(data.immunohistochemistry()[400:, 400:]))
+    assert np.array_equal(SlideColorMap(t, [tissue])(tissue), t(tissue))
+
+
+def test_per_pixel_output_is_independent_of_the_tile_size(tmp_path, tissue, reinhard):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    outs = [normalize_slide(src, tmp_path / f"o{tile}.ome.tif", reinhard,
+                            SlideOptions(tile=tile, min_tissue=0.0, compression="zlib")) for tile in (64, 128)]
+    a, b = (read_levels(o.output)[0][0] for o in outs)
+    assert np.array_equal(a, b) and not np.array_equal(a, tissue)
+    # one colour map for the whole slide: a core gets the same output as if mapped on its own
+    assert np.array_equal(a[64:128, 64:128], SlideColorMap(reinhard, _sample_of(src))(tissue[64:128, 64:128]))
+
+
+def _sample_of(src):
+    from stainlab.io.tiling import TileGrid
+    from stainlab.slides import sample_tissue
+
+    with open_slide(src) as slide:
+        return sample_tissue(slide, 0, TileGrid(400, 500, 64, 0), 64)
+
+
+# -- pyramidal output ------------------------------------------------------------------------------------------
+def test_pyramidal_output_opens_with_the_right_levels_and_resolution(tmp_path, tissue, reinhard):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue, mpp=0.25)
+    result = normalize_slide(src, tmp_path / "out" / "s.ome.tif", reinhard, SlideOptions(tile=64, level=1))
+    assert (result.level, result.width, result.height, result.tiles) == (1, 250, 200, 16)
+    levels, _ = read_levels(result.output)
+    assert [lv.shape for lv in levels] == [(200, 250, 3), (100, 125, 3), (50, 63, 3)]
+    with tifffile.TiffFile(result.output) as tif:
+        assert tif.is_ome and tif.pages[0].is_tiled and tif.pages[0].tilewidth == 64
+        assert 'PhysicalSizeX="0.5"' in tif.ome_metadata            # level 1 of a 0.25 um/px source
+        num, den = tif.pages[0].tags["XResolution"].value
+        assert num / den == pytest.approx(1e4 / 0.5)                  # pixels per centimetre
+    with open_slide(result.output) as back:
+        assert back.mpp == pytest.approx(0.5) and len(back.levels) == 3
+    assert not work_folder(result.output).exists()
+    assert [p.name for p in result.output.parent.iterdir()] == ["s.ome.tif"]
+
+
+# -- resuming ------------------------------------------------------------------------------------------------------
+def test_a_crashed_run_resumes_from_the_rows_already_done(tmp_path, tissue):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    options = SlideOptions(tile=64, overlap=16, min_tissue=0.0, compression="zlib")
+    whole = normalize_slide(src, tmp_path / "whole.ome.tif", TileMean(), options)
+    out = tmp_path / "resumed.ome.tif"
+    crashing = TileMean()
+    crashing.crash_at = 40                            # 7 rows x 8 columns: the 40th tile is in row 4
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        normalize_slide(src, out, crashing, options)
+    assert not out.exists() and work_folder(out).is_dir()
+    again = TileMean()
+    result = normalize_slide(src, out, again, options)
+    assert result.resumed == 3 * 8                    # rows 0-2 were finished before the crash
+    assert again.calls == 5 * 8                       # rows 2 (context for row 3) to 6, not all 56 tiles
+    assert np.array_equal(read_levels(out)[0][0], read_levels(whole.output)[0][0])
+    assert not work_folder(out).exists()
+
+
+def test_a_store_of_another_job_is_not_reused(tmp_path, tissue, reinhard):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    out = tmp_path / "o.ome.tif"
+    crashing = TileMean()
+    crashing.crash_at = 20
+    with pytest.raises(RuntimeError):
+        normalize_slide(src, out, crashing, SlideOptions(tile=64, overlap=16, min_tissue=0.0))
+    result = normalize_slide(src, out, reinhard, SlideOptions(tile=64, min_tissue=0.0))
+    assert result.resumed == 0
+
+
+# -- bad input -------------------------------------------------------------------------------------------------------
+def test_truncated_slide_is_a_clear_error(tmp_path, tissue, reinhard):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    cut = tmp_path / "cut.tif"
+    raw = src.read_bytes()
+    cut.write_bytes(raw[:len(raw) // 3])
+    with pytest.raises(InputError, match="cut.tif: truncated or corrupt"):
+        normalize_slide(cut, tmp_path / "o.ome.tif", reinhard, SlideOptions(tile=64))
+    garbage = tmp_path / "bad.svs"
+    garbage.write_bytes(b"II*\x00" + b"\xff" * 100)
+    with pytest.raises(InputError, match="bad.svs: truncated or corrupt"):
+        open_slide(garbage)
+
+
+def test_vendor_format_without_openslide_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openslide", None)  # as if the extra were not installed
+    mrxs = tmp_path / "case.mrxs"
+    mrxs.write_bytes(b"not a tiff")
+    with pytest.raises(InputError, match=r"case.mrxs: reading .mrxs slides needs OpenSlide.*stainlab\[slides\]"):
+        open_slide(mrxs)
+    other = tmp_path / "case.xyz"
+    other.write_bytes(b"\x00\x01 vendor bytes")
+    with pytest.raises(InputError, match="unsupported slide format") as err:
+        open_slide(other)
+    assert SLIDES_EXTRA in str(err.value)
+
+
+def test_missing_level_no_tissue_and_unwritable_output(tmp_path, tissue, reinhard):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    with pytest.raises(InputError, match="level 5 does not exist"):
+        normalize_slide(src, tmp_path / "a.ome.tif", reinhard, SlideOptions(tile=64, level=5))
+    glass = write_image(tmp_path / "glass.png", np.full((200, 300, 3), 243, np.uint8))
+    with pytest.raises(NoTissueError, match="glass.png: no tissue found at level 0"):
+        normalize_slide(glass, tmp_path / "g.ome.tif", reinhard, SlideOptions(tile=64))
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(InputError, match="cannot write the work folder"):
+        normalize_slide(src, blocker / "o.ome.tif", reinhard, SlideOptions(tile=64))
+    with pytest.raises(InputError, match="multiple of 16"):
+        SlideOptions(tile=100)
+
+
+# -- command line ------------------------------------------------------------------------------------------------
+def test_cli_normalizes_slides_and_reports_bad_ones(tmp_path, tissue, capsys):
+    (tmp_path / "in").mkdir()
+    src = write_pyramid_source(tmp_path / "in" / "a.ome.tif", tissue)
+    write_image(tmp_path / "in" / "b.png", tissue[:200, :300])
+    ref = write_image(tmp_path / "ref.png", np.ascontiguousarray(data.immunohistochemistry()[400:, 400:]))
+    args = ["slide", str(tmp_path / "in"), "-m", "macenko", "-r", str(ref), "-o", str(tmp_path / "out"),
+            "--tile", "64", "--workers", "1"]
+    assert main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.ome.tif", "b.ome.tif"]
+    assert "normalized 2 of 2 slides with macenko" in capsys.readouterr().out
+    assert main(args) == 0 and "2 output(s) exist already" in capsys.readouterr().err
+    (tmp_path / "in" / "c.tif").write_bytes(src.read_bytes()[:5000])
+    assert main(args + ["--overwrite"]) == 1
+    captured = capsys.readouterr()
+    assert "c.tif: truncated or corrupt" in captured.err and "normalized 2 of 3 slides" in captured.out
+    assert main(["slide", str(src), "-o", str(tmp_path / "x")]) == 1
+    assert "choose the method" in capsys.readouterr().err
+    plain = ["slide", str(src), "-m", "reinhard", "-r", str(ref), "-o", str(tmp_path / "plain"), "--format", "png",
+             "--mpp", "1.1", "--tile", "64", "--compression", "zlib"]
+    assert main(plain) == 0
+    out, _ = read_image(tmp_path / "plain" / "a.png")
+    assert out.shape == (200, 250, 3) and not np.array_equal(out, tissue[::2, ::2])  # level 1 (1.0 um/px)

@@ -26,12 +26,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:background.*has no background:st
 
 @pytest.fixture(scope="module")
 def fitted(he_reference):
-    """``fitted(name)``: the method fitted once on the synthetic H&E reference."""
+    """``fitted(name)``: the method fitted once on the synthetic H&E reference (methods whose defaults
+    read a weight file get their offline features, ``features="random"``)."""
     cache = {}
 
     def get(name):
         if name not in cache:
-            cache[name] = stainlab.load(name).fit(he_reference)
+            offline = {"features": "random"} if stainlab.load(name).needs_weights else {}
+            cache[name] = stainlab.load(name, **offline).fit(he_reference)
         return cache[name]
 
     return get

@@ -26,6 +26,7 @@ _METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "background": ("stainlab.transforms.background:BackgroundAffine", {}),
     "grayscale": ("stainlab.transforms.grayscale:Grayscale", {}),
     "augment": ("stainlab.transforms.augment:StainAugmenter", {}),
+    "nct": ("stainlab.transforms.nct:NeuralColorTransfer", {}),
 }
 # Learned methods need their weight file: loaded as "KIND:PATH" (or from a saved .json), never by bare
 # name, so they stay out of names() and the default method lists of the harness and the demo.

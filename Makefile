@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/stainlab demo --out stainlab-demo
+	$(VENV)/bin/stainlab demo --learned --out stainlab-demo
 
 test: $(STAMP)
 	$(PY) -m pytest

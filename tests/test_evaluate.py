@@ -96,3 +96,20 @@ def test_unpaired_data_is_scored_against_the_target_domain(paired, tmp_path):
     assert write_report(results, tmp_path)["montage"].is_file()
     with pytest.raises(InputError, match="need pairs"):
         Harness(data, tmp_path, metric_names=["psnr"])
+
+
+def test_a_labelled_method_is_rescored_when_its_file_changes(paired, tmp_path):
+    import os
+
+    import stainlab
+
+    saved = tmp_path / "method.json"
+    stainlab.load("grayscale").save(saved)
+    first = rows(Harness(paired, tmp_path / "report", progress=False).evaluate({"mine": str(saved)}))["mine"]
+    again = rows(Harness(paired, tmp_path / "report", progress=False).evaluate({"mine": str(saved)}))["mine"]
+    assert again["ciede2000"] == first["ciede2000"]  # same file: the saved run is reused
+    stainlab.load("macenko").fit(paired.read(0)[1]).save(saved)
+    os.utime(saved, ns=(1, 1))  # a different file, whatever the clock's resolution
+    changed = rows(Harness(paired, tmp_path / "report", progress=False).evaluate({"mine": str(saved)}))["mine"]
+    assert changed["ciede2000"] < 0.5 * first["ciede2000"]
+    assert (tmp_path / "report" / "outputs" / "mine").is_dir()

@@ -71,12 +71,13 @@ def test_learning_rate_schedules():
 
 def test_distilled_student_lowers_its_loss_and_reloads_identically(pairs, teacher, tmp_path):
     result = train("distill", pairs, tmp_path / "student", preset="tiny",
-                   overrides={**SMALL, "steps": 100, "teacher": str(teacher), "log_every": 10, "lr": LR},
+                   overrides={**SMALL, "steps": 100, "teacher": str(teacher), "log_every": 10, "lr": LR,
+                              "base_channels": 8},
                    progress=False)
     l1 = [row["l1"] for row in result.history]
     assert l1[-1] < 0.6 * l1[0], l1
-    assert len(list((tmp_path / "student" / "teacher" / "B_fake").glob("*.png"))) == 4  # real A -> fake B
-    assert len(list((tmp_path / "student" / "teacher" / "A_fake").glob("*.png"))) == 4  # real B -> fake A
+    assert len(list((tmp_path / "student" / "teacher" / "target_fake").glob("*.png"))) == 4  # A -> fake B
+    assert len(list((tmp_path / "student" / "teacher" / "input_fake").glob("*.png"))) == 4  # B -> fake A
     model = result.models["student.safetensors"]
     net, info = load_model(model)
     assert (info["arch"], info["recipe"], info["step"]) == ("unet", "distill", 100)
@@ -180,3 +181,13 @@ def test_train_command_writes_models_used_by_normalize(pairs, tmp_path, capsys):
     assert main(["normalize", str(tmp_path / "data" / "A"), "-m", "cyclegan", "--model",
                  str(run / "G_AB.safetensors"), "-o", str(out)]) == 0
     assert len(list(out.glob("*.png"))) == 4
+
+
+def test_reverse_student_learns_from_the_reverse_teacher(pairs, teacher, tmp_path):
+    result = train("distill", pairs, tmp_path, preset="tiny",
+                   overrides={**SMALL, "steps": 1, "teacher": str(teacher), "direction": "BA"}, progress=False)
+    from stainlab.io.images import read_image
+
+    made = read_image(tmp_path / "teacher" / "target_fake" / "000000.png")[0]  # teacher output for real B[0]
+    np.testing.assert_array_equal(made, apply_network(load_model(teacher / "G_BA.safetensors")[0], pairs.b[0]))
+    assert load_model(result.models["student.safetensors"])[1]["direction"] == "B->A"

@@ -312,7 +312,7 @@ def _run_with_progress(transform: Transform, jobs: list[Job], args) -> list[Outc
 def cmd_demo(args) -> int:
     from stainlab import demo
 
-    demo.run(Path(args.out))
+    demo.run(Path(args.out), learned=args.learned)
     return 0
 
 
@@ -335,6 +335,10 @@ def evaluation_data(spec: str, source, seed: int, out: Path, unpaired: bool = Fa
     from stainlab.data.presets import PRESETS
 
     if Path(spec).is_dir():
+        from stainlab.evaluate.semantic import bci_pairs, is_bci_layout
+
+        if is_bci_layout(spec) and not unpaired:
+            return bci_pairs(spec, "test")
         if unpaired:
             return UnpairedFolders.open(spec)
         return hev(spec) if is_hev_layout(spec) else PairedFolders.open(spec)
@@ -369,7 +373,12 @@ def cmd_evaluate(args) -> int:
     reference = _read_with_notes(Path(args.reference)) if args.reference else None
     methods = args.methods.split(",") if args.methods else registry.normalizers()
     metric_names = args.metrics.split(",") if args.metrics else None
-    harness = Harness(data, out, reference, metric_names, progress=sys.stderr.isatty())
+    semantic = None
+    if args.classifier:
+        from stainlab.evaluate.semantic import SemanticScorer
+
+        semantic = SemanticScorer.from_classifier(args.classifier, data)
+    harness = Harness(data, out, reference, metric_names, progress=sys.stderr.isatty(), semantic=semantic)
     results = harness.evaluate(methods)
     files = write_report(results, out)
     print(markdown_table(results), end="")
@@ -384,7 +393,7 @@ def cmd_train(args) -> int:
     from stainlab.training import TrainingData, train
 
     overrides = dict(args.set)
-    for flag in ("steps", "teacher", "student", "device"):
+    for flag in ("steps", "teacher", "student", "device", "ablation", "comparator"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
     for flag in ("skips", "ssim_cycle"):
@@ -398,6 +407,10 @@ def cmd_train(args) -> int:
     last = result.history[-1] if result.history else {}
     losses = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("step", "epoch", "lr", "seconds"))
     print(f"{PROG}: trained {args.recipe} for {result.step} steps into {result.run_dir} ({losses})")
+    if args.recipe == "comparator":  # a HER2 classifier, not a transform
+        for path in result.models.values():
+            print(f"  {path}   use as: train derestainer --comparator {path}, or evaluate --classifier {path}")
+        return 0
     kind = {"distill": "unet" if overrides.get("student", "unet") == "unet" else "stainnet"}.get(args.recipe,
                                                                                                 args.recipe)
     for path in result.models.values():
@@ -483,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
         "summary.json with the time per image and CIEDE2000 to the exact ground truth.",
         "example:\n  stainlab demo --out stainlab-demo", common)
     demo.add_argument("--out", default="stainlab-demo", metavar="DIR", help="output folder (default: %(default)s)")
+    demo.add_argument("--learned", action="store_true",
+                      help="also train tiny learned normalizers (CycleGAN teacher, U-Net student; ~2 min on a CPU)")
     demo.set_defaults(run=cmd_demo)
 
     evaluate = _subcommand(
@@ -508,11 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--unpaired", action="store_true",
                           help="A/ and B/ are not pixel-aligned: score outputs by colour distance to B/ "
                                "(the HEV layout, HE/ and Long HE/, is recognised by itself)")
+    evaluate.add_argument("--classifier", metavar="FILE",
+                          help="virtual stainers on BCI-layout data (HE/test, IHC/test): paper 002's HER2-level "
+                               "scores (top-1/3/5, kNN-10) and a perceptual hash with this `stainlab train "
+                               "comparator` model file, a separate one from the training comparator")
     evaluate.add_argument("-o", "--out", required=True, metavar="REPORT_DIR", help="report folder")
     evaluate.set_defaults(run=cmd_evaluate)
 
     train = _subcommand(
-        sub, "train", "train a learned normalizer (cyclegan, ccgan, pcnet, distill)",
+        sub, "train", "train a learned normalizer (cyclegan, ccgan, pcnet, distill) or virtual stainer "
+                      "(derestainer, pix2pix, comparator)",
         "Train a network on DATA/A (source look) and DATA/B (target look); pairs when the file names\n"
         "match (ccgan and pcnet need them). Defaults are the papers' settings; --preset tiny is a small\n"
         "run for a CPU in minutes. The run folder gets config.json, checkpoint.pt (--resume continues it),\n"
@@ -522,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  stainlab train distill --data tiles/ --teacher runs/teacher --student stainnet -o runs/stainnet\n"
         "  stainlab train ccgan --data pairs/ -o runs/ccgan --preset tiny\n"
         "  stainlab normalize tiles/ -m unet --model runs/unet/student.safetensors -o out/", common)
-    train.add_argument("recipe", choices=("cyclegan", "ccgan", "pcnet", "distill"), help="what to train")
+    train.add_argument("recipe", choices=("cyclegan", "ccgan", "pcnet", "distill", "pix2pix", "derestainer",
+                                          "comparator"), help="what to train")
     train.add_argument("--data", required=True, metavar="DIR", help="folder with A/ and B/ (or the HEV layout)")
     train.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder")
     train.add_argument("--preset", choices=("paper", "tiny"), default="paper",
@@ -536,6 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cyclegan: paper 003's loss L_adv + 5 L_cycle + 5 L_ssim and its schedule")
     train.add_argument("--teacher", metavar="RUN_OR_FILE", help="distill: the trained CycleGAN (run folder)")
     train.add_argument("--student", choices=("unet", "stainnet"), help="distill: the student (default: unet)")
+    train.add_argument("--ablation", choices=("full", "no_stain", "no_dab"),
+                       help="derestainer: paper 002 Table 1b's ablation (default: full)")
+    train.add_argument("--comparator", metavar="FILE|none",
+                       help="derestainer: the HER2 classifier of `stainlab train comparator` (L_cmp), or none")
     train.add_argument("--features", metavar="vgg16|random|PATH",
                        help="pcnet: VGG16 weights for the Gram loss (default vgg16: vgg16-397923af.pth in the "
                             "torch cache; random: seeded random VGG16, offline)")
@@ -543,7 +568,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                        help="any recipe setting, e.g. --set lr=1e-4 --set batch_size=8 (repeatable)")
     train.set_defaults(run=cmd_train)
-
 
     add_slide_command(sub, common)
 

@@ -11,6 +11,13 @@ scores every method by its mean CIEDE2000 to it.
 Written under ``OUT/``: ``inputs/`` (reference and sources), ``truth/``, one folder of outputs per
 method, ``montage.png`` (rows = sources; columns = source, reference, truth, each method) and
 ``summary.json``.
+
+With ``learned=True`` (``stainlab demo --learned``, what ``make demo`` runs) the demo also trains, in a
+couple of minutes, the ``tiny`` presets of paper 003's CycleGAN (skips + structural cycle loss) and of
+paper 000's U-Net student distilled from it, on the four re-stained looks (A) and unaltered crops of the
+same image (B, unpaired), under ``OUT/runs/``; both are then scored like the other methods. They have
+seen this tissue while training, so their scores flatter them: it shows the workflow, not a benchmark
+(that is ``benchmarks/learned.py``).
 """
 
 from __future__ import annotations
@@ -75,14 +82,14 @@ def delta_e(image: np.ndarray, truth_lab: np.ndarray) -> float:
 
 # -- running the methods ------------------------------------------------------------------------------------------
 def normalize_all(name: str, reference: np.ndarray, sources: dict[str, np.ndarray]):
-    """Fit ``name`` on the reference and transform every source.
+    """Fit ``name`` (a method name or a learned ``KIND:PATH``) on the reference and transform every source.
 
     Returns ``(outputs, fit seconds, mean seconds per image, warning messages)``; raises whatever the
     method raises (the caller reports it)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
-        transform = registry.create(name).fit(reference)
+        transform = registry.load(name).fit(reference)
         fit_seconds = time.perf_counter() - start
         outputs, seconds = {}, []
         for key, image in sources.items():
@@ -99,9 +106,27 @@ def _scores(outputs: dict[str, np.ndarray], truth_labs: dict[str, np.ndarray]) -
     return {"delta_e2000_mean": round(float(np.mean(list(errors.values()))), 3), "delta_e2000": errors}
 
 
+def train_learned(out: Path, tissue: np.ndarray) -> dict[str, str]:
+    """Tiny teacher CycleGAN and distilled U-Net on the demo tissue; ``{column label: KIND:PATH}``."""
+    from stainlab.training import TrainingData, train
+
+    spots = [(0, 0), (0, 256), (256, 0), (256, 256), (128, 128), (64, 192)]
+    looks = [restain(crop(tissue, at), how) for how in SOURCES for at in spots]
+    data = TrainingData(looks, [crop(tissue, at) for at in spots], paired=False,
+                        description="demo: re-stained looks (A), unaltered crops (B)")
+    teacher, student = out / "runs" / "cyclegan", out / "runs" / "unet"
+    for folder, recipe, overrides in ((teacher, "cyclegan", {"skips": True, "ssim_cycle": True}),
+                                      (student, "distill", {"teacher": str(teacher)})):
+        print(f"stainlab demo: training {recipe} (tiny preset) into {folder}", flush=True)
+        train(recipe, data, folder, preset="tiny", overrides=overrides, overwrite=True)
+    return {"cyclegan-tiny": f"cyclegan:{teacher / 'G_AB.safetensors'}",
+            "unet-tiny": f"unet:{student / 'student.safetensors'}"}
+
+
 # -- the demo ------------------------------------------------------------------------------------------------------
-def run(out="stainlab-demo", methods: list[str] | None = None) -> dict:
-    """Write the demo under ``out`` (default: every registered method) and return the summary."""
+def run(out="stainlab-demo", methods: list[str] | None = None, learned: bool = False) -> dict:
+    """Write the demo under ``out`` (default: every normalizer; ``learned``: also train and score the
+    tiny learned ones) and return the summary."""
     from skimage import data
 
     out = Path(out)
@@ -120,9 +145,12 @@ def run(out="stainlab-demo", methods: list[str] | None = None) -> dict:
     columns = [("source", list(sources.values()), [s.label for s in SOURCES]),
                ("reference", [reference] * len(SOURCES), [""] * len(SOURCES)),
                ("truth", list(truths.values()), [""] * len(SOURCES))]
-    for name in methods or registry.normalizers():
+    specs = {name: name for name in methods or registry.normalizers()}
+    if learned:
+        specs.update(train_learned(out, tissue))
+    for name, spec in specs.items():
         try:
-            outputs, fit_seconds, per_image, messages = normalize_all(name, reference, sources)
+            outputs, fit_seconds, per_image, messages = normalize_all(spec, reference, sources)
         except Exception as err:  # a method still being written or broken: say so, go on with the others
             summary["skipped"][name] = f"{type(err).__name__}: {err}"
             print(f"stainlab demo: skipped {name}: {type(err).__name__}: {err}")

@@ -96,7 +96,7 @@ class Harness:
     """
 
     def __init__(self, data: PairedFolders | UnpairedFolders, out, reference: np.ndarray | None = None,
-                 metric_names=None, progress: bool = True) -> None:
+                 metric_names=None, progress: bool = True, semantic=None) -> None:
         self.paired = isinstance(data, PairedFolders)
         metric_names = list(metric_names or (("psnr", "ssim", "ciede2000", "mae") if self.paired
                                              else UNPAIRED_METRICS))
@@ -107,6 +107,13 @@ class Harness:
             raise InputError(f"unpaired data can be scored with {', '.join(UNPAIRED_METRICS)} only; "
                              f"{', '.join(sorted(set(metric_names) - set(UNPAIRED_METRICS)))} need pairs")
         self.data, self.out, self.metric_names, self.progress = data, Path(out), metric_names, progress
+        self._specs: dict[str, str] = {}  # label -> method spec, for the saved runs' identity
+        # virtual stainers: paper 002's HER2-level scores (a stainlab.evaluate.semantic.SemanticScorer)
+        self.semantic, self.pixel_metrics = semantic, list(metric_names)
+        if semantic is not None and not self.paired:
+            raise InputError("semantic (HER2-level) scores need paired data with ground-truth IHC")
+        if semantic is not None:
+            self.metric_names = metric_names + [m for m in semantic.names if m not in metric_names]
         self.reference_source = "given"
         if self.paired:
             if len(data) == 0:
@@ -138,16 +145,25 @@ class Harness:
     def _run_file(self, name: str) -> Path:
         return self.out / "runs" / f"{folder_name(name)}.json"
 
+    def _identity(self, name: str) -> dict:
+        """What a saved run's scores depend on: reference, metrics, the method's spec and the files it
+        names (size and modification time: a retrained model is scored again), the semantic library."""
+        spec = self._specs.get(name, name)
+        files = [p for p in {Path(spec), Path(spec.partition(":")[2])} if str(p) not in ("", ".") and p.is_file()]
+        return {"reference": _fingerprint(self.reference), "metrics": self.metric_names, "spec": spec,
+                "files": sorted([str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files),
+                "semantic": None if self.semantic is None else _fingerprint(self.semantic.library)}
+
     def _load_run(self, name: str) -> MethodRun:
         path = self._run_file(name)
         if path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved.get("reference") == _fingerprint(self.reference) and saved.get("metrics") == self.metric_names:
+            if saved.get("identity") == json.loads(json.dumps(self._identity(name))):
                 return MethodRun(**saved["run"])
         return MethodRun(name)
 
     def _save_run(self, run: MethodRun) -> None:
-        payload = {"reference": _fingerprint(self.reference), "metrics": self.metric_names, "run": run.__dict__}
+        payload = {"identity": self._identity(run.name), "run": run.__dict__}
         atomic_write_text(self._run_file(run.name), json.dumps(_finite(payload)))
 
     def run_baseline(self) -> MethodRun:
@@ -155,6 +171,7 @@ class Harness:
 
     def run_method(self, name: str, spec: str | None = None) -> MethodRun:
         """Score the method ``spec`` (a name, ``KIND:PATH`` or fitted .json; default ``name``) as ``name``."""
+        self._specs[name] = spec or name
         run = self._load_run(name)
         if len(run.scores) == len(self.pairs) and run.error is None:
             return run
@@ -187,7 +204,9 @@ class Harness:
             except Exception as err:  # noqa: BLE001
                 run.error = f"{key}: {type(err).__name__}: {err}"
                 break
-            run.scores[key] = score(output, truth, self.metric_names)
+            run.scores[key] = score(output, truth, self.pixel_metrics)
+            if self.semantic is not None:
+                run.scores[key].update(self.semantic.score(key, output))
             if key in self.montage_keys:
                 write_image(self.out / "outputs" / folder_name(name) / f"{key}.png", output, overwrite=True)
             self._save_run(run)
@@ -209,7 +228,7 @@ class Harness:
         results = {
             "data": str(self.data.root), "paired": self.paired, "reference": self.reference_source,
             "metrics": self.metric_names,
-            "higher_is_better": {m: METRICS[m][1] for m in self.metric_names},
+            "higher_is_better": {m: METRICS[m][1] if m in METRICS else True for m in self.metric_names},
             "images": len(self.pairs), "montage": self.montage_keys,
             "table": [r.summary(self.metric_names) for r in runs],
             "per_image": {r.name: r.scores for r in runs},

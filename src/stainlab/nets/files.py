@@ -16,6 +16,7 @@ from torch import nn
 
 from stainlab.errors import InputError
 from stainlab.io.atomic import atomic_path
+from stainlab.nets.derestainer import DeReStainer, her2_comparator
 from stainlab.nets.generators import ResnetGenerator, SkipResnetGenerator, UNetGenerator
 from stainlab.nets.patchgan import PatchDiscriminator
 from stainlab.nets.stainnet import StainNet
@@ -31,6 +32,8 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "skip-resnet-generator": SkipResnetGenerator,
     "unet-generator": UNetGenerator,
     "patchgan": PatchDiscriminator,
+    "derestainer": DeReStainer,  # kwargs: the model's ``config`` (paper 002)
+    "her2-classifier": her2_comparator,  # a ResNet HER2-level classifier (paper 002's comparator/evaluator)
 }
 
 

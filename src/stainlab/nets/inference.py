@@ -17,7 +17,8 @@ from torch import nn
 
 def to_net(images: np.ndarray) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` -> float32 ``(N, 3, H, W)`` in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    array = np.require(images, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])  # torch cannot borrow read-only memory
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def from_net(batch: torch.Tensor) -> np.ndarray:

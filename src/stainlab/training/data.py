@@ -62,21 +62,26 @@ class TileSampler:
     size: int
     paired: bool = False
     augment: bool = True
+    levels: list | None = None  # a class label per image of ``a`` (HER2 level 0-3; None: unknown)
 
     def __post_init__(self) -> None:
         if self.paired and len(self.a) != len(self.b):
             raise InputError(f"paired data: {len(self.a)} images in {self.a.name} but {len(self.b)} in "
                              f"{self.b.name}")
+        if self.levels is not None and len(self.levels) != len(self.a):
+            raise InputError(f"{len(self.levels)} level labels for {len(self.a)} images in {self.a.name}")
 
     def __len__(self) -> int:
         """Images per pass over the data (the larger domain)."""
         return max(len(self.a), len(self.b))
 
     def draw(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        """``{"A": (N,3,S,S), "B": (N,3,S,S)}`` float in [-1, 1]."""
-        crops_a, crops_b = [], []
+        """``{"A": (N,3,S,S), "B": (N,3,S,S)}`` float in [-1, 1], and ``"level"`` (N,) long with the A
+        images' labels (-1 for unknown) when there are labels."""
+        crops_a, crops_b, drawn = [], [], []
         for _ in range(batch_size):
             i = int(rng.integers(len(self.a)))
+            drawn.append(i)
             j = i if self.paired else int(rng.integers(len(self.b)))
             code = int(rng.integers(8)) if self.augment else 0
             if self.paired:
@@ -87,7 +92,10 @@ class TileSampler:
                 crops_a.append(_orient(self._crop(self.a, i, self._window(rng, self.a, i)), code))
                 code_b = int(rng.integers(8)) if self.augment else 0
                 crops_b.append(_orient(self._crop(self.b, j, self._window(rng, self.b, j)), code_b))
-        return {"A": to_net(np.stack(crops_a)), "B": to_net(np.stack(crops_b))}
+        batch = {"A": to_net(np.stack(crops_a)), "B": to_net(np.stack(crops_b))}
+        if self.levels is not None:
+            batch["level"] = torch.tensor([-1 if self.levels[i] is None else int(self.levels[i]) for i in drawn])
+        return batch
 
     def _window(self, rng, domain: Domain, i: int, other: Domain | None = None, j: int = 0) -> tuple[int, int]:
         height, width = domain[i].shape[:2]

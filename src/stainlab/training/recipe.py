@@ -46,14 +46,19 @@ class TrainingData:
     b: list
     paired: bool = False
     description: str = "in memory"
+    levels: list | None = None  # class label of each A image (HER2 level 0-3 of a BCI pair; None: unknown)
 
     @classmethod
     def from_folder(cls, root, paired: bool | None = None) -> "TrainingData":
         """``root/A`` and ``root/B`` (paired when every A file has a B file of the same name, unless
-        ``paired`` says otherwise), or the HEV layout (``HE``, ``Long HE``: unpaired)."""
-        from stainlab.data.folders import PairedFolders, UnpairedFolders, hev, is_hev_layout
+        ``paired`` says otherwise), the HEV layout (``HE``, ``Long HE``: unpaired), or the BCI layout
+        (``HE/train``, ``IHC/train``: paired, HER2 levels from the file names, paper 002)."""
+        from stainlab.data.folders import BCIDataset, PairedFolders, UnpairedFolders, hev, is_hev_layout
 
         root = Path(root)
+        if (root / "HE" / "train").is_dir() and (root / "IHC" / "train").is_dir():
+            bci = BCIDataset.open(root, "train")
+            return cls([a for a, _ in bci.pairs], [b for _, b in bci.pairs], True, str(root), bci.levels)
         if is_hev_layout(root):
             folders = hev(root)
             return cls(folders.a, folders.b, False, str(root))
@@ -88,7 +93,7 @@ class Recipe(ABC):
             raise InputError(f"{self.name} trains on paired data (A/x.png with B/x.png of the same name); "
                              f"{data.description} is unpaired")
         return TileSampler(Domain(data.a, "A"), Domain(data.b, "B"), self.config.size, data.paired,
-                           self.config.augment)
+                           self.config.augment, data.levels)
 
     @abstractmethod
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:

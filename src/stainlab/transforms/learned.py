@@ -56,6 +56,8 @@ KIND_ARCHITECTURES = {
     "cyclegan": ("resnet-generator", "skip-resnet-generator", "unet-generator"),
     "ccgan": ("unet-generator", "resnet-generator", "skip-resnet-generator"),
     "pcnet": ("unet-generator", "resnet-generator", "skip-resnet-generator"),
+    "pix2pix": ("unet-generator", "resnet-generator", "skip-resnet-generator"),  # Isola et al.; H&E -> IHC too
+    "derestainer": ("derestainer",),  # paper 002 (run through stainlab.transforms.virtual_staining)
 }
 
 
@@ -69,10 +71,10 @@ def load_network(model: str, kind: str):
         return load_cyclegan_generator(model)
     net, info = load_model(model)
     if info["arch"] not in KIND_ARCHITECTURES[kind]:
-        hint = "stainnet" if info["arch"] == "stainnet" else next(
-            k for k, archs in KIND_ARCHITECTURES.items() if info["arch"] in archs)
-        raise InputError(f"{model} holds a {info['arch']} network, not a {kind} model; load it as "
-                         f"'{hint}:{model}'")
+        kinds = ["stainnet"] if info["arch"] == "stainnet" else [
+            k for k, archs in KIND_ARCHITECTURES.items() if info["arch"] in archs]
+        use = f"load it as '{kinds[0]}:{model}'" if kinds else "it is not an image-to-image network"
+        raise InputError(f"{model} holds a {info['arch']} network, not a {kind} model; {use}")
     return net
 
 

@@ -34,6 +34,8 @@ _LEARNED: dict[str, tuple[str, dict[str, Any]]] = {
     "stainnet": ("stainlab.transforms.learned:StainNetTransform", {}),
     **{kind: ("stainlab.transforms.learned:NetworkTransform", {"kind": kind})
        for kind in ("unet", "cyclegan", "ccgan", "pcnet")},
+    "pix2pix": ("stainlab.transforms.learned:NetworkTransform", {"kind": "pix2pix"}),
+    "derestainer": ("stainlab.transforms.virtual_staining:DeReStainerTransform", {}),
 }
 
 

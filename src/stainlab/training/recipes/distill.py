@@ -10,7 +10,8 @@ learns ``A -> B`` on it with the L1 loss, SGD and cosine annealing of the learni
 The teacher is a run folder of ``stainlab train cyclegan`` (``G_AB.safetensors``, ``G_BA.safetensors``),
 one such model file (A -> B pairs only), or a folder of the public CycleGAN code
 (``latest_net_G_A.pth``, ``latest_net_G_B.pth``). Its outputs are computed once, written to
-``RUN/teacher/``, and reused when the run resumes.
+``RUN/teacher/`` (``target_fake``: the teacher's outputs for real inputs; ``input_fake``: for real
+targets), and reused when the run resumes. ``direction="BA"`` distils the reverse map.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class DistillConfig(TrainConfig):
     batch_size: int = 16  # paper 000 does not say
     steps: int = 375_000  # 300 epochs (paper 000) of 20,000 pairs at batch 16
     teacher_tile: int = 512  # teacher inference tile (larger images are blended tiles)
+    direction: str = "AB"  # the student maps A -> B; "BA" trains the reverse student (for cycle checks)
 
 
 class Distill(Recipe):
@@ -54,11 +56,14 @@ class Distill(Recipe):
 
     name = "distill"
     config_class = DistillConfig
-    tiny = {"steps": 300, "batch_size": 4, "size": 128, "base_channels": 8, "checkpoint_every": 100,
-            "lr": 0.05, "epoch_steps": 50}
+    # width 16: at 8 channels the U-Net often settles on the mean colour within a tiny run's steps
+    tiny = {"steps": 300, "batch_size": 4, "size": 128, "base_channels": 16, "checkpoint_every": 100,
+            "epoch_steps": 50}
 
     def __init__(self, config: DistillConfig, rng) -> None:
         super().__init__(config, rng)
+        if config.direction not in ("AB", "BA"):
+            raise InputError(f"distill: direction must be AB or BA, got {config.direction!r}")
         if config.student not in STUDENTS:
             raise InputError(f"distill: unknown student {config.student!r}; known: {', '.join(STUDENTS)}")
         if config.student == "unet":
@@ -72,11 +77,16 @@ class Distill(Recipe):
 
     def sampler(self, data: TrainingData, run_dir: Path) -> TileSampler:
         g_ab, g_ba = (g if g is None else g.to(self.device) for g in teachers(self.config.teacher))
+        if self.config.direction == "BA":
+            if g_ba is None:
+                raise InputError("distill direction BA needs the teacher's B -> A generator (G_BA)")
+            g_ab, g_ba = g_ba, g_ab
+            data = TrainingData(data.b, data.a, data.paired, data.description)
         real_a, real_b = Domain(data.a, "A"), Domain(data.b, "B")
-        fake_b = _teacher_outputs(g_ab, real_a, run_dir / "teacher" / "B_fake", self.config.teacher_tile)
+        fake_b = _teacher_outputs(g_ab, real_a, run_dir / "teacher" / "target_fake", self.config.teacher_tile)
         inputs, targets = list(data.a), fake_b
         if g_ba is not None:
-            fake_a = _teacher_outputs(g_ba, real_b, run_dir / "teacher" / "A_fake", self.config.teacher_tile)
+            fake_a = _teacher_outputs(g_ba, real_b, run_dir / "teacher" / "input_fake", self.config.teacher_tile)
             inputs, targets = inputs + fake_a, targets + list(data.b)
         if data.paired:  # real aligned pairs join the set too (paper 000, Fig. 1 caption)
             inputs, targets = inputs + list(data.a), targets + list(data.b)
@@ -98,7 +108,8 @@ class Distill(Recipe):
         return columns
 
     def exports(self):
-        return {"student.safetensors": (self.student, self.arch, self.kwargs, {"direction": "A->B"})}
+        direction = "A->B" if self.config.direction == "AB" else "B->A"
+        return {"student.safetensors": (self.student, self.arch, self.kwargs, {"direction": direction})}
 
 
 def teachers(spec: str):

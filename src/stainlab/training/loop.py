@@ -108,7 +108,7 @@ class _Run:
         path = self.run_dir / CHECKPOINT
         if not path.is_file():
             raise InputError(f"{self.run_dir}: no {CHECKPOINT} to resume from")
-        state = torch.load(path, map_location=self.recipe.device, weights_only=False)
+        state = torch.load(path, map_location=self.recipe.device, weights_only=True)
         for key, module in self.recipe.networks.items():
             module.load_state_dict(state["networks"][key])
         for key, optimizer in self.recipe.optimizers.items():
@@ -194,7 +194,7 @@ def train(recipe: str, data: TrainingData, run_dir, *, preset: str = "paper", ov
         run.restore()
     epoch_steps = config.epoch_steps or max(1, math.ceil(len(sampler) / config.batch_size))
     picture_steps = config.picture_every or epoch_steps * max(1, math.ceil(MIN_PICTURE_STEPS / epoch_steps))
-    started = time.perf_counter()
+    started = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)  # resumed: cumulative
     bar = _progress(config.steps, run.step, recipe, progress)
     while run.step < config.steps:
         factor = learning_rate_factor(config, run.step, epoch_steps)

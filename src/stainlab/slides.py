@@ -39,7 +39,7 @@ from stainlab.io.slides import Slide, open_slide
 from stainlab.io.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, RowRunner, RowStats, TileGrid,
                                 tissue_fraction)
 from stainlab.transforms.base import PixelTransform, Transform
-from stainlab.transforms.lut import ColorHistogram, to_uint8
+from stainlab.transforms.lut import ColorHistogram
 
 PYRAMID = "ome.tif"
 PLAIN_FORMATS = ("png", "tif", "jpg")
@@ -116,15 +116,13 @@ class SlideColorMap:
     def __init__(self, transform: PixelTransform, sample: list[np.ndarray]) -> None:
         bits = transform.lut_bits
         pixels = np.concatenate([tile.reshape(-1, 3) for tile in sample])[:, None]
-        hist = ColorHistogram.of(pixels, bits)
-        stats = hist if bits == 8 else hist.coarsened(transform.stats_bits)  # as PixelTransform does
-        source = transform._source(stats.colors, stats.counts)
+        source = transform.source_of(ColorHistogram.of(pixels, bits))
         self.shift = 8 - bits
         levels = (np.arange(1 << bits) << self.shift) + ((1 << self.shift) - 1) / 2.0
         grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
-        self.table = np.concatenate([to_uint8(transform._map(grid[i:i + _MAP_CHUNK], source))
-                                     for i in range(0, len(grid), _MAP_CHUNK)])
-        keep = transform._keep(grid)
+        rows = [transform.color_table(grid[i:i + _MAP_CHUNK], source) for i in range(0, len(grid), _MAP_CHUNK)]
+        self.table = np.concatenate([table for table, _ in rows])
+        keep = None if rows[0][1] is None else np.concatenate([k for _, k in rows])
         self.keep = None if keep is None or not keep.any() else keep
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:

@@ -185,24 +185,35 @@ class PixelTransform(Transform):
         image = check_rgb8(image)
         return self._transform_exact(image) if exact else self._transform(image)
 
-    def _source_or_none(self, colors, weights):
+    def _source_or_none(self, estimate):
+        """``(True, estimate())``, or ``(False, None)`` with a warning when the image has no tissue."""
         try:
-            return True, self._source(colors, weights)
+            return True, estimate()
         except NoTissueError as err:
             warnings.warn(f"{self.name}: {err}; image passed through unchanged", NoTissueWarning, stacklevel=4)
             return False, None
 
+    def source_of(self, hist: ColorHistogram) -> Any:
+        """Per-image parameters from the colour histogram of an image (or of a sample of a whole slide),
+        taken on the ``stats_bits`` lattice as ``t(image)`` does; raises :class:`NoTissueError`."""
+        stats = hist if self.lut_bits == 8 else hist.coarsened(self.stats_bits)  # 8 bits: all exact
+        return self._source(stats.colors, stats.counts)
+
+    def color_table(self, colors: np.ndarray, source: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows of a lookup table: the uint8 outputs of float ``colors`` under ``source``, and which
+        colours keep their input bytes (or None)."""
+        return to_uint8(self._map(colors, source)), self._keep(colors)
+
     def _transform(self, image: np.ndarray) -> np.ndarray:
         hist = ColorHistogram.of(image, self.lut_bits)
-        stats = hist if self.lut_bits == 8 else hist.coarsened(self.stats_bits)  # 8 bits: all exact
-        ok, source = self._source_or_none(stats.colors, stats.counts)
+        ok, source = self._source_or_none(lambda: self.source_of(hist))
         if not ok:
             return image.copy()
-        return apply_table(image, hist, to_uint8(self._map(hist.colors, source)), self._keep(hist.colors))
+        return apply_table(image, hist, *self.color_table(hist.colors, source))
 
     def _transform_exact(self, image: np.ndarray) -> np.ndarray:
         pixels = image.reshape(-1, 3)
-        ok, source = self._source_or_none(pixels.astype(np.float64), None)
+        ok, source = self._source_or_none(lambda: self._source(pixels.astype(np.float64), None))
         if not ok:
             return image.copy()
         out = np.empty_like(pixels)

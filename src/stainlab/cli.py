@@ -335,7 +335,8 @@ def evaluation_data(spec: str, source, seed: int, out: Path, unpaired: bool = Fa
     from stainlab.data.presets import PRESETS
 
     if Path(spec).is_dir():
-        from stainlab.evaluate.semantic import bci_pairs, is_bci_layout
+        from stainlab.data.folders import is_bci_layout
+        from stainlab.evaluate.semantic import bci_pairs
 
         if is_bci_layout(spec) and not unpaired:
             return bci_pairs(spec, "test")

@@ -81,6 +81,11 @@ def is_hev_layout(root) -> bool:
     return len(_hev_folders(Path(root))) == len(_HEV_DOMAINS)
 
 
+def is_bci_layout(root) -> bool:
+    """``root/HE`` and ``root/IHC`` folders (the BCI data set of paper 002)."""
+    return (Path(root) / "HE").is_dir() and (Path(root) / "IHC").is_dir()
+
+
 def hev(root) -> UnpairedFolders:
     """The HEV layout of paper 000: standard ``HE`` and over-stained ``Long HE`` tiles, unpaired."""
     root = Path(root)

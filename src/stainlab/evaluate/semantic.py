@@ -39,11 +39,6 @@ KNN_K = 10  # paper 002, Sec. 3.2: "we employ k = 10"
 NAMES = tuple(f"top{k}" for k in TOP_K) + (f"knn{KNN_K}", "phash")
 
 
-def is_bci_layout(root) -> bool:
-    """``root/HE`` and ``root/IHC`` folders (the BCI data set of paper 002)."""
-    return (Path(root) / "HE").is_dir() and (Path(root) / "IHC").is_dir()
-
-
 def bci_pairs(root, split: str = "test") -> PairedFolders:
     """One split of a BCI-layout folder as H&E (source) / IHC (ground truth) pairs."""
     return PairedFolders(Path(root), BCIDataset.open(root, split).pairs)

@@ -53,10 +53,11 @@ class TrainingData:
         """``root/A`` and ``root/B`` (paired when every A file has a B file of the same name, unless
         ``paired`` says otherwise), the HEV layout (``HE``, ``Long HE``: unpaired), or the BCI layout
         (``HE/train``, ``IHC/train``: paired, HER2 levels from the file names, paper 002)."""
-        from stainlab.data.folders import BCIDataset, PairedFolders, UnpairedFolders, hev, is_hev_layout
+        from stainlab.data.folders import (BCIDataset, PairedFolders, UnpairedFolders, hev, is_bci_layout,
+                                           is_hev_layout)
 
         root = Path(root)
-        if (root / "HE" / "train").is_dir() and (root / "IHC" / "train").is_dir():
+        if is_bci_layout(root):
             bci = BCIDataset.open(root, "train")
             return cls([a for a, _ in bci.pairs], [b for _, b in bci.pairs], True, str(root), bci.levels)
         if is_hev_layout(root):

@@ -16,6 +16,7 @@ from stainlab.nets.inference import apply_network
 from stainlab.nets.weights import WeightsNotFoundError
 from stainlab.training import TrainingData, make_config, train
 from stainlab.training.loop import learning_rate_factor
+from stainlab.training.recipes.generators import generator_spec
 from synth import SOURCE_STAINS, concentration_maps, render
 
 LR = 0.01  # paper 000's initial learning rate
@@ -45,6 +46,8 @@ def test_settings_layer_paper_defaults_variants_preset_and_overrides():
     assert (variant.generator, variant.ngf, variant.n_blocks) == ("skip-resnet-generator", 32, 10)  # paper 003
     assert (variant.lambda_cycle, variant.lambda_ssim, variant.lambda_identity, variant.schedule) == \
         (5.0, 5.0, 0.0, "step")
+    resize = make_config("cyclegan", overrides={"skips": True, "upsampling": "resize"})
+    assert generator_spec(resize) == ("skip-resnet-generator", {"ngf": 32, "n_blocks": 10, "upsampling": "resize"})
     tiny = make_config("cyclegan", "tiny", {"skips": True, "ngf": 6})
     assert (tiny.generator, tiny.ngf, tiny.n_blocks, tiny.size) == ("skip-resnet-generator", 6, 2, 128)
     ccgan = make_config("ccgan")

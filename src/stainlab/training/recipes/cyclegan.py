@@ -41,6 +41,7 @@ class CycleGANConfig(TrainConfig):
     ngf: int = 64  # generator base width (Zhu et al.)
     n_blocks: int = 9  # residual blocks (Zhu et al., 256 px); paper 003: 10
     depth: int = 7  # stride-2 blocks of the U-Net-like generator (paper 004, Fig. 8)
+    upsampling: str = "deconv"  # paper 003's stride-2 deconvolutions; "resize" against checkerboards
     ndf: int = 64  # PatchGAN base width (pix2pix)
     norm: str = "instance"  # PatchGAN normalisation: instance (CycleGAN) or batch (paper 004)
     gan_loss: str = "lsgan"  # least squares (CycleGAN) or "bce" (paper 004's sigmoid output)

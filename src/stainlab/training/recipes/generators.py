@@ -10,11 +10,15 @@ GENERATORS = ("resnet-generator", "skip-resnet-generator", "unet-generator")
 
 def generator_spec(config) -> tuple[str, dict]:
     """``(architecture, kwargs)`` for ``config.generator`` with ``config.ngf`` and, as the
-    architecture takes them, ``config.n_blocks`` (residual generators) or ``config.depth`` (U-Net)."""
+    architecture takes them, ``config.n_blocks`` (residual generators), ``config.upsampling`` (paper
+    003's generator: "deconv" or "resize") or ``config.depth`` (U-Net)."""
     if config.generator not in GENERATORS:
         raise InputError(f"unknown generator {config.generator!r}; known: {', '.join(GENERATORS)}")
     if config.generator == "unet-generator":
         return config.generator, {"ngf": config.ngf, "depth": config.depth}
+    if config.generator == "skip-resnet-generator":
+        return config.generator, {"ngf": config.ngf, "n_blocks": config.n_blocks,
+                                  "upsampling": config.upsampling}
     return config.generator, {"ngf": config.ngf, "n_blocks": config.n_blocks}
 
 

@@ -36,6 +36,7 @@ class PCNetConfig(TrainConfig):
     ngf: int = 64
     depth: int = 7
     n_blocks: int = 9
+    upsampling: str = "deconv"  # with generator="skip-resnet-generator": "deconv" or "resize"
     features: str | None = None  # VGG16 weights: None (torch cache), a path, or "random"
     lambda_cycle: float = 10.0  # paper 004, Sec. 4.2: lambda_i = 10 for all four terms
     lambda_identity: float = 10.0

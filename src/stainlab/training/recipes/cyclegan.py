@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 
 from stainlab.nets.patchgan import PatchDiscriminator
 from stainlab.training.losses import ImagePool, adversarial_loss, structural_cycle_loss
 from stainlab.training.recipe import Recipe, TrainConfig
 from stainlab.training.recipes.generators import build_generator
+from stainlab.training.recipes.steps import descend
 
 
 @dataclass
@@ -102,23 +102,17 @@ class CycleGAN(Recipe):
             terms["paired"] = F.l1_loss(fake_b, real_b) + F.l1_loss(fake_a, real_a)
         weights = {"adv": c.lambda_adv, "cycle": c.lambda_cycle, "identity": c.lambda_identity,
                    "ssim": c.lambda_ssim, "paired": c.lambda_paired}
-        self._descend("G", sum(weights[k] * v for k, v in terms.items()))
+        descend(self.optimizers["G"], sum(weights[k] * v for k, v in terms.items()))
         for d in (self.d_a, self.d_b):
             d.requires_grad_(True)
         terms["D"] = (self._discriminator_loss(self.d_b, real_b, self.pool_b.query(fake_b, self.rng))
                       + self._discriminator_loss(self.d_a, real_a, self.pool_a.query(fake_a, self.rng)))
-        self._descend("D", terms["D"])
+        descend(self.optimizers["D"], terms["D"])
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def _discriminator_loss(self, d, real, fake):
         kind = self.config.gan_loss
         return 0.5 * (adversarial_loss(d(real), True, kind) + adversarial_loss(d(fake.detach()), False, kind))
-
-    def _descend(self, key: str, loss: torch.Tensor) -> None:
-        optimizer = self.optimizers[key]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
     def samples(self, batch):
         generators = (self.g_ab, self.g_ba)

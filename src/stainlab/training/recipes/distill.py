@@ -31,6 +31,7 @@ from stainlab.nets.generators import load_cyclegan_generator
 from stainlab.nets.inference import apply_network
 from stainlab.training.data import Domain, TileSampler
 from stainlab.training.recipe import Recipe, TrainConfig, TrainingData
+from stainlab.training.recipes.steps import descend
 
 STUDENTS = ("unet", "stainnet")
 
@@ -95,10 +96,7 @@ class Distill(Recipe):
 
     def step(self, batch):
         loss = F.l1_loss(self.student(batch["A"]), batch["B"])
-        optimizer = self.optimizers["student"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        descend(self.optimizers["student"], loss)
         return {"l1": float(loss.detach())}
 
     def samples(self, batch):

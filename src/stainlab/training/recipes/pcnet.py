@@ -25,6 +25,7 @@ from stainlab.nets.vgg import vgg16
 from stainlab.training.losses import gram_loss
 from stainlab.training.recipe import Recipe, TrainConfig
 from stainlab.training.recipes.generators import build_generator
+from stainlab.training.recipes.steps import descend
 
 PHI = "pool5"  # paper 004, Sec. 4.2: "after the fifth max-pooling layer"
 
@@ -76,10 +77,7 @@ class PCNet(Recipe):
         }
         weights = {"cycle": c.lambda_cycle, "identity": c.lambda_identity, "paired": c.lambda_paired,
                    "feat": c.lambda_feat}
-        optimizer = self.optimizers["G"]
-        optimizer.zero_grad(set_to_none=True)
-        sum(weights[k] * v for k, v in terms.items()).backward()
-        optimizer.step()
+        descend(self.optimizers["G"], sum(weights[k] * v for k, v in terms.items()))
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def samples(self, batch):

@@ -78,7 +78,7 @@ def synthetic_slide(height: int, width: int, tissue: np.ndarray) -> Path:
     """A ``height`` x ``width`` tiled pyramidal TIFF (JPEG 90 tiles of 512, 0.499 um/px, 3 halved levels)."""
     import tifffile
 
-    from stainlab.io.pyramid import halve
+    from stainlab.wsi.pyramid import halve
 
     path = SLIDES / f"synthetic_{height}x{width}.ome.tif"
     if path.is_file():
@@ -163,7 +163,7 @@ def seams(image: np.ndarray) -> dict:
 
 def pixels(path: Path, crop: int | None, level: int = 0) -> np.ndarray:
     """A level of a slide, or its top-left ``crop`` x ``crop`` pixels."""
-    from stainlab.io.slides import open_slide
+    from stainlab.wsi.readers import open_slide
 
     with open_slide(path) as slide:
         lv = slide.levels[level]
@@ -174,8 +174,8 @@ def pixels(path: Path, crop: int | None, level: int = 0) -> np.ndarray:
 def run_case(case: dict) -> dict:
     """Normalize one slide as ``case`` says; time it, take the peak RSS, measure the seams."""
     import stainlab
-    from stainlab.io.tiling import run_tiled
-    from stainlab.slides import SlideOptions, normalize_slide
+    from stainlab.wsi.tiling import run_tiled
+    from stainlab.wsi.normalize import SlideOptions, normalize_slide
 
     source = Path(case["source"])
     if case["method"] == "macenko":
@@ -262,7 +262,7 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return
-    from stainlab.io.slides import open_slide
+    from stainlab.wsi.readers import open_slide
 
     cmu = cmu_slide()
     with open_slide(cmu) as slide:

@@ -2,7 +2,7 @@
 
 The command builds the transform as ``stainlab normalize`` does (``-m METHOD -r REF``, ``-t
 FITTED.json``, or a trained network with ``--model KIND:PATH``), then runs every slide through
-:func:`stainlab.slides.normalize_slide`: in this process for one slide (or ``--workers 1``), on an
+:func:`stainlab.wsi.normalize.normalize_slide`: in this process for one slide (or ``--workers 1``), on an
 embedded Dask LocalCluster for several, or on the cluster at ``--scheduler tcp://host:port``; one
 slide with ``--workers N`` (or a scheduler) is spread over the cluster by runs of tile rows.
 A slide given as a reference is sampled over its tissue instead of being read whole.
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from stainlab.errors import InputError
-from stainlab.io.pyramid import COMPRESSIONS, JPEG_QUALITY
-from stainlab.io.slides import IMAGE_SUFFIXES, OPENSLIDE_SUFFIXES, ImageSlide, open_slide
-from stainlab.io.tiling import DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, TileGrid
-from stainlab.slides import PLAIN_FORMATS, PYRAMID, SlideOptions, output_path, sample_tissue
+from stainlab.wsi.pyramid import COMPRESSIONS, JPEG_QUALITY
+from stainlab.wsi.readers import IMAGE_SUFFIXES, OPENSLIDE_SUFFIXES, ImageSlide, open_slide
+from stainlab.wsi.tiling import DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, TileGrid
+from stainlab.wsi.normalize import PLAIN_FORMATS, PYRAMID, SlideOptions, output_path, sample_tissue
 from stainlab.transforms import registry
 from stainlab.transforms.base import Transform
 
@@ -159,7 +159,7 @@ def _options(args) -> SlideOptions:
 
 def plan_jobs(sources: list[Path], out_dir: Path, options: SlideOptions):
     """Jobs for the slides whose output is not there yet (all with overwrite), and the skipped ones."""
-    from stainlab.distributed import SlideJob
+    from stainlab.wsi.cohort import SlideJob
 
     outputs: dict[Path, Path] = {}
     for source in sources:
@@ -186,7 +186,7 @@ def cmd_slide(args) -> int:
     from tqdm import tqdm
 
     from stainlab.cli import PROG, error, warn
-    from stainlab.distributed import run_cohort, run_local, run_slide_tiles
+    from stainlab.wsi.cohort import run_cohort, run_local, run_slide_tiles
 
     options = _options(args)
     sources = list_slides(args.sources)

@@ -8,10 +8,10 @@ import pytest
 import tifffile
 from skimage import data
 
-from stainlab.distributed import SlideJob, run_cohort, run_local, run_slide_tiles
-from stainlab.distributed.cohort import run_slide
+from stainlab.wsi.cohort import SlideJob, run_cohort, run_local, run_slide_tiles
+from stainlab.wsi.cohort import run_slide
 from stainlab.io.images import write_image
-from stainlab.slides import SlideOptions
+from stainlab.wsi.normalize import SlideOptions
 from stainlab.transforms.base import Transform
 
 

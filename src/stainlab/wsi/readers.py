@@ -27,7 +27,7 @@ import numpy as np
 
 from stainlab.errors import InputError
 from stainlab.io.images import composite_on_white, read_image
-from stainlab.io.tiling import Box
+from stainlab.wsi.tiling import Box
 
 SLIDES_EXTRA = "pip install 'stainlab[slides]'"
 OPENSLIDE_SUFFIXES = frozenset({".svs", ".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif", ".svslide", ".tiff",

@@ -1,6 +1,6 @@
 """Normalizing a cohort of slides, in this process or on a Dask cluster.
 
-:func:`run_cohort`: each slide is one task running :func:`stainlab.slides.normalize_slide`, the very
+:func:`run_cohort`: each slide is one task running :func:`stainlab.wsi.normalize.normalize_slide`, the very
 code of the single-process path, so a deterministic method gives the same pixels either way. The
 fitted transform (a classical method's target, or a network's weights) is scattered to every worker
 once and the tasks refer to it, instead of being pickled into each task. :func:`run_slide_tiles`
@@ -11,7 +11,7 @@ output that exists) is a :class:`stainlab.errors.StainlabError`: retrying cannot
 returns it as the slide's outcome at once. Anything else (a worker killed for memory, a transient I/O
 error) is raised, and Dask runs the task again up to ``retries`` times, on any worker; a slide that
 still fails is reported, and the other slides go on. A retried slide resumes from the tile rows its
-work store already holds (:mod:`stainlab.io.pyramid`).
+work store already holds (:mod:`stainlab.wsi.pyramid`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from stainlab.errors import StainlabError
-from stainlab.slides import (SlideOptions, SlideResult, compute_rows, finish_slide, normalize_slide, plan_slide,
+from stainlab.wsi.normalize import (SlideOptions, SlideResult, compute_rows, finish_slide, normalize_slide, plan_slide,
                              row_runs, slide_function)
 from stainlab.transforms.base import Transform
 

@@ -5,7 +5,7 @@ import pytest
 
 from stainlab.color.tissue import tissue_mask
 from stainlab.errors import InputError
-from stainlab.io.tiling import TileGrid, run_tiled, tissue_fraction
+from stainlab.wsi.tiling import TileGrid, run_tiled, tissue_fraction
 from stainlab.metrics.consistency import border_differences, seam_score
 
 

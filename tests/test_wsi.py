@@ -12,9 +12,9 @@ import stainlab
 from stainlab.cli import main
 from stainlab.errors import InputError, NoTissueError
 from stainlab.io.images import read_image, write_image
-from stainlab.io.pyramid import work_folder
-from stainlab.io.slides import SLIDES_EXTRA, ImageSlide, TiffSlide, open_slide
-from stainlab.slides import SlideColorMap, SlideOptions, normalize_slide
+from stainlab.wsi.pyramid import work_folder
+from stainlab.wsi.readers import SLIDES_EXTRA, ImageSlide, TiffSlide, open_slide
+from stainlab.wsi.normalize import SlideColorMap, SlideOptions, normalize_slide
 from stainlab.transforms.base import Transform
 
 
@@ -111,8 +111,8 @@ def test_per_pixel_output_is_independent_of_the_tile_size(tmp_path, tissue, rein
 
 
 def _sample_of(src):
-    from stainlab.io.tiling import TileGrid
-    from stainlab.slides import sample_tissue
+    from stainlab.wsi.tiling import TileGrid
+    from stainlab.wsi.normalize import sample_tissue
 
     with open_slide(src) as slide:
         return sample_tissue(slide, 0, TileGrid(400, 500, 64, 0), 64)

@@ -11,11 +11,11 @@ treating patches independently disagree across patch borders. Two causes, two re
   the same per-pixel map and tile borders cannot show.
 * **Context-aware networks** (``per_pixel`` False: U-Net, CycleGAN generators) see each tile with
   ``overlap`` pixels of context and neighbouring outputs are feathered together
-  (:mod:`stainlab.io.tiling`).
+  (:mod:`stainlab.wsi.tiling`).
 
 :func:`normalize_slide` reads the chosen level tile row by tile row, keeps finished rows in a work
 store beside the output so a crashed run resumes, builds the pyramid and writes it atomically
-(:mod:`stainlab.io.pyramid`). Memory follows the tile size and the slide width, never its area. Its
+(:mod:`stainlab.wsi.pyramid`). Memory follows the tile size and the slide width, never its area. Its
 three steps are separate so that other processes can share one slide: :func:`plan_slide` (checks and
 the store), :func:`compute_rows` (any run of tile rows, in any process) and :func:`finish_slide`.
 """
@@ -33,10 +33,10 @@ import numpy as np
 from stainlab import __version__
 from stainlab.errors import InputError, NoTissueError
 from stainlab.io.images import write_image
-from stainlab.io.pyramid import (JPEG_QUALITY, TileStore, build_levels, level_shapes, work_folder,
+from stainlab.wsi.pyramid import (JPEG_QUALITY, TileStore, build_levels, level_shapes, work_folder,
                                  write_pyramid)
-from stainlab.io.slides import Slide, open_slide
-from stainlab.io.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, RowRunner, RowStats, TileGrid,
+from stainlab.wsi.readers import Slide, open_slide
+from stainlab.wsi.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, RowRunner, RowStats, TileGrid,
                                 tissue_fraction)
 from stainlab.transforms.base import PixelTransform, Transform
 from stainlab.transforms.lut import ColorHistogram

@@ -7,10 +7,10 @@ import pytest
 from skimage import data
 
 from stainlab import demo
-from stainlab.evaluate.montage import GAP, HEADER
 from stainlab.cli import main
 from stainlab.color.deconvolution import separate
 from stainlab.io import read_image
+from stainlab.io.montage import GAP, HEADER
 from stainlab.transforms import normalizers
 
 

@@ -32,10 +32,10 @@ import numpy as np
 
 from stainlab.color.lab import rgb_to_lab
 from stainlab.color.deconvolution import combine, separate
-from stainlab.evaluate.montage import montage
-from stainlab.metrics import delta_e_2000
 from stainlab.io.atomic import atomic_write_text
 from stainlab.io.images import write_image
+from stainlab.io.montage import montage
+from stainlab.metrics import delta_e_2000
 from stainlab.transforms import registry
 from stainlab.transforms.lut import to_uint8
 

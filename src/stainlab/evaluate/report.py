@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 
 from stainlab.evaluate.harness import folder_name
-from stainlab.evaluate.montage import montage
 from stainlab.io.atomic import atomic_write_text
 from stainlab.io.images import read_image, write_image
+from stainlab.io.montage import montage
 
 THUMB = 256
 COLUMNS = ("images", "seconds_per_image", "fit_seconds", "error")

@@ -1,4 +1,4 @@
-"""Reading, validating and writing images."""
+"""Reading, validating and writing images, and laying them out in montages."""
 
 from stainlab.io.arrays import check_rgb8
 from stainlab.io.images import IMAGE_SUFFIXES, list_images, read_image, write_image

@@ -7,8 +7,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from stainlab.evaluate.montage import montage
 from stainlab.io.atomic import atomic_path
+from stainlab.io.montage import montage
 
 WIDTH, HEIGHT = 900, 520
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 70, 190, 40, 50

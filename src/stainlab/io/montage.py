@@ -1,4 +1,5 @@
-"""Montages: labelled grids of equal-size image tiles, the picture people look at first."""
+"""Montages: labelled grids of equal-size image tiles, the picture people look at first (the evaluation
+report, the demo and the training samples all draw them)."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ from stainlab.color.torch_stains import project
 from stainlab.errors import InputError
 from stainlab.nets.derestainer import (DeReStainer, MultiScalePatchGAN, comparator_features,
                                        her2_comparator)
-from stainlab.nets.derestainer_losses import (PAPER, DeReStainerHyperParams, derestainer_discriminator_loss,
-                                              derestainer_losses, focal_loss)
 from stainlab.nets.modconv import ModConv2d
 from stainlab.nets.simam import SimAM
+from stainlab.training.derestainer_losses import (PAPER, DeReStainerHyperParams, derestainer_discriminator_loss,
+                                                  derestainer_losses, focal_loss)
 
 SIDE = 64
 

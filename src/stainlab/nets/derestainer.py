@@ -28,7 +28,7 @@ fusion runs at 256 channels like the CycleGAN ResNet generator); ``f_H`` and ``f
 LeakyReLU, the last one to RGB with a bias and tanh; weights from N(0, 0.02) as pix2pix.
 
 Images are float ``(N, 3, H, W)`` in [-1, 1] with sides a multiple of 8 (at least 16); the losses are
-in :mod:`stainlab.nets.derestainer_losses`.
+in :mod:`stainlab.training.derestainer_losses`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each step draws paired H&E (``A``) / IHC (``B``) crops with their HER2 levels and takes one AdamW step
 of the generator on ``L = 2 L_stain + 13 L_content + 5 L_level + 1 L_GAN`` (the terms in
-:mod:`stainlab.nets.derestainer_losses`), then one of the multi-scale PatchGAN on its pix2pix loss.
+:mod:`stainlab.training.derestainer_losses`), then one of the multi-scale PatchGAN on its pix2pix loss.
 
 - Settings default to paper 002's values: the loss weights of Sec. 3.1, AdamW with lr 1e-5, 512 crops
   of the 1024 BCI images (``size``), the generator and discriminator widths of
@@ -29,7 +29,7 @@ import torch
 
 from stainlab.errors import InputError
 from stainlab.nets.derestainer import SIZES, DeReStainer, MultiScalePatchGAN
-from stainlab.nets.derestainer_losses import (
+from stainlab.training.derestainer_losses import (
     PAPER,
     DeReStainerHyperParams,
     derestainer_discriminator_loss,

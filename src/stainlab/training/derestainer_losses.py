@@ -7,8 +7,8 @@
     L_GAN     = mean over the PatchGANs at 512 and 256 of the pix2pix (cross-entropy) generator loss
 
 ``L_mae`` and ``L_DAB`` are mean absolute errors of [-1, 1] images; ``L_ssim = 1 - SSIM`` of the
-images mapped to [0, 1] (:func:`stainlab.metrics.ssim_torch`, the papers' SSIM); ``L_cmp = 1 - cos``
-of the comparator's pooled features (:func:`stainlab.nets.derestainer.comparator_features`).
+images mapped to [0, 1] (:func:`stainlab.training.losses.structural_cycle_loss`, paper 003's SSIM term);
+``L_cmp = 1 - cos`` of the comparator's pooled features (:func:`stainlab.nets.derestainer.comparator_features`).
 A term whose overall weight is zero is not computed (its entry is 0), so the ablations of paper 002's
 Table 1b ("w/o L_stain", "w/o L_DAB") need neither the IHC embedding nor the DAB separation, and
 ``level = 0`` needs no labels.
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from stainlab.errors import InputError
-from stainlab.metrics.structural import ssim_torch
 from stainlab.nets.derestainer import DeReStainerOutput, MultiScalePatchGAN, check_pair, comparator_features
+from stainlab.training.losses import adversarial_loss, structural_cycle_loss
 
 NO_LABEL = -1
 
@@ -69,15 +69,9 @@ def cosine_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (1 - F.cosine_similarity(a, b, dim=1)).mean()
 
 
-def ssim_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """``1 - SSIM`` of [-1, 1] images, the SSIM taken on [0, 1] as the papers report it."""
-    return 1 - ssim_torch((fake + 1) / 2, (real + 1) / 2, data_range=1.0)
-
-
 def gan_loss(logit_maps: list[torch.Tensor], real: bool) -> torch.Tensor:
     """pix2pix cross-entropy of every patch against ``real``, averaged over the discriminator scales."""
-    losses = [F.binary_cross_entropy_with_logits(m, torch.full_like(m, float(real))) for m in logit_maps]
-    return torch.stack(losses).mean()
+    return torch.stack([adversarial_loss(m, real, kind="bce") for m in logit_maps]).mean()
 
 
 def check_levels(levels, batch: int, count: int) -> torch.Tensor:
@@ -117,7 +111,7 @@ def derestainer_losses(out: DeReStainerOutput, he: torch.Tensor, ihc: torch.Tens
     terms = {
         "h": _h_loss(out) if params.stain * params.h else zero,
         "dab": _dab_loss(out) if params.stain * params.dab else zero,
-        "ssim": ssim_loss(fake, ihc) if params.content * params.ssim else zero,
+        "ssim": structural_cycle_loss(fake, ihc) if params.content * params.ssim else zero,
         "mae": F.l1_loss(fake, ihc) if params.content * params.mae else zero,
         "cmp": _comparator_loss(comparator, fake, ihc) if params.content * params.cmp else zero,
         "level": _level_loss(out, levels, params.focal_gamma) if params.level else zero,

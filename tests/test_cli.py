@@ -24,7 +24,8 @@ def _save(path, image):
 
 
 def _hashes(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file() and not p.name.startswith(".")}
 
 
 def _truncate(path):
@@ -65,7 +66,8 @@ def test_one_corrupt_file_does_not_stop_the_others(tmp_path, src, ref, capsys):
     (src / "notes.png").write_text("not an image")
     before = _hashes(src)
     assert _normalize(src, tmp_path / "out", "-m", "reinhard", "-r", ref) == 1
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"tile{i}.png" for i in range(4)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()
+                  if not p.name.startswith(".")) == [f"tile{i}.png" for i in range(4)]
     err = capsys.readouterr().err
     assert f"stainlab: error: {src / 'bad.png'}: truncated or corrupt image" in err
     assert f"stainlab: error: {src / 'notes.png'}: not an image file" in err
@@ -81,11 +83,41 @@ def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, src, ref, capsy
     capsys.readouterr()
     assert _normalize(src, out, "-m", "reinhard", "-r", ref) == 0  # a re-run resumes: nothing to do
     captured = capsys.readouterr()
-    assert "4 output(s) exist already, their inputs skipped" in captured.err
+    assert "4 output(s) exist already, made by this same run; their inputs skipped" in captured.err
     assert "normalized 0 of 4 images" in captured.out
     assert read_image(out / "tile0.png")[0].max() == 0
     assert _normalize(src, out, "-m", "reinhard", "-r", ref, "--overwrite") == 0
     assert _hashes(out) == good
+
+
+def test_outputs_of_another_method_or_reference_are_refused_not_skipped(tmp_path, src, ref, capsys):
+    out = tmp_path / "out"
+    assert _normalize(src, out, "-m", "reinhard", "-r", ref) == 0
+    made = _hashes(out)
+    capsys.readouterr()
+    assert _normalize(src, out, "-m", "grayscale") == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'tile0.png'}: was made by reinhard(" in err and "not by this run's grayscale(" in err
+    assert "(and 3 more outputs there)" in err and "--overwrite" in err
+    other_ref = _save(tmp_path / "ref2.png", he_image((40, 40), seed=9))
+    assert _normalize(src, out, "-m", "reinhard", "-r", other_ref) == 1  # same method, another target
+    assert _hashes(out) == made
+    (tmp_path / "user").mkdir()
+    _save(tmp_path / "user" / "tile2.png", np.zeros((8, 8, 3), np.uint8))  # a file stainlab did not write
+    assert _normalize(src, tmp_path / "user", "-m", "grayscale") == 1
+    assert "exists and was not written by stainlab" in capsys.readouterr().err
+    assert _normalize(src, out, "-m", "grayscale", "--overwrite") == 0
+    assert _normalize(src, out, "-m", "grayscale") == 0  # now a true repeat
+    assert "4 output(s) exist already, made by this same run" in capsys.readouterr().err
+
+
+def test_output_folder_inside_the_input_folder_resumes(tmp_path, src, ref, capsys):
+    out = src / "normalized"
+    assert _normalize(src, out, "-m", "reinhard", "-r", ref, "--recursive", "--format", "tif") == 0
+    made = _hashes(out)
+    assert _normalize(src, out, "-m", "reinhard", "-r", ref, "--recursive", "--format", "tif") == 0
+    assert "normalized 0 of 4 images" in capsys.readouterr().out  # its own outputs are not inputs
+    assert _hashes(out) == made
 
 
 def test_fit_then_normalize_with_fitted_file_equals_method_and_reference(tmp_path, src, ref, capsys):
@@ -152,7 +184,8 @@ def test_methods_lists_reinhard(capsys):
 
 
 def test_usage_errors_debug_and_version(tmp_path, src, ref, capsys):
-    assert _normalize(src, tmp_path / "out", "-m", "reinhard", "-t", "x.json") == 2  # one or the other
+    assert _normalize(src, tmp_path / "out", "-m", "reinhard", "-t", "x.json") == 1  # one or the other
+    assert "-t x.json already holds the method" in capsys.readouterr().err
     assert _normalize(src, tmp_path / "out", "-t", tmp_path / "missing.json") == 1
     assert f"stainlab: error: {tmp_path / 'missing.json'}: fitted-transform file not found" in capsys.readouterr().err
     assert _normalize(src, tmp_path / "out", "-m", "no-such-method", "-r", ref) == 1
@@ -173,4 +206,4 @@ def test_console_script_reports_bad_file_and_exit_status(tmp_path, src, ref):
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [f"stainlab: error: {src / 'bad.png'}: truncated or corrupt "
                                                "image (OSError: image file is truncated)"]
-    assert len(list((tmp_path / "out").iterdir())) == 4
+    assert len(_hashes(tmp_path / "out")) == 4

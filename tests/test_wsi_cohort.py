@@ -8,8 +8,8 @@ import pytest
 import tifffile
 from skimage import data
 
-from stainlab.wsi.cohort import SlideJob, run_cohort, run_local, run_slide_tiles
-from stainlab.wsi.cohort import run_slide
+from stainlab.batch import Job
+from stainlab.wsi.cohort import run_cohort, run_local, run_slide, run_slide_tiles
 from stainlab.io.images import write_image
 from stainlab.wsi.normalize import SlideOptions
 from stainlab.transforms.base import Transform
@@ -49,7 +49,7 @@ def cohort(tmp_path_factory):
 
 
 def jobs_for(sources, out):
-    return [SlideJob(src, out / f"{src.stem}.ome.tif") for src in sources]
+    return [Job(src, out / f"{src.stem}.ome.tif") for src in sources]
 
 
 def test_two_worker_cluster_equals_the_single_process_run(tmp_path, cohort):
@@ -74,8 +74,8 @@ def test_one_slide_spread_over_two_workers_equals_the_single_process_run(tmp_pat
     source = write_image(tmp_path / "big.png", image)
     options = SlideOptions(tile=64, overlap=16, min_tissue=0.0)
     (tmp_path / "marker-local").touch()
-    local = run_slide(SlideJob(source, tmp_path / "local.ome.tif"), FlakyBlur(str(tmp_path / "marker-local")), options)
-    spread = run_slide_tiles(SlideJob(source, tmp_path / "spread.ome.tif"), FlakyBlur(str(tmp_path / "marker")),
+    local = run_slide(Job(source, tmp_path / "local.ome.tif"), FlakyBlur(str(tmp_path / "marker-local")), options)
+    spread = run_slide_tiles(Job(source, tmp_path / "spread.ome.tif"), FlakyBlur(str(tmp_path / "marker")),
                              options, workers=2, rows_per_task=2, retries=1)
     assert spread.error is None and (spread.result.tiles, spread.result.transformed) == (40, 40)
     assert (tmp_path / "marker").exists()                     # a task failed once and was retried
@@ -86,9 +86,9 @@ def test_one_slide_spread_over_two_workers_equals_the_single_process_run(tmp_pat
 def test_input_problems_are_outcomes_and_other_failures_are_raised_for_retry(tmp_path, cohort):
     slides, bad = cohort
     options = SlideOptions(tile=64)
-    outcome = run_slide(SlideJob(bad, tmp_path / "bad.ome.tif"), FlakyBlur(str(tmp_path / "m")), options)
+    outcome = run_slide(Job(bad, tmp_path / "bad.ome.tif"), FlakyBlur(str(tmp_path / "m")), options)
     assert outcome.result is None and "bad.png: truncated or corrupt" in outcome.error
     with pytest.raises(RuntimeError, match="transient failure"):
-        run_slide(SlideJob(slides[0], tmp_path / "a.ome.tif"), FlakyBlur(str(tmp_path / "m")), options)
+        run_slide(Job(slides[0], tmp_path / "a.ome.tif"), FlakyBlur(str(tmp_path / "m")), options)
     outcomes = list(run_local(jobs_for(slides, tmp_path / "o"), FlakyBlur(str(tmp_path / "m2")), options))
     assert "transient failure" in outcomes[0].error and [o.error for o in outcomes[1:]] == [None, None]

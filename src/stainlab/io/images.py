@@ -219,13 +219,13 @@ def write_image(path, image, overwrite: bool = False) -> Path:
 
 
 # -- finding ----------------------------------------------------------------------------------------------
-def list_images(sources, recursive: bool = False) -> list[Path]:
+def list_images(sources, recursive: bool = False, suffixes=IMAGE_SUFFIXES) -> list[Path]:
     """Expand files and folders into a sorted, duplicate-free list of image files.
 
-    Folders contribute their files with an image suffix (``IMAGE_SUFFIXES``, any case), skipping hidden
-    files such as unfinished atomic writes; ``recursive=True`` also searches sub-folders. Files named
-    explicitly are kept whatever their suffix, so reading them reports what is wrong. A path that does
-    not exist raises :class:`InputError`.
+    Folders contribute their files with one of ``suffixes`` (any case; slides pass theirs), skipping
+    hidden files such as unfinished atomic writes; ``recursive=True`` also searches sub-folders. Files
+    named explicitly are kept whatever their suffix, so reading them reports what is wrong. A path that
+    does not exist raises :class:`InputError`.
     """
     if isinstance(sources, (str, Path)):
         sources = [sources]
@@ -233,13 +233,10 @@ def list_images(sources, recursive: bool = False) -> list[Path]:
     for source in map(Path, sources):
         if source.is_dir():
             candidates = source.rglob("*") if recursive else source.iterdir()
-            found.update(p for p in candidates if _is_listed_image(p))
+            found.update(p for p in candidates if p.suffix.lower() in suffixes and not p.name.startswith(".")
+                         and p.is_file())
         elif source.exists():
             found.add(source)
         else:
             raise InputError(f"{source}: no such file or folder")
     return sorted(found)
-
-
-def _is_listed_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()

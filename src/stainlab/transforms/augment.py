@@ -85,6 +85,7 @@ class StainAugmenter(Transform):
 
     name = "augment"
     requires_fit = False
+    uses_reference = False
     deterministic = False
 
     def __init__(self, sigma1: float = HED_LIGHT, sigma2: float = HED_LIGHT, stains="hed",

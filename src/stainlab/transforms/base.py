@@ -8,8 +8,10 @@ identical outputs. One harness, one tiler and one CLI serve all methods through 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+from pathlib import Path
 import warnings
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -61,6 +63,7 @@ class Transform(ABC):
 
     name: ClassVar[str] = ""
     requires_fit: ClassVar[bool] = True
+    uses_reference: ClassVar[bool] = True  # False: fit() ignores a reference (reference-free or learned methods)
     per_pixel: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True  # False: each call draws new randomness (augmentation)
     needs_weights: ClassVar[bool] = False  # True: the default parameters read a weight file the user supplies
@@ -127,6 +130,18 @@ class Transform(ABC):
                  for k, v in self._get_state().items()} if self._fitted else None
         return {"format": FORMAT, "version": FORMAT_VERSION, "method": self.name,
                 "params": self.get_params(), "state": state}
+
+    def fingerprint(self) -> str:
+        """A digest of everything the outputs depend on: the saved form (method, parameters, fitted
+        state) and the size and modification time of the weight file it reads, if any. Two transforms
+        with the same fingerprint give the same outputs, so a batch skips only outputs it would repeat."""
+        data = self.to_dict()
+        model = data["params"].get("model")
+        if isinstance(model, str) and Path(model).is_file():
+            stat = Path(model).stat()
+            data["model_file"] = [stat.st_size, stat.st_mtime_ns]
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def save(self, path) -> None:
         """Write parameters and fitted state as JSON (atomically); ``stainlab.load(path)`` restores it."""

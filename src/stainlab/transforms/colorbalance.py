@@ -45,6 +45,7 @@ class ColorBalance(PixelTransform):
     name = "colorbalance"
     stats_bits = 8  # per-channel statistics stay exact
     requires_fit = False
+    uses_reference = False
 
     def __init__(self, s1: float = 1.0, s2: float = 1.0, lut_bits: int = 8) -> None:
         super().__init__(lut_bits)

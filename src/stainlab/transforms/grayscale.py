@@ -19,6 +19,7 @@ class Grayscale(PixelTransform):
 
     name = "grayscale"
     requires_fit = False
+    uses_reference = False
 
     def _map(self, colors, source):
         return np.repeat(colors @ LUMINANCE_WEIGHTS[:, None], 3, axis=1)

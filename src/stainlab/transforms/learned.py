@@ -39,6 +39,7 @@ class StainNetTransform(PixelTransform):
 
     name = "stainnet"
     requires_fit = False
+    uses_reference = False
 
     def __init__(self, model: str, lut_bits: int = DEFAULT_BITS) -> None:
         super().__init__(lut_bits)
@@ -83,6 +84,7 @@ class NetworkTransform(Transform):
 
     name = "unet"
     requires_fit = False
+    uses_reference = False
 
     def __init__(self, model: str, kind: str = "unet", tile: int = 512, overlap: int = 64) -> None:
         super().__init__()

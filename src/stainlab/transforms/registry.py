@@ -54,6 +54,11 @@ def names() -> list[str]:
     return list(_METHODS)
 
 
+def learned_kinds() -> list[str]:
+    """The kinds of learned model, each loaded as ``KIND:PATH``."""
+    return list(_LEARNED)
+
+
 def normalizers() -> list[str]:
     """The method names that normalize out of the box: every deterministic method (augmentation is
     random) whose defaults need no weight file (a method that does is run by asking for it)."""

@@ -20,10 +20,10 @@ import contextlib
 import logging
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from stainlab.batch import Job, Outcome
 from stainlab.errors import StainlabError
 from stainlab.wsi.normalize import (SlideOptions, SlideResult, compute_rows, finish_slide, normalize_slide, plan_slide,
                              row_runs, slide_function)
@@ -33,29 +33,17 @@ DEFAULT_RETRIES = 2
 DEFAULT_ROWS_PER_TASK = 4  # tile rows per task when one slide is spread over the cluster
 
 
-@dataclass(frozen=True)
-class SlideJob:
-    source: Path
-    output: Path
+def _done(job: Job, result: SlideResult) -> Outcome:
+    return Outcome(job, notes=list(result.notes), result=result)
 
 
-@dataclass
-class SlideOutcome:
-    """One slide's result, or the one-line reason it failed (with the traceback for --debug)."""
-
-    job: SlideJob
-    result: SlideResult | None = None
-    error: str | None = None
-    traceback: str | None = None
-
-
-def run_slide(job: SlideJob, transform: Transform, options: SlideOptions,
-              progress: Callable[[int, int], None] | None = None) -> SlideOutcome:
+def run_slide(job: Job, transform: Transform, options: SlideOptions,
+              progress: Callable[[int, int], None] | None = None) -> Outcome:
     """One slide; input problems become the outcome's error, anything else is raised (to be retried)."""
     try:
-        return SlideOutcome(job, normalize_slide(job.source, job.output, transform, options, progress))
+        return _done(job, normalize_slide(job.source, job.output, transform, options, progress))
     except (StainlabError, FileExistsError) as err:
-        return SlideOutcome(job, error=_describe(err, job.source), traceback=traceback.format_exc())
+        return Outcome(job, error=_describe(err, job.source), traceback=traceback.format_exc())
 
 
 def _describe(err: BaseException, source: Path) -> str:
@@ -63,14 +51,14 @@ def _describe(err: BaseException, source: Path) -> str:
     return message if message.startswith(str(source)) else f"{source}: {message}"
 
 
-def run_local(jobs: list[SlideJob], transform: Transform, options: SlideOptions,
-              progress: Callable[[int, int], None] | None = None) -> Iterator[SlideOutcome]:
+def run_local(jobs: list[Job], transform: Transform, options: SlideOptions,
+              progress: Callable[[int, int], None] | None = None) -> Iterator[Outcome]:
     """The single-process path: slides one after another, progress reported per tile row."""
     for job in jobs:
         try:
             yield run_slide(job, transform, options, progress)
         except Exception as err:  # no retry here: report and go on
-            yield SlideOutcome(job, error=f"{job.source}: {type(err).__name__}: {err}",
+            yield Outcome(job, error=f"{job.source}: {type(err).__name__}: {err}",
                                traceback=traceback.format_exc())
 
 
@@ -89,9 +77,9 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None):
         yield client
 
 
-def run_cohort(jobs: list[SlideJob], transform: Transform, options: SlideOptions, workers: int | None = None,
+def run_cohort(jobs: list[Job], transform: Transform, options: SlideOptions, workers: int | None = None,
                scheduler: str | None = None, retries: int = DEFAULT_RETRIES,
-               progress: Callable[[int, int], None] | None = None) -> Iterator[SlideOutcome]:
+               progress: Callable[[int, int], None] | None = None) -> Iterator[Outcome]:
     """Run the slides on a Dask cluster (an embedded LocalCluster of ``workers`` processes, or the
     scheduler at ``scheduler``, e.g. ``tcp://host:8786``); yield outcomes as slides finish. Progress is
     reported per finished slide."""
@@ -106,7 +94,7 @@ def run_cohort(jobs: list[SlideJob], transform: Transform, options: SlideOptions
             try:
                 outcome = future.result()
             except Exception as err:  # failed on every try (or its worker died each time)
-                outcome = SlideOutcome(job, error=f"{job.source}: failed after {retries + 1} tries "
+                outcome = Outcome(job, error=f"{job.source}: failed after {retries + 1} tries "
                                                   f"({type(err).__name__}: {err})")
             if progress and outcome.result:
                 progress(outcome.result.tiles - outcome.result.resumed,
@@ -114,9 +102,9 @@ def run_cohort(jobs: list[SlideJob], transform: Transform, options: SlideOptions
             yield outcome
 
 
-def run_slide_tiles(job: SlideJob, transform: Transform, options: SlideOptions, workers: int | None = None,
+def run_slide_tiles(job: Job, transform: Transform, options: SlideOptions, workers: int | None = None,
                     scheduler: str | None = None, rows_per_task: int = DEFAULT_ROWS_PER_TASK,
-                    retries: int = DEFAULT_RETRIES, progress: Callable[[int, int], None] | None = None) -> SlideOutcome:
+                    retries: int = DEFAULT_RETRIES, progress: Callable[[int, int], None] | None = None) -> Outcome:
     """One large slide spread over a Dask cluster by runs of tile rows.
 
     This process plans the slide and builds the function every window goes through (for a per-pixel
@@ -145,8 +133,8 @@ def run_slide_tiles(job: SlideJob, transform: Transform, options: SlideOptions, 
                     progress(stats.tiles, stats.pixels)
         finish_slide(plan, options)
     except (StainlabError, FileExistsError) as err:
-        return SlideOutcome(job, error=_describe(err, job.source), traceback=traceback.format_exc())
+        return Outcome(job, error=_describe(err, job.source), traceback=traceback.format_exc())
     except Exception as err:  # a task failed on every try
-        return SlideOutcome(job, error=f"{job.source}: {type(err).__name__}: {err}", traceback=traceback.format_exc())
+        return Outcome(job, error=f"{job.source}: {type(err).__name__}: {err}", traceback=traceback.format_exc())
     result.seconds = time.perf_counter() - start
-    return SlideOutcome(job, result)
+    return _done(job, result)

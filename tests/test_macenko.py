@@ -14,7 +14,8 @@ import stainlab
 from stainlab.color import EOSIN, HEMATOXYLIN, angle_degrees, normalize_rows, tissue_mask
 from stainlab.color.stains import MACENKO_REFERENCE_HE, MACENKO_REFERENCE_MAX_C
 from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFittedError
-from stainlab.transforms.macenko import Macenko, scale_factors
+from stainlab.transforms.macenko import Macenko
+from stainlab.transforms.stain_matrix import scale_factors
 from synth import (FLAT_COLOURS, REFERENCE_STAINS, SOURCE_STAINS, he_image, percentile_matched_case, psnr,
                    render, separable_maps)
 

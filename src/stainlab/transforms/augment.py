@@ -29,7 +29,7 @@ from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
 from stainlab.io.arrays import check_rgb8
 from stainlab.transforms.base import Transform
-from stainlab.transforms.macenko import check_number
+from stainlab.transforms.stain_matrix import check_number
 
 HED_LIGHT = 0.05   # Tellez et al. 2019 "HED-light" jitter range
 _OD_OF_BYTE = rgb_to_od(np.arange(256))

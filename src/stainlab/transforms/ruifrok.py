@@ -23,7 +23,7 @@ from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
 from stainlab.transforms.base import PixelTransform
 from stainlab.transforms.lut import DEFAULT_BITS
-from stainlab.transforms.macenko import check_number, recompose, robust_max, scale_factors, tissue_od
+from stainlab.transforms.stain_matrix import check_number, recompose, robust_max, scale_factors, tissue_od
 
 
 class Ruifrok(PixelTransform):

@@ -22,7 +22,7 @@ with the paper's ``lambda = 0.1``. Our own solver, no SPAMS and no scikit-learn 
 
 Normalization follows the paper: the source's concentrations (non-negative least squares, closed
 form) are scaled so their 99th percentile matches the reference's and rendered with the reference's
-stain rows, through the machinery shared with :mod:`stainlab.transforms.macenko`.
+stain rows, through the machinery shared with Macenko (:mod:`stainlab.transforms.stain_matrix`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from stainlab.color.stains import normalize_rows, order_like
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
 from stainlab.transforms.lut import DEFAULT_BITS
-from stainlab.transforms.macenko import (StainMatrixTransform, check_number, check_separable,
-                                         macenko_stain_matrix)
+from stainlab.transforms.macenko import macenko_stain_matrix
+from stainlab.transforms.stain_matrix import StainMatrixTransform, check_number, check_separable
 
 SPARSITY = 0.1   # lambda of the objective: the paper's value, also StainTools' and tiatoolbox's default
 GRID_LEVELS = 64  # OD grid cells per channel for the factorisation: 0.087 OD wide

@@ -1,0 +1,207 @@
+"""The stain-matrix machinery shared by Macenko, Vahadane and Ruifrok: the normalization step of
+Macenko et al. (ISBI 2009), which the later methods reuse with their own stain matrices.
+
+A two-stain normalizer (:class:`StainMatrixTransform`) estimates per image a stain matrix ``W`` (unit
+rows, haematoxylin then eosin, in optical-density space) and the robust maxima of the stain
+concentrations. Normalization: concentrations ``C`` of the source solve ``OD = C W`` (each method its own
+way); each stain's concentrations are scaled so their 99th percentile over tissue matches the
+reference's, and the image is rebuilt with the reference's stain vectors,
+``I = 256 exp(-(C * maxC_ref / maxC_src) W_ref) - 1``.
+
+Every statistic takes the colour-histogram weights, so a histogram gives the same answer as its
+pixels. Guards: stain directions closer than ``MIN_STAIN_ANGLE`` (a one-stain or black tile) and no
+tissue both raise :class:`~stainlab.errors.NoTissueError`, which passes a source through unchanged with
+a warning; a stain whose robust maximum is below ``MIN_MAX_CONCENTRATION`` is left unscaled.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+
+from stainlab.color.od import od_to_rgb, rgb_to_od
+from stainlab.color.stains import MACENKO_REFERENCE_HE, MACENKO_REFERENCE_MAX_C, angle_degrees, normalize_rows
+from stainlab.color.stats import weighted_percentile
+from stainlab.color.tissue import TISSUE_BETA, tissue_mask
+from stainlab.errors import InputError, NoTissueError
+from stainlab.io.arrays import check_rgb8
+from stainlab.transforms.base import PixelTransform, require_tissue
+from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram
+
+MIN_STAIN_ANGLE = 5.0
+"""Degrees. Stain directions closer than this are one stain seen through quantization noise (a
+one-stain or black tile spreads by 1-5 degrees on the 8- to 6-bit colour lattice); real H&E pairs are
+15-80 degrees apart."""
+MIN_MAX_CONCENTRATION = 0.01
+"""OD units. A stain whose robust maximum is below this is absent: its ratio is not taken."""
+MULTI_MODES = ("pool", "average")
+
+
+def check_number(name: str, value, low: float, high: float) -> float:
+    """``value`` as a float in the closed range [low, high], else :class:`InputError` naming it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not low <= number <= high:
+        raise InputError(f"{name} must be between {low} and {high}, got {value!r}")
+    return number
+
+
+def tissue_od(colors: np.ndarray, weights: np.ndarray | None, beta: float,
+              what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Optical densities and weights of the tissue colours (OD above ``beta`` in any channel).
+
+    Raises :class:`NoTissueError` when the image has too little tissue (see ``require_tissue``).
+    """
+    keep = require_tissue(colors, weights, what)
+    if beta != TISSUE_BETA:
+        keep = tissue_mask(colors, beta)
+        if np.count_nonzero(keep) < 2:
+            raise NoTissueError(f"{what}: no tissue (no pixel has optical density above beta={beta})")
+    w = np.ones(len(colors)) if weights is None else np.asarray(weights, dtype=np.float64)
+    return rgb_to_od(colors[keep]), w[keep]
+
+
+def robust_max(conc: np.ndarray, weights: np.ndarray | None, percentile: float) -> np.ndarray:
+    """Per-stain ``percentile`` of concentrations ``(M, k)``: the paper's robust maximum ``maxC``."""
+    return np.array([weighted_percentile(conc[:, j], percentile, weights) for j in range(conc.shape[1])])
+
+
+def scale_factors(source_max: np.ndarray, target_max: np.ndarray) -> np.ndarray:
+    """``maxC_target / maxC_source`` per stain; 1 for a stain that the source or the target lacks
+    (robust maximum under ``MIN_MAX_CONCENTRATION``), so no ratio divides by ~0 (StainTools #40)."""
+    present = (source_max >= MIN_MAX_CONCENTRATION) & (target_max >= MIN_MAX_CONCENTRATION)
+    return np.where(present, target_max / np.where(present, source_max, 1.0), 1.0)
+
+
+def recompose(conc: np.ndarray, factors: np.ndarray, target_matrix: np.ndarray) -> np.ndarray:
+    """Float RGB of concentrations scaled per stain and rendered with the target stain rows."""
+    return od_to_rgb((conc * factors) @ target_matrix)
+
+
+def check_separable(stain_matrix: np.ndarray, what: str) -> None:
+    """Raise :class:`NoTissueError` when the two stain directions are (nearly) the same."""
+    angle = angle_degrees(stain_matrix[0], stain_matrix[1])
+    if not angle >= MIN_STAIN_ANGLE:
+        raise NoTissueError(f"{what}: the two stain directions found are {angle:.1f} degrees apart "
+                            f"(under {MIN_STAIN_ANGLE}): one stain only, or none; cannot separate")
+
+
+def _stain_rows(matrix, what: str) -> np.ndarray:
+    rows = np.asarray(matrix, dtype=np.float64)
+    if rows.shape != (2, 3) or not np.isfinite(rows).all() or (np.linalg.norm(rows, axis=1) == 0).any():
+        raise InputError(f"{what}: expected a finite (2, 3) stain matrix with non-zero rows, got {rows.shape}")
+    return normalize_rows(rows)
+
+
+def _max_concentrations(values, what: str) -> np.ndarray:
+    maxc = np.asarray(values, dtype=np.float64)
+    if maxc.shape != (2,) or not np.isfinite(maxc).all():
+        raise InputError(f"{what}: expected two finite maximum concentrations, got {maxc.tolist()}")
+    return maxc
+
+
+class StainMatrixTransform(PixelTransform):
+    """Base of two-stain (H&E) normalizers: a per-image stain matrix ``W`` (rows H, E) and robust maxima.
+
+    Subclasses give ``_estimate`` (stain rows from tissue OD and weights) and ``_concentrations``.
+    ``multi`` decides how several references are fitted: ``"pool"`` estimates once from all their
+    pixels, ``"average"`` averages the per-reference stain matrices and maxima (torchstain's
+    multi-target normalizer). ``rescale=False`` keeps the source's concentrations and only swaps the
+    stain colours (percentile rescaling hurts weakly stained sources, tiatoolbox #289).
+    """
+
+    def __init__(self, beta: float = TISSUE_BETA, percentile: float = 99.0, multi: str = "pool",
+                 rescale: bool = True, lut_bits: int = DEFAULT_BITS) -> None:
+        super().__init__(lut_bits)
+        self.beta = check_number("beta", beta, 0.0, 5.0)
+        self.percentile = check_number("percentile", percentile, 50.0, 100.0)
+        if multi not in MULTI_MODES:
+            raise InputError(f"multi must be one of {', '.join(MULTI_MODES)}, got {multi!r}")
+        self.multi = multi
+        self.rescale = bool(rescale)
+        self.stain_matrix: np.ndarray | None = None
+        self.max_concentrations: np.ndarray | None = None
+
+    @abstractmethod
+    def _estimate(self, od: np.ndarray, weights: np.ndarray, what: str) -> np.ndarray:
+        """(2, 3) unit stain rows, haematoxylin first, from tissue optical densities and weights."""
+
+    @abstractmethod
+    def _concentrations(self, od: np.ndarray, stain_matrix: np.ndarray) -> np.ndarray:
+        """(M, 2) stain concentrations of optical densities (M, 3)."""
+
+    @classmethod
+    def standard(cls, **params) -> "StainMatrixTransform":
+        """A fitted transform whose target is Macenko et al.'s published reference H&E stain matrix
+        and maxima: normalize without a reference image of your own."""
+        t = cls(**params)
+        t._set_target(MACENKO_REFERENCE_HE, MACENKO_REFERENCE_MAX_C, "standard target")
+        t._fitted = True
+        return t
+
+    # -- estimation --------------------------------------------------------------------------------
+    def _analyse(self, colors, weights, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """Stain matrix and robust maximum concentrations of one image's colours."""
+        od, w = tissue_od(colors, weights, self.beta, what)
+        stain_matrix = self._estimate(od, w, what)
+        check_separable(stain_matrix, what)
+        return stain_matrix, robust_max(self._concentrations(od, stain_matrix), w, self.percentile)
+
+    def _set_target(self, stain_matrix, max_concentrations, what: str) -> None:
+        stain_matrix = _stain_rows(stain_matrix, what)
+        max_concentrations = _max_concentrations(max_concentrations, what)
+        absent = max_concentrations < MIN_MAX_CONCENTRATION
+        if absent.any():
+            raise NoTissueError(f"{what}: stain {int(np.argmax(absent))} (0 = haematoxylin) has a "
+                                f"{self.percentile:g}th-percentile concentration of "
+                                f"{max_concentrations[absent][0]:.4f}; the reference lacks it")
+        self.stain_matrix, self.max_concentrations = stain_matrix, max_concentrations
+
+    def _fit(self, images: list[np.ndarray]) -> None:
+        if self.multi == "pool" or len(images) == 1:
+            super()._fit(images)
+            return
+        fits = [self._analyse(h.colors, h.counts, f"{self.name} reference {i}")
+                for i, h in enumerate(ColorHistogram.of(im, 8) for im in images)]
+        self._set_target(normalize_rows(np.mean([f[0] for f in fits], axis=0)),
+                         np.mean([f[1] for f in fits], axis=0), f"{self.name} references")
+
+    def _fit_colors(self, colors, weights) -> None:
+        self._set_target(*self._analyse(colors, weights, f"{self.name} reference"), f"{self.name} reference")
+
+    def _source(self, colors, weights):
+        return self._analyse(colors, weights, f"{self.name} source")
+
+    def _map(self, colors, source):
+        stain_matrix, max_concentrations = source
+        conc = self._concentrations(rgb_to_od(colors), stain_matrix)
+        factors = scale_factors(max_concentrations, self.max_concentrations) if self.rescale else np.ones(2)
+        return recompose(conc, factors, self.stain_matrix)
+
+    # -- what users ask for: the image's own stains and its separated channels --------------------
+    def stain_matrix_of(self, image: np.ndarray) -> np.ndarray:
+        """(2, 3) stain rows (haematoxylin, eosin) of a uint8 RGB image; needs no fit."""
+        hist = ColorHistogram.of(check_rgb8(image), 8)
+        return self._analyse(hist.colors, hist.counts, f"{self.name} image")[0]
+
+    def concentrations(self, image: np.ndarray, stain_matrix=None) -> np.ndarray:
+        """(H, W, 2) haematoxylin and eosin concentrations (OD units) of a uint8 RGB image.
+
+        Uses the image's own stain matrix unless ``stain_matrix`` (2, 3) is given (for example the
+        fitted ``self.stain_matrix``). Needs no fit. The result is float64 (16 bytes a pixel): take
+        whole slides tile by tile.
+        """
+        image = check_rgb8(image)
+        rows = self.stain_matrix_of(image) if stain_matrix is None else _stain_rows(stain_matrix, "stain_matrix")
+        conc = self._concentrations(rgb_to_od(image.reshape(-1, 3)), rows)
+        return conc.reshape(image.shape[0], image.shape[1], 2)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def _get_state(self):
+        return {"stain_matrix": self.stain_matrix, "max_concentrations": self.max_concentrations}
+
+    def _set_state(self, state):
+        self._set_target(state["stain_matrix"], state["max_concentrations"], f"{self.name} fitted state")

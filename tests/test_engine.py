@@ -8,7 +8,7 @@ import stainlab
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
 from stainlab.color.od import od_to_rgb, rgb_to_od
 from stainlab.color.stats import weighted_mean_std, weighted_percentile
-from stainlab.transforms.lut import ColorHistogram
+from stainlab.transforms.lut import ColorHistogram, LatticeTable
 from synth import he_image
 
 
@@ -116,6 +116,20 @@ def test_lut_path_close_to_exact_path(bits, bound):
 def test_lut_at_8_bits_equals_exact_path(ihc_image):
     t = stainlab.load("reinhard", lut_bits=8).fit(he_image(seed=8))
     np.testing.assert_array_equal(t(ihc_image), t.transform(ihc_image, exact=True))
+
+
+@pytest.mark.parametrize("bits", [5, 8])
+def test_lattice_table_maps_each_cell_at_its_centre_and_keeps_flagged_cells(bits):
+    img = he_image(seed=6)
+    shift = 8 - bits
+    table = LatticeTable(bits, lambda colors: (np.clip(255 - colors, 0, 255).astype(np.uint8), colors[:, 0] > 200))
+    out = table(img)
+    centre = (img.astype(np.int64) >> shift << shift) + ((1 << shift) - 1) / 2.0
+    want = np.clip(255 - centre, 0, 255).astype(np.uint8)
+    keep = centre[..., 0] > 200
+    want[keep] = img[keep]
+    assert keep.any() and (~keep).any()
+    np.testing.assert_array_equal(out, want)
 
 
 def test_bad_lut_bits_rejected():

@@ -233,6 +233,35 @@ def apply_table(image: np.ndarray, histogram: ColorHistogram, mapped: np.ndarray
     return out
 
 
+class LatticeTable:
+    """A lookup table over every cell of the lattice, each cell evaluated once at its centre colour
+    (``bits = 8``: every colour exactly), applied by the same gather kernel as :func:`apply_table`.
+    It serves where one map must hold for many images, such as every tile of a whole slide.
+
+    ``rows(colors)`` maps float RGB (M, 3) to ``(uint8 (M, 3), bool (M,) keep or None)``, as
+    :meth:`stainlab.transforms.base.PixelTransform.color_table` does."""
+
+    _CHUNK = 1 << 20  # cells evaluated per call of ``rows``
+
+    def __init__(self, bits: int, rows) -> None:
+        self.bits = _check_bits(bits)
+        shift, mask = 8 - self.bits, (1 << self.bits) - 1
+        centre = ((1 << shift) - 1) / 2.0
+        self.table = np.zeros((1 << (3 * self.bits), 4), dtype=np.uint8)
+        for start in range(0, len(self.table), self._CHUNK):
+            cells = np.arange(start, min(start + self._CHUNK, len(self.table)))
+            levels = np.stack([(cells >> (2 * self.bits)) & mask, (cells >> self.bits) & mask, cells & mask], axis=1)
+            mapped, keep = rows((levels << shift) + centre)
+            self.table[cells, :3] = mapped
+            if keep is not None:
+                self.table[cells, 3] = keep
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        out = np.empty_like(image)
+        _gather(image.reshape(-1, 3), 8 - self.bits, self.table, out.reshape(-1, 3))
+        return out
+
+
 def to_uint8(rgb: np.ndarray) -> np.ndarray:
     """Round float RGB to uint8, clipping to [0, 255] and mapping NaN to 0 (never wraps around)."""
     rgb = np.nan_to_num(np.asarray(rgb, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)

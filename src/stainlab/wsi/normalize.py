@@ -39,14 +39,13 @@ from stainlab.wsi.readers import Slide, open_slide
 from stainlab.wsi.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, RowRunner, RowStats, TileGrid,
                                 tissue_fraction)
 from stainlab.transforms.base import PixelTransform, Transform
-from stainlab.transforms.lut import ColorHistogram
+from stainlab.transforms.lut import ColorHistogram, LatticeTable
 
 PYRAMID = "ome.tif"
 PLAIN_FORMATS = ("png", "tif", "jpg")
 PLAIN_MAX_PIXELS = 1 << 28     # a plain image is assembled in memory: up to ~16k x 16k
 SAMPLE_MIN_TISSUE = 0.05       # a sampled tile counts as tissue from 5% tissue pixels
 THUMBNAIL_MAX_SIDE = 4096      # a pyramid level at most this large guides the tissue sampling
-_MAP_CHUNK = 1 << 20           # colours per call when a colour table is filled
 
 
 @dataclass(frozen=True)
@@ -109,30 +108,16 @@ class SlideResult:
 
 class SlideColorMap:
     """A per-pixel transform with its per-image statistics taken from a whole-slide sample, baked into
-    one table over the full colour lattice (``lut_bits`` per channel, each cell at its centre colour;
-    8 bits: every colour exactly). Every tile of the slide then gets the same map, so per-pixel output is
-    independent of the tiling."""
+    one table over the full colour lattice (:class:`~stainlab.transforms.lut.LatticeTable`). Every tile
+    of the slide then gets the same map, so per-pixel output is independent of the tiling."""
 
     def __init__(self, transform: PixelTransform, sample: list[np.ndarray]) -> None:
-        bits = transform.lut_bits
         pixels = np.concatenate([tile.reshape(-1, 3) for tile in sample])[:, None]
-        source = transform.source_of(ColorHistogram.of(pixels, bits))
-        self.shift = 8 - bits
-        levels = (np.arange(1 << bits) << self.shift) + ((1 << self.shift) - 1) / 2.0
-        grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
-        rows = [transform.color_table(grid[i:i + _MAP_CHUNK], source) for i in range(0, len(grid), _MAP_CHUNK)]
-        self.table = np.concatenate([table for table, _ in rows])
-        keep = None if rows[0][1] is None else np.concatenate([k for _, k in rows])
-        self.keep = None if keep is None or not keep.any() else keep
+        source = transform.source_of(ColorHistogram.of(pixels, transform.lut_bits))
+        self.table = LatticeTable(transform.lut_bits, lambda colors: transform.color_table(colors, source))
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
-        bits = 8 - self.shift
-        cells = (tile >> self.shift).astype(np.int64)
-        index = (cells[..., 0] << (2 * bits)) | (cells[..., 1] << bits) | cells[..., 2]
-        out = self.table[index]
-        if self.keep is not None:
-            out = np.where(self.keep[index][..., None], tile, out)
-        return out
+        return self.table(np.ascontiguousarray(tile))
 
 
 def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,

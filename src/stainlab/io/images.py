@@ -12,11 +12,14 @@ file unless asked. :func:`list_images` expands files and folders into a sorted l
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stainlab.errors import InputError
 from stainlab.io.arrays import check_rgb8
@@ -25,21 +28,54 @@ from stainlab.io.atomic import atomic_path
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 WRITE_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG"}
 JPEG_QUALITY = 95
+# Decompression-bomb limit: a small file must not decode into more pixels than this (about 800 MB of RGB).
+# Checked from the header before any decoding, for every decoder and bit depth. Real larger images are
+# read tiled as slides (`stainlab slide`), or the limit is raised for a run with STAINLAB_MAX_PIXELS.
+MAX_PIXELS = 1 << 28
+MAX_PIXELS_VARIABLE = "STAINLAB_MAX_PIXELS"
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_BIT_DEPTH_OFFSET = 24  # signature (8) + IHDR length, type, width, height (16)
 _TWELVE_BIT_MAX = 4095
+_EXIF_ORIENTATION = 274  # the Orientation tag of EXIF and TIFF
+_ORIENTATIONS = {1: "as stored", 2: "mirrored", 3: "rotated 180", 4: "flipped", 5: "transposed",
+                 6: "rotated 90 clockwise", 7: "transversed", 8: "rotated 90 anticlockwise"}
 _PILLOW_CONVERT = {"P": "palette", "PA": "palette", "CMYK": "CMYK", "YCbCr": "YCbCr", "LAB": "LAB",
                    "HSV": "HSV", "RGBX": "RGBX"}
 
 
 # -- reading ------------------------------------------------------------------------------------------
+def max_pixels() -> int:
+    """The decompression-bomb limit in force: :data:`MAX_PIXELS`, or the environment's STAINLAB_MAX_PIXELS."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE)
+    if text is None:
+        return MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"{MAX_PIXELS_VARIABLE}={text!r}: expected a positive whole number of pixels")
+    return value
+
+
+def check_pixels(path, width: int, height: int, limit: int | None = None) -> None:
+    """:class:`InputError` when a ``width x height`` image (from its header) is over the pixel limit."""
+    limit = max_pixels() if limit is None else limit
+    if width * height > limit:
+        raise InputError(f"{path}: {width}x{height} is {width * height:,} pixels, over the limit of {limit:,} "
+                         "for one image; read it tiled with `stainlab slide`, "
+                         f"or raise the limit with {MAX_PIXELS_VARIABLE}=N if it is a real image")
+
+
 def read_image(path) -> tuple[np.ndarray, list[str]]:
     """Read an image file as a uint8 ``HxWx3`` RGB array plus notes on the conversions applied.
 
     Raises :class:`InputError` naming the file for a missing, empty, non-image, truncated or corrupt
-    file and for sample layouts that are not grey, grey + alpha, RGB or RGBA.
+    file, for sample layouts that are not grey, grey + alpha, RGB or RGBA, and for an image whose header
+    asks for more pixels than :func:`max_pixels` (checked before decoding). EXIF / TIFF orientation is
+    applied, with a note.
     """
     path = Path(path)
     head = _check_file(path)
@@ -48,15 +84,13 @@ def read_image(path) -> tuple[np.ndarray, list[str]]:
         if head.startswith(_TIFF_MAGIC):
             samples = _read_tiff(path, notes)
         elif head.startswith(_PNG_MAGIC) and head[_PNG_BIT_DEPTH_OFFSET:_PNG_BIT_DEPTH_OFFSET + 1] == b"\x10":
-            samples = _read_png16(path)
+            samples = _read_png16(path, head)
         else:
             samples = _read_pillow(path, notes)
     except InputError:
         raise
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file (no known image format recognised)") from None
-    except Image.DecompressionBombError as err:
-        raise InputError(f"{path}: too large for a single image ({err}); tile it or read it as a slide") from None
     except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as err:
         raise InputError(f"{path}: truncated or corrupt image ({_reason(err)})") from None
     rgb = _to_rgb(_to_uint8(samples, notes, path), notes, path)
@@ -86,23 +120,47 @@ def _reason(err: Exception) -> str:
 
 def _read_pillow(path: Path, notes: list[str]) -> np.ndarray:
     """Decode with Pillow (full decode, so truncation raises); palette/CMYK/... become RGB(A)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # big histology images are normal
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in _PILLOW_CONVERT:
-                alpha = im.mode == "PA" or "transparency" in im.info
-                notes.append(f"{_PILLOW_CONVERT[im.mode]} image, converted to RGB")
-                im = im.convert("RGBA" if alpha else "RGB")
-            elif im.mode == "1":
-                im = im.convert("L")
-            return np.asarray(im)
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # our own limit, from the header, replaces Pillow's
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                check_pixels(path, *im.size)
+                return _decode_pillow(im, notes)
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
-def _read_png16(path: Path) -> np.ndarray:
+def _decode_pillow(im: Image.Image, notes: list[str]) -> np.ndarray:
+    im.load()
+    orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation in _ORIENTATIONS and orientation != 1:
+        notes.append(f"EXIF orientation {orientation} ({_ORIENTATIONS[orientation]}) applied")
+        im = ImageOps.exif_transpose(im)
+    if im.mode in _PILLOW_CONVERT:
+        alpha = im.mode == "PA" or "transparency" in im.info
+        notes.append(f"{_PILLOW_CONVERT[im.mode]} image, converted to RGB")
+        im = im.convert("RGBA" if alpha else "RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
+    return np.asarray(im)
+
+
+def _orient(samples: np.ndarray, orientation: int) -> np.ndarray:
+    """Samples as displayed under a TIFF/EXIF orientation (2-8), as Pillow's ``exif_transpose`` does."""
+    swapped = np.swapaxes(samples, 0, 1)
+    return np.ascontiguousarray({2: samples[:, ::-1], 3: samples[::-1, ::-1], 4: samples[::-1],
+                                 5: swapped, 6: np.rot90(samples, -1), 7: swapped[::-1, ::-1],
+                                 8: np.rot90(samples, 1)}[orientation])
+
+
+def _read_png16(path: Path, head: bytes) -> np.ndarray:
     """16-bit PNG samples (Pillow keeps only the high byte of 16-bit colour PNGs, without saying so)."""
     import imagecodecs
 
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")  # IHDR
+    check_pixels(path, width, height)
     try:
         return imagecodecs.png_decode(path.read_bytes())
     except imagecodecs.PngError as err:
@@ -113,12 +171,17 @@ def _read_tiff(path: Path, notes: list[str]) -> np.ndarray:
     """First page of a TIFF (level 0 of a pyramid) as ``HxW`` or ``HxWxS`` samples."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
+        check_pixels(path, page.imagewidth, page.imagelength)
         photometric = tifffile.PHOTOMETRIC(page.photometric)
         samples = page.asarray()
         if page.axes.startswith("S"):  # planar configuration: samples first
             samples = np.moveaxis(samples, 0, -1)
+        orientation = page.tags.valueof(_EXIF_ORIENTATION, 1)
+        if orientation in _ORIENTATIONS and orientation != 1:
+            notes.append(f"TIFF orientation {orientation} ({_ORIENTATIONS[orientation]}) applied")
+            samples = _orient(samples, orientation)
         if photometric == tifffile.PHOTOMETRIC.SEPARATED:  # CMYK: Pillow converts it
             return _read_pillow(path, notes)
         if photometric == tifffile.PHOTOMETRIC.PALETTE:
@@ -134,6 +197,18 @@ def _read_tiff(path: Path, notes: list[str]) -> np.ndarray:
         if len(tif.pages) > 1:
             notes.append(f"{len(tif.pages)} pages, read the first")
     return samples
+
+
+@contextlib.contextmanager
+def _quiet_tifffile():
+    """tifffile logs what it finds odd in a file over several lines; a bad file is one error here."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _to_uint8(samples: np.ndarray, notes: list[str], path: Path) -> np.ndarray:

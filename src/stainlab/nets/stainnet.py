@@ -1,6 +1,6 @@
 """StainNet: stain normalization by a stack of 1x1 convolutions (Kang, Luo, Feng, Zeng, Quan, Hu & Liu,
 "StainNet: a fast and robust stain normalization network", Frontiers in Medicine 2021; the student
-network compared in paper 000, Cho et al., Sec. II and Table I).
+network compared in paper 000, Lee, Kuo & Peng, Sec. II and Table I).
 
 Every layer is a 1x1 convolution, so the network is a function of one pixel's colour alone:
 ``h_1 = relu(W_1 x + b_1)``, ..., ``y = W_L h_{L-1} + b_L`` with ``x`` the RGB value scaled to [-1, 1]

@@ -24,7 +24,6 @@ Run from the repository root in the benchmark environment (see ``benchmarks/READ
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import importlib.metadata
 import io
@@ -50,6 +49,9 @@ from stainlab.color.stains import angle_degrees
 from stainlab.color.stats import weighted_percentile
 from stainlab.io.atomic import atomic_write_text
 from stainlab.transforms import PixelTransform, create
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "_work"
@@ -352,14 +354,6 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def git_state() -> dict[str, Any]:
-    def git(*args):
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
-    with contextlib.suppress(OSError):
-        return {"commit": git("rev-parse", "HEAD"), "src_uncommitted_changes": bool(git("status", "--porcelain", "--", "src"))}
-    return {}
-
-
 def machine() -> dict[str, Any]:
     import numba
     import torch
@@ -490,7 +484,7 @@ def run(args) -> dict[str, Any]:
     results: dict[str, Any] = {
         "benchmark": "classical", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]), "quick": args.quick, "repeats": args.repeats,
-        "machine": machine(), "versions": versions(), "stainlab_git": git_state(),
+        "machine": machine(), "versions": versions(), "provenance": provenance(),
         "image": {"source": image_origin, "shape": list(image.shape), "mpix": mpix(image)},
         "reference": {"source": reference_origin, "shape": list(reference.shape), "mpix": mpix(reference)},
         "load_average_1_5_15_at_start": list(os.getloadavg()),
@@ -602,6 +596,7 @@ def main(argv=None) -> int:
     results = run(args)
     results["wall_s"] = time.perf_counter() - start
     results["other_processes_cpu_share"] = other_cpu_share(cpu_before, cpu_seconds(), results["wall_s"])
+    results["provenance"] = provenance(results["provenance"])
     atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
     print(report(results))
     print(f"\nwrote {args.out} in {results['wall_s']:.0f} s")

@@ -51,6 +51,7 @@ from stainlab.training import TrainingData, train
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from classical import load_slide  # noqa: E402  (benchmarks share the slide loader)
+from provenance import provenance  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
 
 TRUTH = Staining(stains=MACENKO_REFERENCE_HE, name="macenko-reference-he")
 TILE, PATCH, TRAIN_FRACTION = 256, 512, 0.6
@@ -245,6 +246,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     preset, work = PRESETS[args.preset], args.work / args.preset
+    started = provenance()
     torch.manual_seed(0)
     data = tissue(preset, work / "data")
     started = time.perf_counter()
@@ -252,6 +254,7 @@ def main() -> None:
     train_seconds = {folder.name: _run_seconds(folder) for folder in sorted({p.parent for p in models.values()})}
     summary = {
         "command": " ".join(["python benchmarks/learned.py", *sys.argv[1:]]), "preset": args.preset,
+        "settings": preset,
         "tissue": data["origin"], "train_tiles": data["train_tiles"],
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
                    f"{torch.__version__} ({torch.get_num_threads()} threads), stainlab {stainlab.__version__}",
@@ -262,6 +265,7 @@ def main() -> None:
         "throughput_tiles": preset["throughput_tiles"],
         "throughput": throughput(models, data["test"], preset["throughput_tiles"]),
     }
+    summary["provenance"] = provenance(started)
     name = "learned" if args.preset == "small" else f"learned-{args.preset}"
     atomic_write_text(args.out / f"{name}.json", json.dumps(summary, indent=1))
     atomic_write_text(args.out / f"{name}.md", markdown(summary))

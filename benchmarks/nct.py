@@ -41,6 +41,9 @@ from stainlab.io.images import read_image
 from stainlab.metrics import channel_wasserstein
 from stainlab.nct import Timings
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 PAIR = (SHARED / "he_source_rgba.png", SHARED / "he_target_rgba.png")
@@ -199,6 +202,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    started = provenance()
     summary = {"command": " ".join(["python benchmarks/nct.py", *sys.argv[1:]]),
                "features": "random (seeded random VGG19 weights; ImageNet weights absent, no downloads)",
                "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
@@ -208,6 +212,7 @@ def main() -> None:
         summary["quality"] = quality(args.presets, args.work, args.seed)
         summary["real_pair"] = real_pair()
     summary["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    summary["provenance"] = provenance(started)
     atomic_write_text(args.out / "nct.json", json.dumps(summary, indent=1))
     text = markdown(summary)
     atomic_write_text(args.out / "nct.md", text)

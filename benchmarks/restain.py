@@ -31,6 +31,9 @@ from stainlab.io.atomic import atomic_write_text
 from stainlab.io.images import read_image
 from stainlab.metrics import channel_wasserstein
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 PRESETS = ("long-he", "understained", "scanner-led", "stain-rotation", "faded")
@@ -108,8 +111,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=HERE / "_work" / "restain")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
+    started = provenance()
     summary = run(args.presets, args.methods, args.work, args.seed)
     summary["real_pair_wasserstein_lab"] = real_pair(args.methods)
+    summary["provenance"] = provenance(started)
     atomic_write_text(args.out / "restain.json", json.dumps(summary, indent=1))
     tables = (f"# Classical methods vs exact ground truth on re-stained real tissue\n\n"
               f"`{summary['command']}`: {summary['tiles']} tiles of {summary['tissue']} "

@@ -37,6 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
+
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "_work"
 SLIDES = WORK / "slides"
@@ -264,6 +267,7 @@ def main() -> None:
         return
     from stainlab.wsi.readers import open_slide
 
+    started = provenance()
     cmu = cmu_slide()
     with open_slide(cmu) as slide:
         tissue = slide.read(0, 0, 0, slide.levels[0].height, slide.levels[0].width)
@@ -283,6 +287,7 @@ def main() -> None:
         record = in_child(case)
         print(json.dumps(record), flush=True)
         results["cases"].append(record)
+    results["provenance"] = provenance(started)
     target = WORK / "slides-quick.json" if args.quick else RESULTS / "slides.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(results, indent=1))

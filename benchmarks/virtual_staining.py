@@ -47,6 +47,7 @@ from stainlab.training.recipes.comparator import load_classifier
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 sys.path.insert(0, str(HERE))
+from provenance import provenance  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
 
 # tile: simulated image side; crop: training crop; *_steps: optimisation steps per recipe
 PRESETS = {
@@ -237,8 +238,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=HERE / "_work" / "virtual_staining")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
+    started = provenance()
     summary = run(args.preset, args.seed, args.device, args.work / args.preset, args.data)
     summary["ordering"] = {k: bool(v) for k, v in ordering(summary).items()}
+    summary["provenance"] = provenance(started)
     atomic_write_text(args.out / "virtual_staining.json", json.dumps(summary, indent=1, default=str))
     text = markdown(summary)
     atomic_write_text(args.out / "virtual_staining.md", text)

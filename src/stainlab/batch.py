@@ -10,28 +10,36 @@
   from the same input by the same producer is a true repeat and is skipped, so running a command again
   resumes it; one made by anything else is refused with the name of what made it (``overwrite``
   replaces it). Entries are written before the work starts and outputs are written atomically, so
-  after a crash every output present is complete and accounted for. Files the record lists are never
-  taken as inputs, so an output folder inside an input folder is not read back.
+  after a crash every output present is complete and accounted for; the hidden partial files a killed
+  run left are removed. Files the record lists are never taken as inputs, so an output folder inside
+  an input folder is not read back.
 * **run** (:func:`run_files`): image files one after another, or in a pool of processes that each
   receive the fitted transform once. One bad file never stops the others: its :class:`Outcome` carries
-  a one-line reason. Slides run through :mod:`stainlab.wsi.cohort` and report the same outcomes.
+  a one-line reason, and a worker killed for memory costs only the file it held (tried once more in a
+  fresh worker). Slides run through :mod:`stainlab.wsi.cohort` and report the same outcomes.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import glob
 import json
 import multiprocessing
-import os
+import pickle
+import signal
+import sys
 import traceback
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from stainlab.errors import InputError, StainlabError
 from stainlab.io.atomic import atomic_write_text
 from stainlab.io.images import read_image, write_image
+from stainlab.threads import free_cores, limit_threads
 from stainlab.transforms.base import Transform
 
 RECORD = ".stainlab-outputs.json"
@@ -163,7 +171,17 @@ def plan(sources: list[Path], out_dir, output_name: Callable[[Path], str], produ
         raise InputError(f"{job.output}: {made_by}, not by this run's {producer.description}{more}; "
                          "choose another output folder, or --overwrite to replace them")
     record.claim(todo, producer)
+    for job in todo:
+        remove_partials(job.output)
     return Plan(todo, skipped, record)
+
+
+def remove_partials(output: Path) -> None:
+    """Delete the hidden partial files a killed run left beside ``output`` (see :mod:`stainlab.io.atomic`)."""
+    if output.parent.is_dir():
+        for partial in output.parent.glob(f".{glob.escape(output.name)}.*.part*"):
+            with contextlib.suppress(OSError):
+                partial.unlink()
 
 
 # -- running image files -----------------------------------------------------------------------------------
@@ -183,42 +201,102 @@ def transform_file(transform: Transform, job: Job, overwrite: bool = True) -> Ou
     return outcome
 
 
-_WORKER_TRANSFORM: Transform | None = None
-
-
-def _init_worker(transform_dict: dict, threads: int) -> None:
-    """Process-pool initializer: rebuild the fitted transform once per worker."""
-    import numba
-
-    from stainlab.transforms.registry import from_dict
-
-    global _WORKER_TRANSFORM
-    _WORKER_TRANSFORM = from_dict(transform_dict)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-
-
-def _transform_in_worker(job: Job) -> Outcome:
-    return transform_file(_WORKER_TRANSFORM, job)
-
-
-def run_files(transform: Transform, jobs: list[Job], workers: int = 1) -> Iterator[Outcome]:
-    """One :class:`Outcome` per job, in completion order; ``workers > 1`` uses a process pool that
-    receives the fitted transform once (as its dict) per worker."""
+def run_files(transform: Transform, jobs: list[Job], workers: int = 1, retries: int = 1,
+              threads: int | None = None) -> Iterator[Outcome]:
+    """One :class:`Outcome` per job, in completion order. ``workers > 1`` runs the files in that many
+    processes (:class:`WorkerPool`) sharing ``threads`` threads (default: the free cores): a worker that
+    dies (killed for memory) fails only the file it held, which is tried again ``retries`` times in a
+    fresh worker before it is reported."""
     if workers == 1 or len(jobs) < 2:
         for job in jobs:
             yield transform_file(transform, job)
         return
     workers = min(workers, len(jobs))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(transform.to_dict(), threads))
-    try:
-        futures = {pool.submit(_transform_in_worker, job): job for job in jobs}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except Exception as err:  # a worker died (out of memory, killed...)
-                job = futures[future]
-                yield Outcome(job, error=f"{job.source}: worker process failed ({type(err).__name__}: {err})")
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    yield from WorkerPool(transform, workers, max(1, (threads or free_cores()) // workers)).run(jobs, retries)
+
+
+class WorkerPool:
+    """Processes that each receive the transform once (pickled) and then one job at a time over a pipe.
+
+    Unlike a ``concurrent.futures`` pool, the death of one worker breaks nothing else: the pipe of the
+    dead worker reads as closed, its job is queued again (or reported after ``retries``), a fresh worker
+    takes its place, and the others go on. Workers end with their parent, even when it is killed
+    (``PR_SET_PDEATHSIG`` on Linux, and a closed pipe everywhere)."""
+
+    def __init__(self, transform: Transform, workers: int, threads: int = 1) -> None:
+        self.payload, self.workers, self.threads = pickle.dumps(transform), workers, threads
+        self.context = multiprocessing.get_context("spawn")
+
+    def _start(self):
+        mine, theirs = self.context.Pipe()
+        process = self.context.Process(target=_serve, args=(theirs, self.payload, self.threads), daemon=True)
+        process.start()
+        theirs.close()
+        return mine, process
+
+    def run(self, jobs: list[Job], retries: int = 1) -> Iterator[Outcome]:
+        pending, tries = collections.deque(jobs), collections.Counter()
+        busy: dict = {}  # pipe -> (process, job)
+        try:
+            while pending or busy:
+                while pending and len(busy) < self.workers:
+                    pipe, process = self._start()
+                    job = pending.popleft()
+                    pipe.send(job)
+                    busy[pipe] = (process, job)
+                for pipe in wait(list(busy)):
+                    process, job = busy.pop(pipe)
+                    try:
+                        outcome = pipe.recv()
+                    except (EOFError, OSError):  # the worker died holding this job
+                        process.join()
+                        pipe.close()
+                        tries[job] += 1
+                        if tries[job] <= retries:
+                            pending.appendleft(job)
+                        else:
+                            yield Outcome(job, error=f"{job.source}: the worker process died on it "
+                                                     f"{tries[job]} times ({_exit_reason(process.exitcode)})")
+                        continue
+                    yield outcome
+                    if pending:
+                        next_job = pending.popleft()
+                        pipe.send(next_job)
+                        busy[pipe] = (process, next_job)
+                    else:
+                        pipe.close()  # the worker sees the closed pipe and exits
+                        process.join()
+        finally:
+            for pipe, (process, _) in busy.items():
+                process.kill()
+                process.join()
+                pipe.close()
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return f"killed by {name}" + (", probably out of memory" if name == "SIGKILL" else "")
+    return f"exit status {code}"
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (no effect elsewhere)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+
+def _serve(pipe, payload: bytes, threads: int) -> None:
+    """A worker: unpickle the transform once, then transform each job received until the pipe closes."""
+    _die_with_parent()
+    limit_threads(threads)
+    transform = pickle.loads(payload)
+    while True:
+        try:
+            job = pipe.recv()
+        except (EOFError, OSError):
+            return
+        pipe.send(transform_file(transform, job))

@@ -19,6 +19,7 @@ from stainlab import __version__
 from stainlab.batch import describe_error
 from stainlab.cli import data, demo, evaluate, fit, messages, methods, normalize, slide, train
 from stainlab.cli.args import common_options
+from stainlab.threads import free_cores, limit_threads
 
 COMMANDS = (methods, fit, normalize, slide, evaluate, train, data, demo)
 
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
         return int(done.code or 0)
     debug = getattr(args, "debug", False)
     args.debug = debug
+    args.threads = limit_threads(getattr(args, "threads", None) or free_cores())
     messages.level = (messages.QUIET if getattr(args, "quiet", False)
                       else messages.VERBOSE if getattr(args, "verbose", False) else messages.NORMAL)
     try:

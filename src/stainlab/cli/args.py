@@ -47,6 +47,8 @@ def common_options() -> argparse.ArgumentParser:
                           help="print errors only: no progress bar, warnings or summary")
     loudness.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                           help="print every per-file note instead of one line per kind")
+    common.add_argument("--threads", type=positive_int, default=argparse.SUPPRESS, metavar="N",
+                        help="compute threads in all (default: the cores not already busy)")
     return common
 
 

@@ -26,7 +26,8 @@ def run(args) -> int:
     messages.skipped(args.out, plan.skipped, "inputs")
     start = time.perf_counter()
     with messages.progress_bar(len(plan.jobs), "image") as bar:
-        failed = messages.report(batch.run_files(transform, plan.jobs, args.workers), args.debug, bar)
+        outcomes = batch.run_files(transform, plan.jobs, args.workers, threads=args.threads)
+        failed = messages.report(outcomes, args.debug, bar)
     messages.result(f"normalized {len(plan.jobs) - len(failed)} of {len(plan.jobs) + len(plan.skipped)} images "
                     f"with {transform.name} into {args.out} in {time.perf_counter() - start:.1f} s "
                     f"({len(plan.skipped)} skipped, {len(failed)} failed)")

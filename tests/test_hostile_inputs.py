@@ -3,6 +3,7 @@ clear line naming the file, in bounded time and memory, or in a warning and a co
 
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +81,22 @@ def _with_exif(folder, image, orientation):
     exif[274] = orientation
     Image.fromarray(image).save(folder / "o.png", exif=exif.tobytes())
     return folder / "o.png"
+
+
+def test_weight_files_with_pickled_objects_or_cut_short_get_one_plain_line(tmp_path):
+    import torch
+
+    from stainlab.nets.weights import _read_state_dict
+
+    torch.save({"w": torch.zeros(2), "code": Path("not a tensor")}, tmp_path / "pickled.pth")
+    with pytest.raises(InputError) as err:
+        _read_state_dict(tmp_path / "pickled.pth")
+    message = str(err.value)
+    assert message == (f"weight file {tmp_path / 'pickled.pth'}: holds pickled Python objects besides tensors; "
+                       "stainlab reads plain state dicts only, so that no code from the file runs")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "pickled.pth").read_bytes()[:60])
+    with pytest.raises(InputError) as err:
+        _read_state_dict(tmp_path / "cut.pth")
+    message = str(err.value)
+    assert message.startswith(f"weight file {tmp_path / 'cut.pth'} could not be read as a PyTorch state dict (")
+    assert "\n" not in message and "trust" not in message

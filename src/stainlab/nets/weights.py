@@ -9,6 +9,7 @@ neither place, :class:`WeightsNotFoundError` names the file and the public addre
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 from stainlab.errors import InputError
@@ -48,8 +49,12 @@ def _read_state_dict(path: Path) -> dict:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise InputError(f"weight file {path} could not be read as a PyTorch state dict: {exc}") from exc
+    except pickle.UnpicklingError:  # torch's own text advises unpickling it anyway: not for untrusted files
+        raise InputError(f"weight file {path}: holds pickled Python objects besides tensors; stainlab reads "
+                         "plain state dicts only, so that no code from the file runs") from None
+    except Exception as exc:  # a truncated or foreign file: say which one, in one line
+        reason = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"weight file {path} could not be read as a PyTorch state dict ({reason})") from None
     if not isinstance(state, dict):
         raise InputError(f"weight file {path} holds a {type(state).__name__}, not a state dict")
     return state

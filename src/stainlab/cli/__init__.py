@@ -52,10 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    messages.warn(str(message))
-
-
 def main(argv=None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
@@ -68,9 +64,10 @@ def main(argv=None) -> int:
     args.threads = limit_threads(getattr(args, "threads", None) or free_cores())
     messages.level = (messages.QUIET if getattr(args, "quiet", False)
                       else messages.VERBOSE if getattr(args, "verbose", False) else messages.NORMAL)
+    notes = messages.Notes()  # library warnings read as stainlab's one-line warnings, each kind once
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _show_warning  # library warnings read as stainlab's one-line warnings
+            warnings.showwarning = lambda message, *_, **__: notes.add_message(str(message))
             return args.run(args)
     except KeyboardInterrupt:
         messages.error("interrupted; run the same command again to resume (finished outputs are kept)")
@@ -81,6 +78,7 @@ def main(argv=None) -> int:
             traceback.print_exc()
         return 1
     finally:
+        notes.summary()
         messages.level = messages.NORMAL
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
+from pathlib import Path
 
 PROG = "stainlab"
 PROGRESS_MIN_ITEMS = 4  # a progress bar for more than a few items
@@ -73,7 +74,15 @@ class Notes:
         kind = re.sub(r"\d+(\.\d+)?", "#", note)  # the same note with other numbers is the same kind
         self.counts[kind] += 1
         if self.counts[kind] == 1 or level >= VERBOSE:
-            warn(f"{path}: {note}")
+            warn(note if path is None else f"{path}: {note}")
+
+    def add_message(self, message: str) -> None:
+        """A library warning: ``PATH: note`` when it starts with an existing file's path, else a note."""
+        head, sep, rest = message.partition(": ")
+        if sep and Path(head).exists():
+            self.add(head, rest)
+        else:
+            self.add(None, message)
 
     def summary(self) -> None:
         """One line per kind of note that recurred: how many more files had it."""

@@ -55,3 +55,53 @@ def test_evaluate_recognises_the_hev_layout(tmp_path, capsys):
     assert results["paired"] is False and results["metrics"] == ["wasserstein"]
     rows = {r["method"]: r for r in results["table"]}
     assert rows["reinhard"]["wasserstein"] < rows["unnormalized"]["wasserstein"]
+
+
+def _bench(root):
+    """Three pairs: A/ over-stained, B/ the same tissue as the truth."""
+    for folder, scale in (("A", (1.5, 1.3)), ("B", (1.0, 1.0))):
+        (root / folder).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(he_image((80, 80), seed=50 + i, scale=scale)).save(root / folder / f"t{i}.png")
+    return root
+
+
+def test_evaluate_takes_method_parameters_and_fitted_files(tmp_path, capsys):
+    bench, report = _bench(tmp_path / "bench"), tmp_path / "report"
+    fitted = tmp_path / "fitted" / "reinhard.json"
+    assert main(["fit", "-m", "reinhard", "-r", str(bench / "A" / "t2.png"), "-o", str(fitted)]) == 0
+    methods = ["--methods", f"reinhard,masked=reinhard,{fitted}"]
+    assert main(["evaluate", *methods, "--param", "masked.mask=true", "--data", str(bench), "-o", str(report)]) == 0
+    results = json.loads((report / "results.json").read_text())
+    assert results["methods"] == {"reinhard": {"spec": "reinhard", "params": {}},
+                                  "masked": {"spec": "reinhard", "params": {"mask": True}},
+                                  "reinhard.json": {"spec": str(fitted), "params": {}}}
+    rows = {r["method"]: r for r in results["table"]}
+    assert rows["masked"]["ciede2000"] != rows["reinhard"]["ciede2000"] != rows["reinhard.json"]["ciede2000"]
+    capsys.readouterr()
+
+    bad = {"masked.nope=1": "masked.nope=1: reinhard has no parameter nope (its parameters: mask, lut_bits)",
+           "other.mask=true": "other.mask=True: no method labelled 'other' (methods: reinhard, masked, reinhard.json)",
+           "reinhard.json.mask=true": "fitted/reinhard.json: parameters are stored in the file"}
+    for param, message in bad.items():
+        assert main(["evaluate", *methods, "--param", param, "--data", str(bench), "-o", str(tmp_path / "r2")]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()  # refused before any work
+    assert main(["evaluate", "--param", "mask=true", "--data", str(bench), "-o", str(tmp_path / "r2")]) == 2
+    assert "expected METHOD.KEY=VALUE, e.g. macenko.alpha=2" in capsys.readouterr().err
+
+
+def test_a_rerun_with_fewer_methods_shows_only_those(tmp_path):
+    bench, report = _bench(tmp_path / "bench"), tmp_path / "report"
+    assert main(["evaluate", "--methods", "reinhard,grayscale", "--data", str(bench), "-o", str(report)]) == 0
+    assert (report / "outputs" / "grayscale").is_dir()
+    assert main(["evaluate", "--methods", "reinhard", "--data", str(bench), "-o", str(report)]) == 0
+    assert "grayscale" not in (report / "report.html").read_text() + (report / "results.csv").read_text()
+    assert not (report / "outputs" / "grayscale").exists() and not (report / "runs" / "grayscale.json").exists()
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_report(tmp_path, capsys):
+    (tmp_path / "thesis.docx").write_text("months of work")
+    assert main(["evaluate", "--methods", "reinhard", "--data", "understained", "-o", str(tmp_path)]) == 1
+    assert "not a stainlab report folder (it holds thesis.docx)" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis.docx"]  # no preset rendered into it either

@@ -113,3 +113,114 @@ def test_a_labelled_method_is_rescored_when_its_file_changes(paired, tmp_path):
     changed = rows(Harness(paired, tmp_path / "report", progress=False).evaluate({"mine": str(saved)}))["mine"]
     assert changed["ciede2000"] < 0.5 * first["ciede2000"]
     assert (tmp_path / "report" / "outputs" / "mine").is_dir()
+
+
+def test_parameters_change_the_scores_and_invalidate_the_saved_run(paired, tmp_path, monkeypatch):
+    from stainlab.evaluate.harness import labelled
+
+    out = tmp_path / "report"
+    plain = rows(Harness(paired, out, progress=False).evaluate(["reinhard"]))["reinhard"]
+    methods = labelled(["reinhard", "masked=reinhard"])  # one method twice, under two labels
+    results = Harness(paired, out, progress=False).evaluate(methods, {"masked": {"mask": True}})
+    table = rows(results)
+    assert table["reinhard"]["ciede2000"] == plain["ciede2000"]  # the unchanged method is reused
+    assert table["masked"]["ciede2000"] < table["reinhard"]["ciede2000"] - 0.2  # the parameter reached it
+    assert results["methods"]["masked"] == {"spec": "reinhard", "params": {"mask": True}}
+    saved = json.loads((out / "runs" / "masked.json").read_text())
+    assert saved["identity"]["params"] == {"mask": True}
+
+    # The same label with another parameter is scored again, not taken from the saved run.
+    loads = []
+    real_load = harness_module.load
+    monkeypatch.setattr(harness_module, "load", lambda spec, **kw: loads.append(kw) or real_load(spec, **kw))
+    again = rows(Harness(paired, out, progress=False).evaluate(["reinhard"], {"reinhard": {"mask": True}}))
+    assert again["reinhard"]["ciede2000"] == pytest.approx(table["masked"]["ciede2000"])
+    assert loads == [{"mask": True}, {"mask": True}]  # checked, then fitted: the saved run was stale
+    loads.clear()
+    Harness(paired, out, progress=False).evaluate(["reinhard"], {"reinhard": {"mask": True}})
+    assert loads == [{"mask": True}]  # checked only: the same parameters reuse the saved run
+
+
+def test_bad_parameters_stop_the_run_before_any_work(paired, tmp_path):
+    with pytest.raises(InputError, match=r"reinhard\.nope=1: reinhard has no parameter nope \(its parameters: mask"):
+        Harness(paired, tmp_path, progress=False).evaluate(["reinhard"], {"reinhard": {"nope": 1}})
+    with pytest.raises(InputError, match=r"macenko\.alpha=2: no method labelled 'macenko' \(methods: reinhard\)"):
+        Harness(paired, tmp_path, progress=False).evaluate(["reinhard"], {"macenko": {"alpha": 2}})
+    with pytest.raises(InputError, match="the report's own 'truth' column"):
+        Harness(paired, tmp_path, progress=False).evaluate({"truth": "reinhard"})
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / "runs").exists()
+
+
+def test_labels_are_short_and_unambiguous():
+    from stainlab.evaluate.harness import labelled
+
+    assert labelled(["macenko", "fitted/vahadane.json", "unet:runs/a/student.safetensors", "mine=reinhard"]) == {
+        "macenko": "macenko", "vahadane.json": "fitted/vahadane.json",
+        "unet:student": "unet:runs/a/student.safetensors", "mine": "reinhard"}
+    # two short labels that would read the same keep their whole specs
+    assert list(labelled(["unet:a/student.safetensors", "unet:b/student.safetensors"])) == [
+        "unet:a/student.safetensors", "unet:b/student.safetensors"]
+    with pytest.raises(InputError, match="given twice"):
+        labelled(["macenko", "macenko"])
+    with pytest.raises(InputError, match="neither part empty"):
+        labelled(["=macenko"])
+
+
+def test_a_fitted_file_is_scored_with_its_own_target(paired, tmp_path):
+    import stainlab
+
+    off_target = tmp_path / "fitted" / "reinhard.json"
+    off_target.parent.mkdir()
+    stainlab.load("reinhard").fit(paired.read(2)[0]).save(off_target)  # fitted on a source, not the truth
+    table = rows(Harness(paired, tmp_path / "report", progress=False).evaluate(["reinhard", str(off_target)]))
+    saved = stainlab.load(off_target)
+    as_saved = np.mean([metrics.ciede2000(saved(a), b) for a, b in map(paired.read, range(1, 5))])
+    assert table["reinhard.json"]["ciede2000"] == pytest.approx(as_saved)  # not refitted to the reference
+    assert table["reinhard.json"]["ciede2000"] > table["reinhard"]["ciede2000"] + 0.5
+
+
+def test_a_rerun_with_fewer_methods_leaves_no_stale_files(paired, tmp_path):
+    from stainlab.evaluate import folder
+
+    first = write_report(Harness(paired, tmp_path, progress=False).evaluate(["reinhard", "grayscale", "histogram"]),
+                         tmp_path)
+    wide = Image.open(first["montage"]).size[0]
+    assert (tmp_path / "runs" / "histogram.json").is_file() and (tmp_path / "outputs" / "histogram").is_dir()
+    files = write_report(Harness(paired, tmp_path, progress=False).evaluate(["reinhard", "grayscale"]), tmp_path)
+    for name in ("json", "csv", "markdown", "html"):
+        assert "histogram" not in files[name].read_text(), name
+    assert not (tmp_path / "runs" / "histogram.json").exists() and not (tmp_path / "outputs" / "histogram").exists()
+    assert Image.open(files["montage"]).size[0] < wide  # one column fewer
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["grayscale.json", "reinhard.json",
+                                                                     "unnormalized.json"]
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["grayscale", "reinhard", "source", "truth"]
+    assert {p.name for p in tmp_path.iterdir()} <= set(folder.ENTRIES)
+
+    # A method that fails adds no column; the montage shows the inputs alone.
+    narrow = Image.open(files["montage"]).size[0]
+    files = write_report(Harness(paired, tmp_path, progress=False).evaluate(["nonsense"]), tmp_path)
+    assert Image.open(files["montage"]).size[0] < narrow and not (tmp_path / "outputs" / "reinhard").exists()
+
+
+def test_a_folder_that_is_not_a_report_is_refused_untouched(paired, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"not a stainlab report folder \(it holds notes.txt\)"):
+        Harness(paired, tmp_path, progress=False)
+    unmarked = tmp_path / "project"
+    (unmarked / "outputs" / "figures").mkdir(parents=True)
+    with pytest.raises(InputError, match="no .stainlab-report.json"):
+        Harness(paired, unmarked, progress=False)
+    (tmp_path / "study" / "data").mkdir(parents=True)  # the user's data, not a preset rendered for a report
+    with pytest.raises(InputError, match=r"\(it holds data\)"):
+        Harness(paired, tmp_path / "study", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "project", "study"]
+    assert list((unmarked / "outputs").iterdir()) == [unmarked / "outputs" / "figures"]
+
+
+def test_a_report_from_before_the_mark_is_still_used(paired, tmp_path):
+    from stainlab.evaluate import folder
+
+    Harness(paired, tmp_path, progress=False).evaluate(["reinhard"])
+    (tmp_path / folder.MARK).unlink()
+    results = Harness(paired, tmp_path, progress=False).evaluate(["reinhard"])
+    assert rows(results)["reinhard"]["images"] == 4 and (tmp_path / folder.MARK).is_file()

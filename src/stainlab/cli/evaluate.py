@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from stainlab.cli import messages
-from stainlab.cli.args import subcommand
+from stainlab.cli.args import key_value, subcommand
 from stainlab.transforms import registry
 
 
+def method_param(text: str) -> tuple[str, str, object]:
+    """``METHOD.KEY=VALUE`` as ``(method label, parameter name, parsed value)``."""
+    key, value = key_value(text)
+    label, dot, name = key.rpartition(".")
+    if not dot or not label or not name:
+        raise argparse.ArgumentTypeError(f"expected METHOD.KEY=VALUE, e.g. macenko.alpha=2, got {text!r}")
+    return label, name, value
+
+
 def run(args) -> int:
-    from stainlab.evaluate import Harness, markdown_table, write_report
+    from stainlab.evaluate import Harness, folder, markdown_table, write_report
     from stainlab.evaluate.datasets import evaluation_data
+    from stainlab.evaluate.harness import check_methods, labelled
     from stainlab.io.images import read_image
 
     out = Path(args.out)
+    methods = labelled(args.methods.split(",") if args.methods else registry.normalizers())
+    params: dict[str, dict] = {}
+    for label, name, value in args.param:
+        params.setdefault(label, {})[name] = value
+    check_methods(methods, params)
+    folder.check(out)  # before a preset is rendered into it
     data = evaluation_data(args.data, args.source, args.seed, out, args.unpaired)
     reference = None
     if args.reference:
         reference, notes = read_image(args.reference)
         for note in notes:
             messages.warn(f"{args.reference}: {note}")
-    methods = args.methods.split(",") if args.methods else registry.normalizers()
     metric_names = args.metrics.split(",") if args.metrics else None
     semantic = None
     if args.classifier:
@@ -30,8 +46,9 @@ def run(args) -> int:
 
         semantic = SemanticScorer.from_classifier(args.classifier, data)
     harness = Harness(data, out, reference, metric_names, semantic=semantic,
+                      reference_source=args.reference or "given",  # else the harness names its default
                       progress=sys.stderr.isatty() and messages.level > messages.QUIET)
-    results = harness.evaluate(methods)
+    results = harness.evaluate(methods, params)
     files = write_report(results, out)
     if messages.level > messages.QUIET:
         print(markdown_table(results), end="")
@@ -49,13 +66,25 @@ def add(sub, common) -> None:
         "the truth (PSNR, SSIM, CIEDE2000, MAE), with the unnormalized inputs as the baseline. DATA is\n"
         "such a folder, or a simulator preset rendered from --source (scikit-image's IHC image by\n"
         "default). The reference is -r, or the ground truth of the first pair (then not scored).\n"
-        "Writes results.json/.csv/.md and report.html with a montage and charts; re-running resumes.",
+        "Writes results.json/.csv/.md and report.html (ranked by the first metric, with the reference,\n"
+        "a montage and charts). Re-running into the same folder resumes: a method is scored again only\n"
+        "when its spec, parameters, files, the reference or the metrics changed; methods no longer asked\n"
+        "for leave the report. REPORT_DIR must be new, empty or an earlier report.",
         "examples:\n  stainlab evaluate --data long-he -o report/\n"
         "  stainlab evaluate --methods reinhard,macenko --data bench/ -r ref.png -o report/\n"
+        "  stainlab evaluate --methods macenko,strong=macenko --param strong.alpha=5 --data bench/ -o report/\n"
+        "  stainlab evaluate --methods macenko,fitted/vahadane.json,unet:runs/u/student.safetensors \\\n"
+        "      --data bench/ -o report/   # labels: macenko, vahadane.json, unet:student\n"
         "  stainlab evaluate --data understained --source tiles/ --seed 3 -o report/", common)
     parser.add_argument("--data", required=True, metavar="DIR_OR_PRESET",
                         help="paired folder (A/, B/) or a simulator preset name")
-    parser.add_argument("--methods", metavar="M1,M2", help="methods to score (default: every normalizer)")
+    parser.add_argument("--methods", metavar="M1,M2",
+                        help="methods to score (default: every normalizer), each a method name, a learned "
+                             "KIND:PATH, a fitted .json from `stainlab fit` (scored as saved, with its own "
+                             "reference) or LABEL=SPEC to name it (e.g. to score one method twice)")
+    parser.add_argument("--param", action="append", type=method_param, default=[], metavar="METHOD.KEY=VALUE",
+                        help="a parameter of one method, by its label in --methods: --param macenko.alpha=2 "
+                             "(repeatable; an unknown KEY is refused with a list of the method's parameters)")
     parser.add_argument("-r", "--reference", metavar="REF", help="reference image (default: see above)")
     parser.add_argument("--source", action="append", metavar="IMG_OR_DIR",
                         help="real tissue for a preset (repeatable)")

@@ -1,15 +1,17 @@
 """The evaluation harness: every method on the same data, scored against exact ground truth.
 
-Each method is anything :func:`stainlab.load` accepts, so learned models join with no change here. It
-is fitted once on the reference, applied to every source image of a :class:`PairedFolders` set
+Each method is anything :func:`stainlab.load` accepts, so learned models join with no change here, with
+optional parameters (``{"macenko": {"alpha": 2}}``). It is fitted once on the reference (a fitted ``.json``
+is scored as saved, with its own target), applied to every source image of a :class:`PairedFolders` set
 (``A/`` = what a normalizer sees, ``B/`` = the ground truth, as the restaining simulator writes it),
 and scored with paired metrics; unpaired data (e.g. HEV) is scored by colour-distribution distance to
 the target domain. The untouched sources are scored too (``unnormalized``), so every number has its
 baseline.
 
 Resumable: each method's per-image results are saved (atomically) after every image under
-``OUT/runs/``; a re-run with the same reference skips what is done. A method that fails is reported
-with its error and the others go on.
+``OUT/runs/``; a re-run with the same reference, metrics, spec, parameters and files skips what is done.
+A method that fails is reported with its error and the others go on. The folder must be empty or a
+report (:mod:`stainlab.evaluate.folder`); after a run it holds this run's methods only.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from tqdm.auto import tqdm
 from stainlab import metrics
 from stainlab.data.folders import PairedFolders, UnpairedFolders, read_pair
 from stainlab.errors import InputError
+from stainlab.evaluate import folder
 from stainlab.io.atomic import atomic_write_text
 from stainlab.io.images import read_image, write_image
-from stainlab.transforms import load
+from stainlab.transforms import load, registry
 
 # name -> (function of (output, truth), True when higher is better)
 METRICS = {
@@ -41,6 +44,7 @@ METRICS = {
     "wasserstein": (metrics.channel_wasserstein, False),
 }
 BASELINE = "unnormalized"
+INPUT_COLUMNS = ("source", "truth")  # montage columns of the inputs; no method may take these labels
 MONTAGE_ROWS = 4
 UNPAIRED_METRICS = ("wasserstein",)  # need no pixel correspondence: scored against the pooled target set
 TARGET_POOL_PIXELS = 1 << 18
@@ -75,6 +79,67 @@ def _fingerprint(reference: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(reference).tobytes()).hexdigest()[:16]
 
 
+def short_label(spec: str) -> str:
+    """A readable label for a method spec: a learned ``KIND:PATH`` reads ``KIND:STEM``, a fitted
+    ``.json`` its file name, a method name itself."""
+    kind, colon, path = spec.partition(":")
+    if colon and kind in registry.learned_kinds():
+        return f"{kind}:{Path(path).stem}"
+    return Path(spec).name if spec.endswith(".json") else spec
+
+
+def labelled(items: list[str]) -> dict[str, str]:
+    """``{label: spec}`` for method items, each ``SPEC`` (labelled by :func:`short_label`, or by the whole
+    spec where two short labels would read the same) or ``LABEL=SPEC``."""
+    given = []
+    for item in items:
+        label, sep, spec = (part.strip() for part in item.partition("="))
+        if not label or (sep and not spec):
+            raise InputError(f"{item!r}: a method is SPEC or LABEL=SPEC, with neither part empty")
+        given.append((label, spec) if sep else (None, label))
+    shorts = [short_label(spec) for label, spec in given if label is None]
+    methods: dict[str, str] = {}
+    for label, spec in given:
+        label = label or (short_label(spec) if shorts.count(short_label(spec)) == 1 else spec)
+        if label in methods:
+            raise InputError(f"{label}: given twice among the methods; label one of them as LABEL=SPEC")
+        methods[label] = spec
+    return methods
+
+
+def check_methods(methods: dict[str, str], params: dict[str, dict]) -> None:
+    """Raise :class:`InputError` for labels that would share a file and for parameters of no method or
+    unknown to it, before any work (an unknown method does not: it is reported beside the others)."""
+    taken = {folder_name(label): label for label in (BASELINE, *INPUT_COLUMNS)}
+    for label in methods:
+        other = taken.setdefault(folder_name(label), label)
+        if other in (BASELINE, *INPUT_COLUMNS):
+            raise InputError(f"{label}: the report's own {other!r} column; label the method otherwise")
+        if other != label:
+            raise InputError(f"{label}: its files would be those of {other!r}; label one of them otherwise")
+    for label, values in params.items():
+        spelled = ", ".join(f"{label}.{key}={value}" for key, value in values.items())
+        if label not in methods:
+            raise InputError(f"{spelled}: no method labelled {label!r} (methods: {', '.join(methods)})")
+        try:
+            load(methods[label], **values)
+        except InputError as err:
+            raise InputError(f"{spelled}: {_unknown_parameters(methods[label], values) or err}") from None
+
+
+def _unknown_parameters(spec: str, values: dict) -> str | None:
+    """``"macenko has no parameter foo (its parameters: alpha, ...)"`` when ``values`` names any, else None."""
+    if spec.endswith(".json"):
+        return None  # a fitted file takes no parameters at all, which its own error says
+    try:
+        known = load(spec).get_params()
+    except InputError:
+        return None
+    unknown = [key for key in values if key not in known]
+    return (f"{spec} has no parameter {', '.join(unknown)} (its parameters: {', '.join(known)})"
+            if unknown else None)
+
+
 def target_pool(paths: list[Path], pixels: int = TARGET_POOL_PIXELS, seed: int = 0) -> np.ndarray:
     """A seeded sample of the target domain's pixels, as one (N, 1, 3) image (equal share per image)."""
     rng = np.random.default_rng(seed)
@@ -96,7 +161,7 @@ class Harness:
     """
 
     def __init__(self, data: PairedFolders | UnpairedFolders, out, reference: np.ndarray | None = None,
-                 metric_names=None, progress: bool = True, semantic=None) -> None:
+                 metric_names=None, progress: bool = True, semantic=None, reference_source: str = "given") -> None:
         self.paired = isinstance(data, PairedFolders)
         metric_names = list(metric_names or (("psnr", "ssim", "ciede2000", "mae") if self.paired
                                              else UNPAIRED_METRICS))
@@ -107,14 +172,14 @@ class Harness:
             raise InputError(f"unpaired data can be scored with {', '.join(UNPAIRED_METRICS)} only; "
                              f"{', '.join(sorted(set(metric_names) - set(UNPAIRED_METRICS)))} need pairs")
         self.data, self.out, self.metric_names, self.progress = data, Path(out), metric_names, progress
-        self._specs: dict[str, str] = {}  # label -> method spec, for the saved runs' identity
+        self._specs: dict[str, tuple[str, dict]] = {}  # label -> (spec, parameters): the runs' identity
         # virtual stainers: paper 002's HER2-level scores (a stainlab.evaluate.semantic.SemanticScorer)
         self.semantic, self.pixel_metrics = semantic, list(metric_names)
         if semantic is not None and not self.paired:
             raise InputError("semantic (HER2-level) scores need paired data with ground-truth IHC")
         if semantic is not None:
             self.metric_names = metric_names + [m for m in semantic.names if m not in metric_names]
-        self.reference_source = "given"
+        self.reference_source = reference_source
         if self.paired:
             if len(data) == 0:
                 raise InputError(f"{data.root}: no image pairs to evaluate")
@@ -135,6 +200,7 @@ class Harness:
                 self.reference_source = f"{data.b[0].name} (first image of the target domain)"
         self.reference = reference
         self.montage_keys = list(self.pairs)[:MONTAGE_ROWS]
+        folder.claim(self.out)
 
     def _load(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """Source and what its output is scored against (its truth, or the pooled target domain)."""
@@ -146,12 +212,13 @@ class Harness:
         return self.out / "runs" / f"{folder_name(name)}.json"
 
     def _identity(self, name: str) -> dict:
-        """What a saved run's scores depend on: reference, metrics, the method's spec and the files it
-        names (size and modification time: a retrained model is scored again), the semantic library."""
-        spec = self._specs.get(name, name)
+        """What a saved run's scores depend on: reference, metrics, the method's spec, its parameters and
+        the files it names (size and modification time: a retrained model is scored again), the semantic
+        library."""
+        spec, params = self._specs.get(name, (name, {}))
         files = [p for p in {Path(spec), Path(spec.partition(":")[2])} if str(p) not in ("", ".") and p.is_file()]
         return {"reference": _fingerprint(self.reference), "metrics": self.metric_names, "spec": spec,
-                "files": sorted([str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files),
+                "params": params, "files": sorted([str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files),
                 "semantic": None if self.semantic is None else _fingerprint(self.semantic.library)}
 
     def _load_run(self, name: str) -> MethodRun:
@@ -169,9 +236,11 @@ class Harness:
     def run_baseline(self) -> MethodRun:
         return self._run(BASELINE, transform=None)
 
-    def run_method(self, name: str, spec: str | None = None) -> MethodRun:
-        """Score the method ``spec`` (a name, ``KIND:PATH`` or fitted .json; default ``name``) as ``name``."""
-        self._specs[name] = spec or name
+    def run_method(self, name: str, spec: str | None = None, params: dict | None = None) -> MethodRun:
+        """Score the method ``spec`` (a name, ``KIND:PATH`` or fitted .json; default ``name``) with the
+        parameters ``params`` as ``name``."""
+        spec, params = spec or name, dict(params or {})
+        self._specs[name] = (spec, params)
         run = self._load_run(name)
         if len(run.scores) == len(self.pairs) and run.error is None:
             return run
@@ -179,7 +248,9 @@ class Harness:
             started = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                transform = load(spec or name).fit(self.reference)
+                transform = load(spec, **params)
+                if not (spec.endswith(".json") and transform.fitted):  # a fitted file keeps its target
+                    transform.fit(self.reference)
             run.fit_seconds = time.perf_counter() - started
             run.warnings = list(dict.fromkeys(str(w.message) for w in caught))
         except Exception as err:  # noqa: BLE001 - a failing method is reported, never fatal
@@ -207,26 +278,44 @@ class Harness:
             run.scores[key] = score(output, truth, self.pixel_metrics)
             if self.semantic is not None:
                 run.scores[key].update(self.semantic.score(key, output))
-            if key in self.montage_keys:
+            if key in self.montage_keys and transform is not None:  # the baseline's outputs are the sources
                 write_image(self.out / "outputs" / folder_name(name) / f"{key}.png", output, overwrite=True)
             self._save_run(run)
         self._save_run(run)
         return run
 
-    def evaluate(self, methods: list[str] | dict[str, str]) -> dict:
-        """Run the baseline and every method; return (and write) ``results.json``'s content.
-
-        ``methods``: names/specs, or ``{label: spec}`` to score e.g. ``"unet:runs/a/student.safetensors"``
-        under a short label."""
-        methods = methods if isinstance(methods, dict) else {name: name for name in methods}
+    def _write_inputs(self) -> None:
+        """The reference and the montage's sources (and truths) beside the report."""
+        write_image(self.out / "reference.png", self.reference, overwrite=True)
         for key in self.montage_keys:
             a_path, b_path = self.pairs[key]
             write_image(self.out / "outputs" / "source" / f"{key}.png", read_image(a_path)[0], overwrite=True)
             if self.paired:
                 write_image(self.out / "outputs" / "truth" / f"{key}.png", read_image(b_path)[0], overwrite=True)
-        runs = [self.run_baseline()] + [self.run_method(label, spec) for label, spec in methods.items()]
+
+    def _prune(self, labels) -> None:
+        """Clear the runs and montage outputs of methods and images this run did not ask for."""
+        keep = {self._run_file(name) for name in (BASELINE, *labels)}
+        keep |= {self.out / "outputs" / folder_name(name) / f"{key}.png"
+                 for name in (*INPUT_COLUMNS, *labels) for key in self.montage_keys}
+        folder.prune(self.out, keep)
+
+    def evaluate(self, methods: list[str] | dict[str, str], params: dict[str, dict] | None = None) -> dict:
+        """Run the baseline and every method; return (and write) ``results.json``'s content.
+
+        ``methods``: specs (labelled by :func:`labelled`), or ``{label: spec}`` to score e.g.
+        ``"unet:runs/a/student.safetensors"`` under a label of your own. ``params``: ``{label: {name:
+        value}}``, each method's parameters. The runs and outputs of methods not asked for are removed."""
+        methods = methods if isinstance(methods, dict) else labelled(list(methods))
+        params = {label: dict(values) for label, values in (params or {}).items() if values}
+        check_methods(methods, params)
+        self._write_inputs()
+        runs = [self.run_baseline()] + [self.run_method(label, spec, params.get(label))
+                                        for label, spec in methods.items()]
         results = {
             "data": str(self.data.root), "paired": self.paired, "reference": self.reference_source,
+            "reference_image": "reference.png",
+            "methods": {label: {"spec": spec, "params": params.get(label, {})} for label, spec in methods.items()},
             "metrics": self.metric_names,
             "higher_is_better": {m: METRICS[m][1] if m in METRICS else True for m in self.metric_names},
             "images": len(self.pairs), "montage": self.montage_keys,
@@ -235,6 +324,7 @@ class Harness:
             "warnings": {r.name: r.warnings for r in runs if r.warnings},
         }
         atomic_write_text(self.out / "results.json", json.dumps(_finite(results), indent=1))
+        self._prune(methods)
         return results
 
 

@@ -78,6 +78,7 @@ def test_evaluate_takes_method_parameters_and_fitted_files(tmp_path, capsys):
                                   "reinhard.json": {"spec": str(fitted), "params": {}}}
     rows = {r["method"]: r for r in results["table"]}
     assert rows["masked"]["ciede2000"] != rows["reinhard"]["ciede2000"] != rows["reinhard.json"]["ciede2000"]
+    assert "masked: reinhard, mask=True" in (report / "report.html").read_text().replace("</b>", "")
     capsys.readouterr()
 
     bad = {"masked.nope=1": "masked.nope=1: reinhard has no parameter nope (its parameters: mask, lut_bits)",

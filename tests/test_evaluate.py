@@ -224,3 +224,45 @@ def test_a_report_from_before_the_mark_is_still_used(paired, tmp_path):
     (tmp_path / folder.MARK).unlink()
     results = Harness(paired, tmp_path, progress=False).evaluate(["reinhard"])
     assert rows(results)["reinhard"]["images"] == 4 and (tmp_path / folder.MARK).is_file()
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (None, "-"), (0.0, "0.0 ms"), (0.0042, "4.2 ms"), (0.012, "12 ms"), (0.9999, "1.0 s"), (1.44, "1.4 s"),
+    (9.97, "10 s"), (42.3, "42 s"), (59.6, "1 min 0 s"), (125, "2 min 5 s"), (3900, "1 h 5 min")])
+def test_times_read_in_units_people_use(seconds, text):
+    from stainlab.evaluate.report import format_seconds
+
+    assert format_seconds(seconds) == text
+
+
+def _table(metric: str, up: bool) -> dict:
+    values = {"unnormalized": 5.0, "a": 1.0, "b": None, "c": 9.0}
+    return {"metrics": [metric, "mae"], "higher_is_better": {metric: up, "mae": False}, "table": [
+        {"method": name, metric: value, "mae": 0.0, "seconds_per_image": 0.5, "fit_seconds": 2.0, "images": 3,
+         "error": None if value is not None else "failed"} for name, value in values.items()]}
+
+
+def test_the_table_is_ranked_best_first_in_the_metric_direction():
+    from stainlab.evaluate.report import markdown_table, ranked
+
+    assert [r["method"] for r in ranked(_table("psnr", True))] == ["c", "unnormalized", "a", "b"]
+    assert [r["method"] for r in ranked(_table("ciede2000", False))] == ["a", "unnormalized", "c", "b"]
+    lines = markdown_table(_table("ciede2000", False)).splitlines()[2:]
+    assert [line.split(" | ")[0] for line in lines] == ["| a", "| unnormalized", "| c", "| b"]
+    assert lines[0].split(" | ")[3] == "0.5"  # machine-readable seconds in Markdown
+
+
+def test_the_html_report_ranks_shows_times_and_the_reference(paired, tmp_path):
+    import re
+
+    results = Harness(paired, tmp_path, progress=False).evaluate(["grayscale", "reinhard", "macenko"])
+    page = write_report(results, tmp_path)["html"].read_text()
+    table = page[page.index("<table>"):page.index("</table>")]
+    order = re.findall(r"<tr(?: class=\"baseline\")?><td>([^<]+)</td>", table)
+    by_ciede = sorted(results["table"], key=lambda r: r["ciede2000"])  # first metric: psnr, higher is better
+    assert order == [r["method"] for r in sorted(results["table"], key=lambda r: -r["psnr"])]
+    assert order[0] != "unnormalized" and order[-1] == by_ciede[-1]["method"] == "grayscale"
+    assert re.search(r"<td>[\d.]+ (ms|s)</td>", table)  # times in units, not bare seconds
+    assert '<img src="reference.png"' in page and "t0 (ground truth of the first pair, not scored)" in page
+    reference, _ = read_image(tmp_path / "reference.png")
+    np.testing.assert_array_equal(reference, paired.read(0)[1])

@@ -100,3 +100,13 @@ def test_weight_files_with_pickled_objects_or_cut_short_get_one_plain_line(tmp_p
     message = str(err.value)
     assert message.startswith(f"weight file {tmp_path / 'cut.pth'} could not be read as a PyTorch state dict (")
     assert "\n" not in message and "trust" not in message
+
+
+def test_a_slide_whose_size_tags_lie_is_refused_on_opening(tmp_path):
+    from stainlab.wsi.readers import open_slide
+
+    path = tiff_bomb(tmp_path / "lying.tif")
+    with pytest.raises(InputError) as err:
+        open_slide(path)
+    assert str(err.value) == (f"{path}: truncated or corrupt TIFF slide (60000x60000 in 60000x16 segments needs "
+                              "3750, the file lists 1)")

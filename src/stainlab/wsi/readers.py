@@ -148,6 +148,18 @@ class TiffSlide(Slide):
         if page.dtype != np.uint8 or samples not in (1, 3) or page.planarconfig != 1 or page.imagedepth != 1:
             raise InputError(f"{path}: unsupported slide layout ({page.dtype}, {page.samplesperpixel} samples, "
                              f"planar configuration {page.planarconfig}); slides must be 8-bit grey or RGB")
+        seg_h, seg_w = TiffSlide._segment(page)
+        expected = -(-page.imagelength // max(seg_h, 1)) * -(-page.imagewidth // max(seg_w, 1))
+        if seg_h < 1 or seg_w < 1 or len(page.dataoffsets) != expected or len(page.databytecounts) != expected:
+            raise InputError(f"{path}: truncated or corrupt TIFF slide ({page.imagewidth}x{page.imagelength} in "
+                             f"{seg_w}x{seg_h} segments needs {expected}, the file lists {len(page.dataoffsets)})")
+
+    @staticmethod
+    def _segment(page) -> tuple[int, int]:
+        """Height and width of the page's tiles, or of its strips."""
+        if page.is_tiled:
+            return page.tilelength, page.tilewidth
+        return page.rowsperstrip, page.imagewidth
 
     def close(self) -> None:
         self._tif.close()
@@ -166,8 +178,7 @@ class TiffSlide(Slide):
 
     def _read(self, level, y, x, height, width):
         page = self._pages[level]
-        seg_h = page.tilelength if page.is_tiled else page.rowsperstrip
-        seg_w = page.tilewidth if page.is_tiled else page.imagewidth
+        seg_h, seg_w = self._segment(page)
         across = -(-page.imagewidth // seg_w)
         out = np.full((height, width, page.samplesperpixel), BACKGROUND_FILL, np.uint8)
         for row in range(y // seg_h, (y + height - 1) // seg_h + 1):

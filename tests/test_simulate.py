@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from synth import SOURCE_STAINS, he_image, psnr, render, separable_maps
 
+from stainlab.cli import main
 from stainlab.color import EOSIN, HEMATOXYLIN, angle_degrees, rgb_to_od, tissue_mask
 from stainlab.color.deconvolution import separate
 from stainlab.data import PRESETS, Staining, he_to_ihc, make_benchmark, preset, restain
@@ -207,8 +208,72 @@ def test_make_benchmark_ihc_mode_writes_the_bci_layout(tmp_path, he_tissue):
     assert sorted(p.name for p in (out / "HE" / "train").iterdir()) == ["00001_train_2+.png", "00002_train_0.png"]
     assert sorted(p.name for p in (out / "IHC" / "train").iterdir()) == ["00001_train_2+.png", "00002_train_0.png"]
     assert np.array_equal(read_image(out / "HE" / "train" / "00001_train_2+.png")[0], he_tissue)
+    meta = json.loads((out / "meta_train.json").read_text())
+    assert [m["level"] for m in meta["images"]] == ["2+", "0"] and meta["pairs"] == 2
+
+
+def tissue_and_glass(seed=3):
+    """512x768: H&E tissue on the left 512 columns, bare glass on the right 256."""
+    image = np.full((512, 768, 3), 255, np.uint8)
+    image[:, :512] = he_image((512, 512), seed=seed, glass=0.0)
+    return image
+
+
+def test_make_benchmark_tiles_sources_and_skips_glass_with_a_note(tmp_path, capsys):
+    sources = tmp_path / "src"
+    image = tissue_and_glass()
+    write_image(sources / "slide.png", image)
+    write_image(sources / "white.png", np.full((256, 256, 3), 255, np.uint8))
+    out = tmp_path / "bench"
+    assert main(["data", "make-benchmark", "--source", str(sources), "--out", str(out)]) == 0
+    tissue_tiles = ["slide_y0_x0", "slide_y0_x256", "slide_y256_x0", "slide_y256_x256"]
+    assert sorted(p.stem for p in (out / "A").iterdir()) == tissue_tiles  # 2 glass tiles and white.png left out
+    assert np.array_equal(read_image(out / "B" / "slide_y256_x0.png")[0], image[256:, :256])
     meta = json.loads((out / "meta.json").read_text())
-    assert [m["level"] for m in meta["images"]] == ["2+", "0"]
+    assert meta["pairs"] == 4 and meta["skipped"] == {"background": 3, "unseparable": 0}
+    assert meta["tile"] == 256 and [m["at"] for m in meta["images"]][1] == [0, 256]
+    captured = capsys.readouterr()
+    assert "white: no tissue" in captured.err
+    assert "wrote 4 pairs" in captured.out and "skipped 3 tile(s): 3 with under 50% tissue" in captured.out
+
+
+def test_make_benchmark_keeps_whole_images_and_skips_unseparable_ones(tmp_path, he_tissue):
+    flat = np.full((64, 64, 3), (200, 120, 160), np.uint8)  # all "tissue", one colour: no stains to separate
+    with pytest.warns(UserWarning, match="00001: cannot separate its stains"):
+        make_benchmark([he_tissue, flat], "faded", tmp_path / "whole")
+    assert sorted(p.name for p in (tmp_path / "whole" / "A").iterdir()) == ["00000.png"]
+    meta = json.loads((tmp_path / "whole" / "meta.json").read_text())
+    assert meta["skipped"] == {"background": 0, "unseparable": 1} and meta["images"][0]["at"] is None
+    small = make_benchmark(he_tissue, "faded", tmp_path / "small", tile=256, min_tissue=0.5)  # 160x192
+    assert [p.name for p in (small / "A").iterdir()] == ["00000.png"]  # smaller than the tile: used whole
+
+
+def test_make_benchmark_adds_a_split_to_a_bci_folder_and_leaves_the_rest_alone(tmp_path, he_tissue):
+    out = tmp_path / "bci"
+    make_benchmark([he_tissue, he_tissue[::-1]], None, out, mode="ihc", levels=0)
+    (out / "README.txt").write_text("the user's own file")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["data", "make-benchmark", "--mode", "ihc", "--split", "test", "--level", "3+", "--tile", "64",
+                 "--source", str(write_image(tmp_path / "he.png", he_tissue)), "--out", str(out)]) == 0
+    assert all(p.read_bytes() == data for p, data in before.items())  # train split and meta byte-identical
+    tests = sorted(p.name for p in (out / "HE" / "test").iterdir())
+    assert tests == sorted(p.name for p in (out / "IHC" / "test").iterdir()) == [
+        f"0000{i}_test_3+.png" for i in range(1, 8)]  # 160x192 in 64-pixel tiles: 3 x 3, 7 with tissue
+    meta = json.loads((out / "meta_test.json").read_text())
+    assert meta["split"] == "test" and meta["pairs"] == 7 and meta["skipped"]["background"] == 2
+
+    with pytest.raises(FileExistsError, match="split 'test' exists already"):
+        make_benchmark(he_tissue, None, out, mode="ihc", split="test")
+    make_benchmark(he_tissue, None, out, mode="ihc", split="test", overwrite=True)
+    assert [p.name for p in (out / "HE" / "test").iterdir()] == ["00001_test_" + json.loads(
+        (out / "meta_test.json").read_text())["images"][0]["level"] + ".png"]
+    assert all(p.read_bytes() == data for p, data in before.items())
+
+    (out / "meta_test.json").unlink()  # a split of someone else's: never replaced
+    with pytest.raises(InputError, match="not made by make-benchmark"):
+        make_benchmark(he_tissue, None, out, mode="ihc", split="test", overwrite=True)
+    with pytest.raises(InputError, match="neither empty nor a BCI folder"):
+        make_benchmark(he_tissue, None, tmp_path, mode="ihc", split="test")
 
 
 def test_make_benchmark_errors_are_clear(tmp_path, he_tissue):
@@ -222,7 +287,11 @@ def test_make_benchmark_errors_are_clear(tmp_path, he_tissue):
         make_benchmark(he_tissue, None, tmp_path / "x", mode="ihc", levels=[0, 1])
     with pytest.raises(InputError, match="no such file"):
         make_benchmark(tmp_path / "missing", "faded", tmp_path / "x")
-    with pytest.raises(InputError, match="cannot separate its stains"):
+    with pytest.raises(InputError, match="tile must be a positive"):
+        make_benchmark(he_tissue, "faded", tmp_path / "x", tile=0)
+    with pytest.warns(UserWarning, match="no tissue"), pytest.raises(InputError, match="no pairs made"):
+        make_benchmark(np.full((32, 32, 3), 255, np.uint8), "faded", tmp_path / "x", min_tissue=0.5)
+    with pytest.warns(UserWarning, match="cannot separate"), pytest.raises(InputError, match="no pairs made"):
         make_benchmark(np.full((32, 32, 3), 255, np.uint8), "faded", tmp_path / "x")
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".*"))
 

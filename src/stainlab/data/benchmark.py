@@ -3,26 +3,40 @@
 ``mode="restain"`` writes ``A/<name>.png`` (the tissue re-stained under a preset: what a normalizer
 sees), ``B/<name>.png`` (the same tissue under the reference staining: the ground truth) and
 ``meta.json``. ``mode="ihc"`` writes H&E -> IHC pairs in the BCI layout of paper 002,
-``HE/<split>/00001_<split>_2+.png`` and ``IHC/<split>/00001_<split>_2+.png``.
+``HE/<split>/00001_<split>_2+.png`` and ``IHC/<split>/00001_<split>_2+.png``, with ``meta_<split>.json``;
+it adds that split to an existing BCI folder and leaves the other splits as they are.
 
-Everything is written into a hidden folder beside ``out`` and renamed into place at the end, so a
+With ``tile`` each source image is cut into ``tile`` x ``tile`` pieces
+(:func:`stainlab.data.tiles.extract_tiles`, no overlap; the last row and column end at the border), one
+pair each, named ``<source>_y<Y>_x<X>``; an image smaller than the tile is used whole. A piece with less
+than ``min_tissue`` tissue is skipped as background, and one whose stains cannot be separated (too
+little or one-stain tissue) is skipped with a warning; only when nothing is left is it an error.
+``meta.json`` records each pair and the skipped counts.
+
+Everything is written into hidden folders beside its destination and renamed into place at the end, so a
 crash leaves no half-written benchmark, and the same arguments give byte-identical files.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from stainlab.color.deconvolution import separate
+from stainlab.color.tissue import tissue_mask
+from stainlab.data.folders import is_bci_layout
 from stainlab.data.presets import PRESETS
 from stainlab.data.presets import preset as preset_staining
 from stainlab.data.simulate import HER2_LEVELS, Staining, he_to_ihc, her2_level, render, source_stain_rows
+from stainlab.data.tiles import extract_tiles, grid_starts
 from stainlab.errors import InputError, StainlabError
 from stainlab.io.arrays import check_rgb8
-from stainlab.io.atomic import atomic_folder
+from stainlab.io.atomic import atomic_folder, atomic_write_text
 from stainlab.io.images import list_images, read_image, write_image
 
 MODES = ("restain", "ihc")
@@ -31,19 +45,25 @@ META = "meta.json"
 
 def make_benchmark(source, preset: str | None = "long-he", out=None, seed: int = 0, *,
                    reference: Staining | str | None = None, mode: str = "restain", levels=None,
-                   split: str = "train", source_stains=None, overwrite: bool = False) -> Path:
+                   split: str = "train", source_stains=None, tile: int | None = None, min_tissue: float = 0.0,
+                   overwrite: bool = False) -> Path:
     """Write a paired benchmark made from ``source`` to the folder ``out``; returns ``out``.
 
     ``source``: an image file, a folder of images, a uint8 HxWx3 array, or a list of files / arrays
-    (arrays are named ``00000``, ``00001``...). ``preset``: a key of :data:`PRESETS`; image ``i``
+    (arrays are named ``00000``, ``00001``...). ``preset``: a key of :data:`PRESETS`; pair ``i``
     gets the preset with its own jitter, seeded by ``(seed, i)``, so the set is varied and
-    reproducible (the same seed drives its scanner noise). ``reference``: the ground truth's staining (``None``: the source as it is, which is
-    its own staining's exact rendering; or a :class:`Staining` / preset name). ``source_stains``: how
-    each source is separated (``None`` = Macenko fit per image, or a named set / matrix).
+    reproducible (the same seed drives its scanner noise). ``reference``: the ground truth's staining
+    (``None``: the source as it is, which is its own staining's exact rendering; or a :class:`Staining`
+    / preset name). ``source_stains``: how each piece is separated (``None`` = Macenko fit per piece,
+    or a named set / matrix). ``tile``: cut sources into pieces of this side (``None``: whole images);
+    ``min_tissue``: the tissue fraction a piece needs (see the module docstring).
 
-    ``mode="ihc"``: H&E -> IHC pairs; ``levels`` gives each image's HER2 level (one for all, or one per
-    image; default: drawn from the seed); ``preset`` is ignored there.
-    An existing ``out`` is replaced only with ``overwrite=True`` and only if it holds a ``meta.json``.
+    ``mode="ihc"``: H&E -> IHC pairs in split ``split``; ``levels`` gives each source image's HER2
+    level, which its tiles share (one for all, or one per source image; default: drawn from the seed);
+    ``preset`` is ignored there. ``out`` may be an existing BCI folder: the split is added to it.
+
+    An existing benchmark (``restain``: the folder ``out``; ``ihc``: the split) is replaced only with
+    ``overwrite=True`` and only if this function made it (its meta file is there).
     """
     if mode not in MODES:
         raise InputError(f"unknown benchmark mode {mode!r}; use one of {', '.join(MODES)}")
@@ -51,47 +71,110 @@ def make_benchmark(source, preset: str | None = "long-he", out=None, seed: int =
         raise InputError("make_benchmark needs an output folder (out)")
     if mode == "restain" and preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    if mode == "ihc" and (not split or "/" in split or "_" in split):
+        raise InputError(f"split must be a plain folder name such as 'train' or 'test', got {split!r}")
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1):
+        raise InputError(f"tile must be a positive number of pixels or None (whole images), got {tile!r}")
+    if not 0.0 <= min_tissue <= 1.0:
+        raise InputError(f"min_tissue must be a fraction in [0, 1], got {min_tissue}")
     seed = _check_seed(seed)
-    items = _load_sources(source)
+    items = _sources(source)
     out = Path(out)
-    _check_destination(out, overwrite)
-    with atomic_folder(out) as folder:
-        if mode == "restain":
-            meta = _write_restain(items, preset, seed, reference, source_stains, folder)
-        else:
-            meta = _write_ihc(items, seed, levels, split, source_stains, folder)
-        (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if mode == "restain":
+        _check_destination(out, overwrite)
+        chosen = [None] * len(items)
+    else:
+        _check_split(out, split, overwrite)
+        chosen = _ihc_levels(levels, len(items), seed)
+    items = [(name, load, level) for (name, load), level in zip(items, chosen, strict=True)]
+    skipped: Counter[str] = Counter()
+    pieces = _separable(_pieces(items, tile, min_tissue, skipped), source_stains, skipped)
+    first = next(pieces, None)  # nothing is written unless there is a pair to write
+    if first is None:
+        raise InputError(f"no pairs made: every source piece was skipped ({skipped['background']} with under "
+                         f"{min_tissue:.0%} tissue, {skipped['unseparable']} whose stains could not be separated)")
+    pieces = itertools.chain([first], pieces)
+    settings = {"seed": seed, "tile": tile, "min_tissue": min_tissue}
+    if mode == "restain":
+        with atomic_folder(out) as folder:
+            meta = _write_restain(pieces, preset, seed, reference, folder / "A", folder / "B")
+            _write_meta(folder / META, {**meta, **settings}, skipped)
+    else:
+        with atomic_folder(out / "HE" / split) as he, atomic_folder(out / "IHC" / split) as ihc:
+            meta = _write_ihc(pieces, seed, split, he, ihc)
+            _write_meta(out / meta_name("ihc", split), {**meta, **settings}, skipped)
     return out
 
 
-def _write_restain(items, preset_name, seed, reference, source_stains, folder: Path) -> dict:
+def meta_name(mode: str, split: str = "train") -> str:
+    """The file, in the benchmark folder, that records how a benchmark (or a BCI split) was made."""
+    return META if mode == "restain" else f"meta_{split}.json"
+
+
+def _write_meta(path: Path, meta: dict, skipped: Counter) -> None:
+    """``meta`` with the number of pairs and the skipped pieces, as JSON."""
+    counts = {"background": skipped["background"], "unseparable": skipped["unseparable"]}
+    meta = {**meta, "pairs": len(meta["images"]), "skipped": counts}
+    atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+# -- pieces: tiles or whole images with tissue enough and separable stains ---------------------------------------
+def _pieces(items, tile: int | None, min_tissue: float, skipped: Counter):
+    """``(pair name, source name, (y, x) or None, image, level)`` of every piece with tissue enough;
+    counts the others in ``skipped["background"]``."""
+    for name, load, level in items:
+        image = load()
+        if tile is None or min(image.shape[:2]) < tile:
+            found = [(name, None, image)] if tissue_mask(image).mean() >= min_tissue else []
+            total = 1
+        else:
+            found = [(f"{name}_y{t.y}_x{t.x}", (t.y, t.x), t.image)
+                     for t in extract_tiles(image, tile, overlap=0, min_tissue=min_tissue)]
+            total = len(grid_starts(image.shape[0], tile, tile)) * len(grid_starts(image.shape[1], tile, tile))
+        skipped["background"] += total - len(found)
+        if not found:
+            warnings.warn(f"{name}: no tissue (under {min_tissue:.0%} in all {total} piece(s)); skipped",
+                          stacklevel=2)
+        for pair_name, at, piece in found:
+            yield pair_name, name, at, piece, level
+
+
+def _separable(pieces, source_stains, skipped: Counter):
+    """The pieces with their fitted stain rows; a piece whose stains cannot be separated is skipped
+    with a warning and counted in ``skipped["unseparable"]``."""
+    for pair_name, name, at, image, level in pieces:
+        try:
+            rows = source_stain_rows(image, source_stains)
+        except StainlabError as err:
+            warnings.warn(f"{pair_name}: cannot separate its stains ({err}); skipped", stacklevel=2)
+            skipped["unseparable"] += 1
+            continue
+        yield pair_name, {"source": name, "at": at, "source_stains": rows.tolist()}, image, rows, level
+
+
+# -- writing ----------------------------------------------------------------------------------------------------
+def _write_restain(pieces, preset_name, seed, reference, inputs: Path, truths: Path) -> dict:
     truth = _reference_staining(reference, seed)
     images = []
-    for index, (name, image) in enumerate(items):
-        rows = _fitted_rows(image, source_stains, name)
+    for index, (name, record, image, rows, _) in enumerate(pieces):
         target, noise_seed = _image_staining(preset_name, seed, index), _image_seed(seed, index)
         conc = separate(image, rows)
-        write_image(folder / "A" / f"{name}.png", render(conc, rows, target, seed=noise_seed))
-        write_image(folder / "B" / f"{name}.png", image if truth is None else render(conc, rows, truth))
-        images.append({"name": name, "source_stains": rows.tolist(), "staining": target.to_dict(),
-                       "noise_seed": noise_seed})
-    return {"mode": "restain", "preset": preset_name, "seed": seed, "preset_doc": _preset_doc(preset_name),
+        write_image(inputs / f"{name}.png", render(conc, rows, target, seed=noise_seed))
+        write_image(truths / f"{name}.png", image if truth is None else render(conc, rows, truth))
+        images.append({"name": name, **record, "staining": target.to_dict(), "noise_seed": noise_seed})
+    return {"mode": "restain", "preset": preset_name, "preset_doc": _preset_doc(preset_name),
             "reference": None if truth is None else truth.to_dict(), "images": images,
             "layout": "A/<name>.png = re-stained input, B/<name>.png = ground truth (pixel-aligned)"}
 
 
-def _write_ihc(items, seed, levels, split, source_stains, folder: Path) -> dict:
-    if not split or "/" in split or "_" in split:
-        raise InputError(f"split must be a plain folder name such as 'train' or 'test', got {split!r}")
-    chosen = _ihc_levels(levels, len(items), seed)
+def _write_ihc(pieces, seed, split, he: Path, ihc: Path) -> dict:
     images = []
-    for index, ((name, image), level) in enumerate(zip(items, chosen, strict=True)):
-        rows = _fitted_rows(image, source_stains, name)
+    for index, (_, record, image, rows, level) in enumerate(pieces):
         bci_name = f"{index + 1:05d}_{split}_{level}.png"
-        write_image(folder / "HE" / split / bci_name, image)
-        write_image(folder / "IHC" / split / bci_name, he_to_ihc(image, level, _image_seed(seed, index), rows))
-        images.append({"name": bci_name, "source": name, "level": level, "source_stains": rows.tolist()})
-    return {"mode": "ihc", "seed": seed, "split": split, "images": images,
+        write_image(he / bci_name, image)
+        write_image(ihc / bci_name, he_to_ihc(image, level, _image_seed(seed, index), rows))
+        images.append({"name": bci_name, **record, "level": level})
+    return {"mode": "ihc", "split": split, "images": images,
             "layout": "HE/<split>/<n>_<split>_<level>.png with IHC/<split>/ of the same name (BCI, paper 002)"}
 
 
@@ -112,13 +195,6 @@ def _reference_staining(reference, seed: int) -> Staining | None:
     raise InputError(f"reference must be None, a Staining or a preset name, got {type(reference).__name__}")
 
 
-def _fitted_rows(image: np.ndarray, source_stains, name: str) -> np.ndarray:
-    try:
-        return source_stain_rows(image, source_stains)
-    except StainlabError as err:
-        raise InputError(f"source {name}: cannot separate its stains ({err})") from None
-
-
 def _ihc_levels(levels, count: int, seed: int) -> list[str]:
     if levels is None:
         rng = np.random.default_rng([seed, count])
@@ -136,19 +212,21 @@ def _preset_doc(name: str) -> dict:
     return {"imitates": spec.imitates, "changes": spec.changes}
 
 
-def _load_sources(source) -> list[tuple[str, np.ndarray]]:
-    """(name, uint8 image) pairs from a path, a folder, an array or a list of them; names unique."""
+def _sources(source) -> list[tuple[str, object]]:
+    """``(name, load)`` of every source image from a path, a folder, an array or a list of them, where
+    ``load()`` gives the uint8 image (files are read when their turn comes); names unique."""
     if isinstance(source, (str, Path, np.ndarray)):
         source = [source]
     items = []
     for index, item in enumerate(source):
         if isinstance(item, np.ndarray):
-            items.append((f"{index:05d}", check_rgb8(item, f"source array {index}")))
+            image = check_rgb8(item, f"source array {index}")
+            items.append((f"{index:05d}", lambda image=image: image))
             continue
         paths = list_images(item)
         if not paths:
             raise InputError(f"{item}: no images found")
-        items.extend((path.stem, read_image(path)[0]) for path in paths)
+        items.extend((path.stem, lambda path=path: read_image(path)[0]) for path in paths)
     if not items:
         raise InputError("no source images given")
     names = [name for name, _ in items]
@@ -172,3 +250,21 @@ def _check_destination(out: Path, overwrite: bool) -> None:
             raise FileExistsError(f"{out}: exists and is not empty (use overwrite to replace a benchmark)")
         if not (out / META).is_file():
             raise InputError(f"{out}: not a benchmark folder (no {META}); refusing to replace it")
+
+
+def _check_split(out: Path, split: str, overwrite: bool) -> None:
+    """``out`` may be new, empty or a BCI folder; its split ``split`` is replaced only with ``overwrite``
+    and only when this module made it."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_bci_layout(out):
+        raise InputError(f"{out}: neither empty nor a BCI folder (HE/ and IHC/); refusing to add a split to it")
+    there = [str(path.relative_to(out)) for path in (out / "HE" / split, out / "IHC" / split) if path.exists()]
+    if not there:
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out}: split {split!r} exists already ({', '.join(there)}); "
+                              "use overwrite to replace it")
+    if not (out / meta_name("ihc", split)).is_file():
+        raise InputError(f"{out}: split {split!r} was not made by make-benchmark (no {meta_name('ihc', split)}); "
+                         "refusing to replace it")

@@ -22,6 +22,7 @@ from stainlab.color.tissue import TISSUE_BETA, tissue_mask
 from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFittedError
 from stainlab.io.arrays import check_rgb8, is_torch_tensor, rgb8_to_torch_batch, torch_batch_to_rgb8
 from stainlab.io.atomic import atomic_write_text
+from stainlab.transforms.checks import check_int, check_saved
 from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram, apply_table, to_uint8
 
 FORMAT = "stainlab-transform"
@@ -58,8 +59,9 @@ def require_tissue(colors: np.ndarray, weights: np.ndarray | None, what: str,
 
 class Transform(ABC):
     """Base class: subclasses set ``name``, take their parameters as keyword arguments of ``__init__``
-    (stored under the same attribute names) and implement ``_transform`` (and ``_fit`` plus
-    ``_get_state``/``_set_state`` when they learn from a reference)."""
+    (checked there with :mod:`stainlab.transforms.checks`, stored under the same attribute names) and
+    implement ``_transform`` (and ``_fit`` plus ``_get_state``/``_set_state`` when they learn from a
+    reference; ``_set_state`` checks every stored field, as ``fit`` checks a reference)."""
 
     name: ClassVar[str] = ""
     requires_fit: ClassVar[bool] = True
@@ -67,6 +69,8 @@ class Transform(ABC):
     per_pixel: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True  # False: each call draws new randomness (augmentation)
     needs_weights: ClassVar[bool] = False  # True: the default parameters read a weight file the user supplies
+    # The outline of a saved transform (depth, sizes, types), which the registry checks before building it.
+    check_saved = staticmethod(check_saved)
 
     def __init__(self) -> None:
         self._fitted = not self.requires_fit
@@ -170,7 +174,7 @@ class PixelTransform(Transform):
 
     def __init__(self, lut_bits: int = DEFAULT_BITS) -> None:
         super().__init__()
-        self.lut_bits = lut_bits
+        self.lut_bits = check_int(f"{self.name}: lut_bits", lut_bits, 4, 8)
 
     def _fit(self, images: list[np.ndarray]) -> None:
         hist = ColorHistogram.merge([ColorHistogram.of(im, 8) for im in images])

@@ -93,6 +93,7 @@ def from_dict(data: dict[str, Any], source: str = "fitted transform") -> Transfo
     """Rebuild a transform from :meth:`Transform.to_dict` output."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{source}: not a stainlab fitted-transform file")
+    Transform.check_saved(data, source)
     if data.get("version", 0) > FORMAT_VERSION:
         raise InputError(f"{source}: written by a newer stainlab (format {data['version']}); upgrade")
     try:

@@ -16,6 +16,8 @@ from numba import njit, prange
 
 BACKGROUND = 255.0
 """Default incident light intensity I0: a white 8-bit pixel has zero optical density."""
+MAX_OD = float(np.log(BACKGROUND + 1.0))
+"""ln 256: the optical density of a black pixel, the largest any 8-bit channel has."""
 
 
 def rgb_to_od(rgb, background: float = BACKGROUND) -> np.ndarray:

@@ -23,24 +23,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from stainlab.color.deconvolution import stain_basis
 from stainlab.color.od import rgb_to_od
 from stainlab.color.tissue import TISSUE_BETA
-from stainlab.errors import InputError
 from stainlab.io.arrays import check_rgb8
 from stainlab.transforms.base import Transform
-from stainlab.transforms.stain_matrix import check_number
+from stainlab.transforms.checks import MAX_SEED, check_float, check_int, check_stains
 
 HED_LIGHT = 0.05   # Tellez et al. 2019 "HED-light" jitter range
 _OD_OF_BYTE = rgb_to_od(np.arange(256))
 _FADE_OF_BYTE = np.clip(2.0 * _OD_OF_BYTE / TISSUE_BETA - 1.0, 0.0, 1.0)   # beta's weight, by darkest channel
 
 
-def _basis(stains):
-    try:
-        return stain_basis(stains)
-    except ValueError as err:
-        raise InputError(f"augment: {err}") from None
+def _sigmas(sigma1, sigma2) -> tuple[float, float]:
+    """The jitter ranges: ``alpha`` within 100 % of 1, ``beta`` within 5 OD (beyond, every colour saturates)."""
+    return check_float("augment: sigma1", sigma1, 0.0, 1.0), check_float("augment: sigma2", sigma2, 0.0, 5.0)
 
 
 def augment(image: np.ndarray, sigma1: float = HED_LIGHT, sigma2: float = HED_LIGHT, stains="hed",
@@ -52,9 +48,8 @@ def augment(image: np.ndarray, sigma1: float = HED_LIGHT, sigma2: float = HED_LI
     ``numpy.random.Generator`` makes the result reproducible; ``None`` draws fresh randomness.
     """
     image = check_rgb8(image)
-    sigma1 = check_number("sigma1", sigma1, 0.0, 1.0)
-    sigma2 = check_number("sigma2", sigma2, 0.0, 5.0)
-    basis = _basis(stains)
+    sigma1, sigma2 = _sigmas(sigma1, sigma2)
+    basis = check_stains("augment: stains", stains)
     rng = np.random.default_rng(seed)
     n = len(basis.stains)
     alpha, beta = np.ones(3), np.zeros(3)
@@ -91,11 +86,10 @@ class StainAugmenter(Transform):
     def __init__(self, sigma1: float = HED_LIGHT, sigma2: float = HED_LIGHT, stains="hed",
                  seed: int | None = None) -> None:
         super().__init__()
-        self.sigma1 = check_number("sigma1", sigma1, 0.0, 1.0)
-        self.sigma2 = check_number("sigma2", sigma2, 0.0, 5.0)
-        basis = _basis(stains)
+        self.sigma1, self.sigma2 = _sigmas(sigma1, sigma2)
+        basis = check_stains("augment: stains", stains)
         self.stains = stains if isinstance(stains, str) else basis.matrix[:len(basis.stains)].tolist()
-        self.seed = seed
+        self.seed = None if seed is None else check_int("augment: seed", seed, 0, MAX_SEED)
         self._rng = np.random.default_rng(seed)
 
     def _transform(self, image: np.ndarray) -> np.ndarray:

@@ -20,7 +20,8 @@ sends the image's background colour to the target and keeps black black. Choices
    through unchanged with a warning and a reference is refused. Gains therefore stay below 8.
 
 ``fit(reference)`` sets the target to the reference's background colour found the same way; unfitted,
-the target is ``target`` (default white, 255 in every channel).
+the target is ``target`` (default white, 255 in every channel). A reference with a flat colour channel
+(blank glass, black, one colour) is refused: it shows no tissue to tell its background from (issue 12).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import tissue_mask
 from stainlab.errors import InputError, NoBackgroundWarning, NoTissueError
 from stainlab.transforms.base import PixelTransform
+from stainlab.transforms.checks import brief, check_fields, check_float, require_color_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
 
 WHITE = (255.0, 255.0, 255.0)
@@ -73,13 +75,10 @@ def estimate_background(colors, weights=None, what: str = "image") -> np.ndarray
 
 
 def _check_target(target) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in target)
-    except (TypeError, ValueError):
-        values = ()
-    if len(values) != 3 or not all(0.0 < v <= 255.0 for v in values):
-        raise InputError(f"background: target must be three RGB values in (0, 255], got {target!r}")
-    return values
+    """Three RGB numbers in [1, 255]: the colour the background is sent to (0 would black out a channel)."""
+    if not (isinstance(target, (list, tuple, np.ndarray)) and len(target) == 3):
+        raise InputError(f"background: target must be three RGB values from 1 to 255, got {brief(target)}")
+    return tuple(check_float("background: target", v, 1.0, 255.0) for v in target)
 
 
 class BackgroundAffine(PixelTransform):
@@ -95,6 +94,7 @@ class BackgroundAffine(PixelTransform):
         self.target_color = np.array(WHITE if target is None else self.target)
 
     def _fit_colors(self, colors, weights):
+        require_color_spread(colors, weights, "background reference")
         self.target_color = estimate_background(colors, weights, "reference")
 
     def _source(self, colors, weights):
@@ -107,4 +107,6 @@ class BackgroundAffine(PixelTransform):
         return {"target_color": self.target_color}
 
     def _set_state(self, state):
-        self.target_color = np.array(_check_target(state["target_color"]))
+        what = "background fitted state"
+        check_fields(state, ("target_color",), what)
+        self.target_color = stored_array(state, "target_color", (3,), what, 1.0, 255.0)

@@ -25,6 +25,7 @@ import numpy as np
 
 from stainlab.errors import InputError
 from stainlab.transforms.base import PixelTransform
+from stainlab.transforms.checks import check_float
 from stainlab.transforms.histogram import weighted_cdf
 
 
@@ -49,10 +50,10 @@ class ColorBalance(PixelTransform):
 
     def __init__(self, s1: float = 1.0, s2: float = 1.0, lut_bits: int = 8) -> None:
         super().__init__(lut_bits)
-        self.s1, self.s2 = float(s1), float(s2)
-        if not (self.s1 >= 0 and self.s2 >= 0 and self.s1 + self.s2 < 100):
-            raise InputError(f"colorbalance: need s1 >= 0, s2 >= 0 and s1 + s2 < 100 (percent), "
-                             f"got s1={s1}, s2={s2}")
+        self.s1 = check_float("colorbalance: s1", s1, 0.0, 100.0)
+        self.s2 = check_float("colorbalance: s2", s2, 0.0, 100.0)
+        if not self.s1 + self.s2 < 100:
+            raise InputError(f"colorbalance: need s1 + s2 < 100 (percent), got s1={s1}, s2={s2}")
 
     def _source(self, colors, weights):
         bounds = np.array([saturation_bounds(colors[:, c], weights, self.s1, self.s2) for c in range(3)])

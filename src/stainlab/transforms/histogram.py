@@ -15,16 +15,26 @@ empty glass neither dilutes the statistics nor changes colour.
 
 The lookup table is exact (``lut_bits = 8``) by default: a coarser lattice evaluates each cell at its
 pixels' mean colour, which can break the per-channel monotonicity that defines histogram matching.
+
+A flat channel (a single level, or nearly) has no distribution: a reference with one would give every
+output the same value in that channel, a source would be sent to the reference's brightest level. The
+reference is refused and the source passed through with a warning (issue 12), as is a stored histogram
+with a flat channel.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from stainlab.color.stats import weighted_mean_std
 from stainlab.color.tissue import tissue_mask
+from stainlab.errors import InputError
 from stainlab.transforms.base import PixelTransform, require_tissue
+from stainlab.transforms.checks import (check_bool, check_fields, require_color_spread, require_spread,
+                                        stored_array)
 
 LEVELS = 256
+MAX_COUNT = 2.0 ** 53  # pixels a channel's histogram may hold: counts stay exact in float64
 
 
 def weighted_cdf(values, weights=None) -> tuple[np.ndarray, np.ndarray]:
@@ -58,20 +68,22 @@ class HistogramMatching(PixelTransform):
 
     def __init__(self, mask: bool = False, lut_bits: int = 8) -> None:
         super().__init__(lut_bits)
-        self.mask = bool(mask)
+        self.mask = check_bool("histogram: mask", mask)
         self.target_counts: np.ndarray | None = None
 
-    def _tissue_only(self, colors, weights, what):
-        if not self.mask:
-            return colors, weights
-        keep = require_tissue(colors, weights, what)
-        return colors[keep], None if weights is None else weights[keep]
+    def _matched(self, colors, weights, what):
+        """The colours whose distribution is matched (tissue only when masked); no channel may be flat."""
+        if self.mask:
+            keep = require_tissue(colors, weights, what)
+            colors, weights = colors[keep], None if weights is None else weights[keep]
+        require_color_spread(colors, weights, what)
+        return colors, weights
 
     def _fit_colors(self, colors, weights):
-        self.target_counts = channel_histograms(*self._tissue_only(colors, weights, "histogram reference"))
+        self.target_counts = channel_histograms(*self._matched(colors, weights, "histogram reference"))
 
     def _source(self, colors, weights):
-        colors, weights = self._tissue_only(colors, weights, "histogram source")
+        colors, weights = self._matched(colors, weights, "histogram source")
         return [weighted_cdf(colors[:, c], weights) for c in range(3)]
 
     def _map(self, colors, source):
@@ -85,7 +97,11 @@ class HistogramMatching(PixelTransform):
         return {"target_counts": self.target_counts}
 
     def _set_state(self, state):
-        counts = np.asarray(state["target_counts"], dtype=np.float64).reshape(3, LEVELS)
-        if not (np.isfinite(counts).all() and (counts >= 0).all() and (counts.sum(axis=1) > 0).all()):
-            raise ValueError("target_counts must be non-negative finite counts, each channel non-empty")
+        what = "histogram fitted state"
+        check_fields(state, ("target_counts",), what)
+        counts = stored_array(state, "target_counts", (3, LEVELS), what, 0.0, MAX_COUNT)
+        if not (counts.sum(axis=1) > 0).all():
+            raise InputError(f"{what}: target_counts has an empty channel")
+        levels = np.arange(LEVELS, dtype=np.float64)
+        require_spread([weighted_mean_std(levels, counts[c])[1] for c in range(3)], what)
         self.target_counts = counts

@@ -28,8 +28,9 @@ from stainlab.color.stains import order_like
 from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import NoTissueError
+from stainlab.transforms.checks import check_float
 from stainlab.transforms.lut import DEFAULT_BITS
-from stainlab.transforms.stain_matrix import StainMatrixTransform, check_number, scale_factors
+from stainlab.transforms.stain_matrix import StainMatrixTransform, scale_factors
 
 _MIN_PLANE_VARIANCE = 1e-12   # OD^2; the second-largest OD variance of any two-stain image is far above
 
@@ -70,7 +71,7 @@ class Macenko(StainMatrixTransform):
     def __init__(self, alpha: float = 1.0, beta: float = TISSUE_BETA, percentile: float = 99.0,
                  multi: str = "pool", rescale: bool = True, lut_bits: int = DEFAULT_BITS) -> None:
         super().__init__(beta, percentile, multi, rescale, lut_bits)
-        self.alpha = check_number("alpha", alpha, 0.0, 49.0)
+        self.alpha = check_float("macenko: alpha", alpha, 0.0, 49.0)
 
     def _estimate(self, od, weights, what):
         return macenko_stain_matrix(od, weights, self.alpha, what)

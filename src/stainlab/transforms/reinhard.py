@@ -6,6 +6,10 @@ Each LAB channel of the source is standardised and given the reference's mean an
 peer libraries do rather than the paper's l-alpha-beta). The masked variant computes both sets of
 statistics on tissue pixels only and leaves background pixels untouched (HistomicsTK PR #734,
 torch-staintools #2), so glass does not dilute the statistics of sparse tissue.
+
+A channel without spread cannot be standardised (issue 12): a reference whose colours or CIELAB channels
+are flat (black, white, one colour, grey) is refused, and such a source is passed through with a
+warning, where dividing by its zero spread used to paint it the reference's mean colour.
 """
 
 from __future__ import annotations
@@ -16,9 +20,13 @@ from stainlab.color.lab import lab_to_rgb, rgb_to_lab
 from stainlab.color.stats import weighted_mean_std
 from stainlab.color.tissue import tissue_mask
 from stainlab.transforms.base import PixelTransform, require_tissue
+from stainlab.transforms.checks import check_bool, check_fields, require_color_spread, require_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
 
-_MIN_STD = 1e-3  # LAB units; a flat source channel is shifted, not blown up
+LAB = ("L*", "a*", "b*")
+MIN_STD = 0.1      # CIELAB units: a channel that varies less is flat (standardising would blow up its noise)
+MAX_STD = 128.0    # CIELAB units: no channel of the sRGB gamut spreads wider
+LAB_RANGE = (-128.0, 128.0)  # every CIELAB value of an sRGB colour lies inside
 
 
 class Reinhard(PixelTransform):
@@ -28,7 +36,7 @@ class Reinhard(PixelTransform):
 
     def __init__(self, mask: bool = False, lut_bits: int = DEFAULT_BITS) -> None:
         super().__init__(lut_bits)
-        self.mask = bool(mask)
+        self.mask = check_bool("reinhard: mask", mask)
         self.target_mean: np.ndarray | None = None
         self.target_std: np.ndarray | None = None
 
@@ -37,7 +45,10 @@ class Reinhard(PixelTransform):
             keep = require_tissue(colors, weights, what)
             colors = colors[keep]
             weights = None if weights is None else weights[keep]
-        return weighted_mean_std(rgb_to_lab(colors), weights)
+        require_color_spread(colors, weights, what)
+        mean, std = weighted_mean_std(rgb_to_lab(colors), weights)
+        require_spread(std, what, LAB, MIN_STD)
+        return mean, std
 
     def _fit_colors(self, colors, weights):
         self.target_mean, self.target_std = self._stats(colors, weights, "reinhard reference")
@@ -48,7 +59,7 @@ class Reinhard(PixelTransform):
     def _map(self, colors, source):
         mean, std = source
         lab = rgb_to_lab(colors)
-        return lab_to_rgb((lab - mean) / np.maximum(std, _MIN_STD) * self.target_std + self.target_mean)
+        return lab_to_rgb((lab - mean) / std * self.target_std + self.target_mean)
 
     def _keep(self, colors):
         return ~tissue_mask(colors) if self.mask else None
@@ -57,5 +68,7 @@ class Reinhard(PixelTransform):
         return {"target_mean": self.target_mean, "target_std": self.target_std}
 
     def _set_state(self, state):
-        self.target_mean = np.asarray(state["target_mean"], dtype=np.float64).reshape(3)
-        self.target_std = np.asarray(state["target_std"], dtype=np.float64).reshape(3)
+        what = "reinhard fitted state"
+        check_fields(state, ("target_mean", "target_std"), what)
+        self.target_mean = stored_array(state, "target_mean", (3,), what, *LAB_RANGE)
+        self.target_std = stored_array(state, "target_std", (3,), what, MIN_STD, MAX_STD)

@@ -8,7 +8,9 @@ Concentrations come from the fixed matrix, ``C = OD M^-1`` (:mod:`stainlab.color
 - normalization (``channel=None``, needs a reference): each stain's concentrations are scaled so their
   99th percentile over tissue matches the reference's (the percentile rule Macenko et al. 2009 use), the
   residual channel is kept as it is, and the image is reconvolved with the same matrix; a stain absent
-  from the source or the reference is left unscaled;
+  from the source or the reference is left unscaled; a reference whose colours do not vary in some
+  channel (black, one colour) is refused, and such a source passed through with a warning (issue 12: a
+  black tile used to come out yellow);
 - single-stain projection (``channel="H"``, ``"E"`` or ``"DAB"``, needs no reference): every other
   channel is zeroed and the image reconvolved, paper 002's ``I^H = T^-1([v_H, 0, 0])`` (Sec. 2.1), an
   RGB image of that stain alone.
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from stainlab.color.deconvolution import separate, stain_basis
+from stainlab.color.deconvolution import separate
+from stainlab.color.od import MAX_OD
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
 from stainlab.transforms.base import PixelTransform
+from stainlab.transforms.checks import check_fields, check_float, check_stains, require_color_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
-from stainlab.transforms.stain_matrix import check_number, recompose, robust_max, scale_factors, tissue_od
+from stainlab.transforms.stain_matrix import recompose, robust_max, scale_factors, tissue_od
 
 
 class Ruifrok(PixelTransform):
@@ -34,15 +38,15 @@ class Ruifrok(PixelTransform):
     def __init__(self, stains="he", channel: str | int | None = None, percentile: float = 99.0,
                  beta: float = TISSUE_BETA, lut_bits: int = DEFAULT_BITS) -> None:
         super().__init__(lut_bits)
+        self._basis = check_stains("ruifrok: stains", stains)
         try:
-            self._basis = stain_basis(stains)
             self._channel = None if channel is None else self._basis.index(channel)
         except ValueError as err:
             raise InputError(f"ruifrok: {err}") from None
         self.stains = stains if isinstance(stains, str) else self._basis.matrix[:self.n_stains].tolist()
         self.channel = channel
-        self.percentile = check_number("percentile", percentile, 50.0, 100.0)
-        self.beta = check_number("beta", beta, 0.0, 5.0)
+        self.percentile = check_float("ruifrok: percentile", percentile, 50.0, 100.0)
+        self.beta = check_float("ruifrok: beta", beta, 0.0, 5.0)
         self.max_concentrations: np.ndarray | None = None
         # requires_fit is a class attribute; a projection needs no reference, so this instance is ready.
         self._fitted = channel is not None
@@ -53,6 +57,7 @@ class Ruifrok(PixelTransform):
 
     def _robust_max(self, colors, weights, what: str) -> np.ndarray:
         od, w = tissue_od(colors, weights, self.beta, what)
+        require_color_spread(colors, weights, what)
         return robust_max((od @ self._basis.inverse)[:, :self.n_stains], w, self.percentile)
 
     def _fit(self, images):
@@ -83,9 +88,9 @@ class Ruifrok(PixelTransform):
         return {} if self._channel is not None else {"max_concentrations": self.max_concentrations}
 
     def _set_state(self, state):
-        if self._channel is not None:
-            return
-        maxc = np.asarray(state["max_concentrations"], dtype=np.float64)
-        if maxc.shape != (self.n_stains,) or not np.isfinite(maxc).all():
-            raise InputError(f"ruifrok fitted state: expected {self.n_stains} finite maximum concentrations")
-        self.max_concentrations = maxc
+        what = "ruifrok fitted state"
+        check_fields(state, () if self._channel is not None else ("max_concentrations",), what)
+        if self._channel is None:  # no 8-bit colour deconvolves to more than its OD length times ||M^-1||
+            bound = np.sqrt(3.0) * MAX_OD * np.linalg.norm(self._basis.inverse, 2)
+            self.max_concentrations = stored_array(state, "max_concentrations", (self.n_stains,), what,
+                                                   -bound, bound)

@@ -11,7 +11,10 @@ reference's, and the image is rebuilt with the reference's stain vectors,
 Every statistic takes the colour-histogram weights, so a histogram gives the same answer as its
 pixels. Guards: stain directions closer than ``MIN_STAIN_ANGLE`` (a one-stain or black tile) and no
 tissue both raise :class:`~stainlab.errors.NoTissueError`, which passes a source through unchanged with
-a warning; a stain whose robust maximum is below ``MIN_MAX_CONCENTRATION`` is left unscaled.
+a warning; so does a flat colour channel (:func:`~stainlab.transforms.checks.require_color_spread`); a
+stain whose robust maximum is below ``MIN_MAX_CONCENTRATION`` is left unscaled. A target (fitted, loaded
+or standard) has unit, non-negative, separable stain rows and both maxima in
+[``MIN_MAX_CONCENTRATION``, ``MAX_CONCENTRATION``].
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from abc import abstractmethod
 
 import numpy as np
 
-from stainlab.color.od import od_to_rgb, rgb_to_od
+from stainlab.color.od import MAX_OD, od_to_rgb, rgb_to_od
 from stainlab.color.stains import MACENKO_REFERENCE_HE, MACENKO_REFERENCE_MAX_C, angle_degrees, normalize_rows
 from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import TISSUE_BETA, tissue_mask
 from stainlab.errors import InputError, NoTissueError
 from stainlab.io.arrays import check_rgb8
 from stainlab.transforms.base import PixelTransform, require_tissue
+from stainlab.transforms.checks import (check_bool, check_choice, check_fields, check_float,
+                                        require_color_spread, stored_array)
 from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram
 
 MIN_STAIN_ANGLE = 5.0
@@ -35,18 +40,13 @@ one-stain or black tile spreads by 1-5 degrees on the 8- to 6-bit colour lattice
 15-80 degrees apart."""
 MIN_MAX_CONCENTRATION = 0.01
 """OD units. A stain whose robust maximum is below this is absent: its ratio is not taken."""
+MAX_CONCENTRATION = np.sqrt(3.0) * MAX_OD / np.sqrt(1.0 - np.cos(np.radians(MIN_STAIN_ANGLE)))
+"""OD units, about 156: an 8-bit colour's OD vector is at most sqrt(3) ln 256 long, and the pseudo-inverse
+of two unit stain rows ``MIN_STAIN_ANGLE`` apart lengthens it at most 1 / sqrt(1 - cos 5 deg) times, so no
+colour holds more of a stain; a larger stored maximum is corrupt."""
+UNIT_TOLERANCE = 1e-3
+"""A stored stain row's length may differ from 1 by this (the published reference rows have 4 digits)."""
 MULTI_MODES = ("pool", "average")
-
-
-def check_number(name: str, value, low: float, high: float) -> float:
-    """``value`` as a float in the closed range [low, high], else :class:`InputError` naming it."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    if not low <= number <= high:
-        raise InputError(f"{name} must be between {low} and {high}, got {value!r}")
-    return number
 
 
 def tissue_od(colors: np.ndarray, weights: np.ndarray | None, beta: float,
@@ -90,17 +90,22 @@ def check_separable(stain_matrix: np.ndarray, what: str) -> None:
 
 
 def _stain_rows(matrix, what: str) -> np.ndarray:
+    """A (2, 3) matrix of finite, non-zero stain rows, scaled to unit length (a stain matrix the user gives)."""
     rows = np.asarray(matrix, dtype=np.float64)
     if rows.shape != (2, 3) or not np.isfinite(rows).all() or (np.linalg.norm(rows, axis=1) == 0).any():
         raise InputError(f"{what}: expected a finite (2, 3) stain matrix with non-zero rows, got {rows.shape}")
     return normalize_rows(rows)
 
 
-def _max_concentrations(values, what: str) -> np.ndarray:
-    maxc = np.asarray(values, dtype=np.float64)
-    if maxc.shape != (2,) or not np.isfinite(maxc).all():
-        raise InputError(f"{what}: expected two finite maximum concentrations, got {maxc.tolist()}")
-    return maxc
+def check_target_rows(rows: np.ndarray, what: str) -> np.ndarray:
+    """A target's (2, 3) stain rows, unit length and non-negative (light absorbed, never added), and
+    separable; :class:`InputError` naming ``what`` otherwise."""
+    norms = np.linalg.norm(rows, axis=1)
+    if (rows < 0).any() or (np.abs(norms - 1.0) > UNIT_TOLERANCE).any():
+        raise InputError(f"{what}: stain_matrix rows must be unit-length optical densities with no negative "
+                         f"entry, got {np.round(rows, 4).tolist()}")
+    check_separable(rows, what)
+    return rows / norms[:, None]
 
 
 class StainMatrixTransform(PixelTransform):
@@ -116,12 +121,10 @@ class StainMatrixTransform(PixelTransform):
     def __init__(self, beta: float = TISSUE_BETA, percentile: float = 99.0, multi: str = "pool",
                  rescale: bool = True, lut_bits: int = DEFAULT_BITS) -> None:
         super().__init__(lut_bits)
-        self.beta = check_number("beta", beta, 0.0, 5.0)
-        self.percentile = check_number("percentile", percentile, 50.0, 100.0)
-        if multi not in MULTI_MODES:
-            raise InputError(f"multi must be one of {', '.join(MULTI_MODES)}, got {multi!r}")
-        self.multi = multi
-        self.rescale = bool(rescale)
+        self.beta = check_float(f"{self.name}: beta", beta, 0.0, 5.0)
+        self.percentile = check_float(f"{self.name}: percentile", percentile, 50.0, 100.0)
+        self.multi = check_choice(f"{self.name}: multi", multi, MULTI_MODES)
+        self.rescale = check_bool(f"{self.name}: rescale", rescale)
         self.stain_matrix: np.ndarray | None = None
         self.max_concentrations: np.ndarray | None = None
 
@@ -146,13 +149,14 @@ class StainMatrixTransform(PixelTransform):
     def _analyse(self, colors, weights, what: str) -> tuple[np.ndarray, np.ndarray]:
         """Stain matrix and robust maximum concentrations of one image's colours."""
         od, w = tissue_od(colors, weights, self.beta, what)
+        require_color_spread(colors, weights, what)
         stain_matrix = self._estimate(od, w, what)
         check_separable(stain_matrix, what)
         return stain_matrix, robust_max(self._concentrations(od, stain_matrix), w, self.percentile)
 
-    def _set_target(self, stain_matrix, max_concentrations, what: str) -> None:
-        stain_matrix = _stain_rows(stain_matrix, what)
-        max_concentrations = _max_concentrations(max_concentrations, what)
+    def _set_target(self, stain_matrix: np.ndarray, max_concentrations: np.ndarray, what: str) -> None:
+        """Adopt a target after checking it (the same checks for a fit, a saved file and the standard)."""
+        stain_matrix = check_target_rows(stain_matrix, what)
         absent = max_concentrations < MIN_MAX_CONCENTRATION
         if absent.any():
             raise NoTissueError(f"{what}: stain {int(np.argmax(absent))} (0 = haematoxylin) has a "
@@ -204,4 +208,8 @@ class StainMatrixTransform(PixelTransform):
         return {"stain_matrix": self.stain_matrix, "max_concentrations": self.max_concentrations}
 
     def _set_state(self, state):
-        self._set_target(state["stain_matrix"], state["max_concentrations"], f"{self.name} fitted state")
+        what = f"{self.name} fitted state"
+        check_fields(state, ("stain_matrix", "max_concentrations"), what)
+        self._set_target(stored_array(state, "stain_matrix", (2, 3), what, 0.0, 1.0 + UNIT_TOLERANCE),
+                         stored_array(state, "max_concentrations", (2,), what, MIN_MAX_CONCENTRATION,
+                                      MAX_CONCENTRATION), what)

@@ -31,13 +31,14 @@ import numpy as np
 
 from stainlab.color.stains import normalize_rows, order_like
 from stainlab.color.tissue import TISSUE_BETA
-from stainlab.errors import InputError
+from stainlab.transforms.checks import check_float, check_int
 from stainlab.transforms.lut import DEFAULT_BITS
 from stainlab.transforms.macenko import macenko_stain_matrix
-from stainlab.transforms.stain_matrix import StainMatrixTransform, check_number, check_separable
+from stainlab.transforms.stain_matrix import StainMatrixTransform, check_separable
 
 SPARSITY = 0.1   # lambda of the objective: the paper's value, also StainTools' and tiatoolbox's default
 GRID_LEVELS = 64  # OD grid cells per channel for the factorisation: 0.087 OD wide
+MAX_ITERATIONS = 1000  # alternations; the factorisation settles in tens (each costs milliseconds)
 
 
 def nonnegative_concentrations(od: np.ndarray, stain_matrix: np.ndarray, sparsity: float = 0.0) -> np.ndarray:
@@ -112,10 +113,8 @@ class Vahadane(StainMatrixTransform):
                  percentile: float = 99.0, multi: str = "pool", rescale: bool = True,
                  lut_bits: int = DEFAULT_BITS) -> None:
         super().__init__(beta, percentile, multi, rescale, lut_bits)
-        self.sparsity = check_number("sparsity", sparsity, 0.0, 10.0)
-        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-            raise InputError(f"iterations must be a positive integer, got {iterations!r}")
-        self.iterations = int(iterations)
+        self.sparsity = check_float("vahadane: sparsity", sparsity, 0.0, 10.0)
+        self.iterations = check_int("vahadane: iterations", iterations, 1, MAX_ITERATIONS)
 
     def _estimate(self, od, weights, what):
         cells, totals = od_cell_means(od, weights)

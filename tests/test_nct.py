@@ -134,7 +134,7 @@ def test_bad_segmentations_and_parameters_are_named(he_reference):
         labelled.transform(he_reference, labels=np.zeros((h, w + 1), int))
     with pytest.raises(InputError, match="both the source and the reference"):
         labelled(he_reference)
-    with pytest.raises(InputError, match="layer must be one of"):
+    with pytest.raises(InputError, match="layer must be a whole number from 1 to 5"):
         nct(layer=6)
     with pytest.raises(InputError, match="lambdas"):
         nct(lambdas="fast")

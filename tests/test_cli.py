@@ -183,6 +183,19 @@ def test_methods_lists_reinhard(capsys):
     assert any(line.startswith("reinhard ") and "Reinhard 2001" in line for line in lines)
 
 
+def test_methods_lists_every_learned_form_with_what_it_needs(capsys):
+    assert main(["methods"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    for kind in ("stainnet", "unet", "cyclegan", "ccgan", "pcnet", "derestainer", "pix2pix"):
+        assert "needs a model file from" in lines[f"{kind}:PATH"], kind
+    assert "`stainlab train distill`" in lines["unet:PATH"]
+    assert "`stainlab train distill`" in lines["stainnet:PATH"]
+    assert "published StainNet checkpoint" in lines["stainnet:PATH"]
+    assert "`stainlab train cyclegan`" in lines["cyclegan:PATH"] and "latest_net_G_A.pth" in lines["cyclegan:PATH"]
+    assert "`stainlab train derestainer`" in lines["derestainer:PATH"]
+    assert "macenko:PATH" not in lines and "macenko" in lines
+
+
 def test_usage_errors_debug_and_version(tmp_path, src, ref, capsys):
     assert _normalize(src, tmp_path / "out", "-m", "reinhard", "-t", "x.json") == 1  # one or the other
     assert "-t x.json already holds the method" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import torch
 
 import stainlab
 from stainlab.errors import InputError, NotFittedError
-from stainlab.transforms import names
+from stainlab.transforms.registry import learned_kinds, names
 from synth import he_image
 
 
@@ -47,7 +47,7 @@ def images(ihc_image):
 
 def test_methods_lists_every_name_with_a_description():
     listed = stainlab.methods()
-    assert list(listed) == names()
+    assert list(listed) == names() + [f"{kind}:PATH" for kind in learned_kinds()]
     assert {"reinhard", "macenko", "vahadane", "ruifrok", "histogram", "colorbalance", "background",
             "grayscale"} <= set(listed)
     assert all(isinstance(line, str) and len(line) > 10 for line in listed.values())

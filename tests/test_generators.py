@@ -3,15 +3,20 @@ paper 003's skip generator, paper 004's U-Net-like generator and the 70x70 Patch
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import stainlab
 from stainlab.errors import InputError
+from stainlab.nets.files import save_model
 from stainlab.nets.generators import ResnetGenerator, SkipResnetGenerator, UNetGenerator, load_cyclegan_generator
+from stainlab.nets.inference import apply_network
 from stainlab.nets.patchgan import PatchDiscriminator, receptive_field
 from stainlab.nets.unet import UNet
 from stainlab.nets.weights import WeightsNotFoundError, load_into
+from synth import he_image
 
 
 def conv(c_in, c_out, k, bias=True):
@@ -261,3 +266,18 @@ def test_patchgan_gradient_support_is_70_pixels():
     cols = torch.nonzero(support.any(dim=0)).flatten()
     assert (rows.min().item(), rows.max().item()) == (8 * row - 23, 8 * row - 23 + 69)
     assert (cols.min().item(), cols.max().item()) == (8 * col - 23, 8 * col - 23 + 69)
+
+
+def test_a_generator_file_runs_as_each_kind_the_registry_gives_it(tmp_path):
+    """The network registry lets every generator kind run a generator file, and names the kind to use
+    when a file is asked for as another (a U-Net student, a DeReStainer)."""
+    torch.manual_seed(0)
+    net = UNetGenerator(ngf=4, depth=3).eval()
+    path = save_model(tmp_path / "G.safetensors", net, "unet-generator", {"ngf": 4, "depth": 3})
+    image = he_image((40, 56), seed=2)
+    for kind in ("cyclegan", "ccgan", "pcnet", "pix2pix"):
+        np.testing.assert_array_equal(stainlab.load(f"{kind}:{path}")(image), apply_network(net, image))
+    with pytest.raises(InputError, match="holds a unet-generator network, not a unet model; load it as 'cyclegan:"):
+        stainlab.load(f"unet:{path}")
+    with pytest.raises(InputError, match="not a DeReStainer"):
+        stainlab.load(f"derestainer:{path}")

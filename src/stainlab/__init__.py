@@ -11,6 +11,7 @@ as "paper 000" to "paper 004"; docs/papers.md gives their full references.
 
 import importlib
 
+import stainlab.networks as _networks
 from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFittedError, StainlabError
 from stainlab.transforms import load, methods
 from stainlab.transforms import registry as _registry
@@ -18,7 +19,8 @@ from stainlab.transforms.augment import StainAugmenter, augment
 
 __version__ = "0.1.0"
 
-_TARGETS = [target for target, _ in (*_registry._METHODS.values(), *_registry._LEARNED.values())]
+_TARGETS = [*(target for target, _ in _registry._METHODS.values()),
+            *map(_networks.kind_transform, _networks.learned_kinds())]
 _CLASSES = {cls: module for module, cls in (target.split(":") for target in _TARGETS)}  # class -> module
 
 __all__ = ["load", "methods", "augment", "StainlabError", "InputError", "NoTissueError", "NoTissueWarning",

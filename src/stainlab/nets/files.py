@@ -1,9 +1,10 @@
 """Model files written by stainlab's training: safetensors weights that carry their own architecture.
 
 A model file is a ``.safetensors`` file whose header metadata holds, under the key ``stainlab``, a JSON
-object ``{"arch": NAME, "kwargs": {...}, ...}``: the architecture's name in :data:`ARCHITECTURES`, its
-constructor arguments and whatever the trainer adds (recipe, direction, data range). So
-:func:`load_model` rebuilds the network from the file alone, with no code or config beside it.
+object ``{"arch": NAME, "kwargs": {...}, ...}``: the architecture's name in the network registry
+(:data:`stainlab.networks.ARCHITECTURES`), its constructor arguments and whatever the trainer adds
+(recipe, direction, data range). So :func:`load_model` rebuilds the network from the file alone, with
+no code or config beside it.
 """
 
 from __future__ import annotations
@@ -14,35 +15,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import stainlab.networks as networks
 from stainlab.errors import InputError
 from stainlab.io.atomic import atomic_path
-from stainlab.nets.derestainer import DeReStainer, her2_comparator
-from stainlab.nets.generators import ResnetGenerator, SkipResnetGenerator, UNetGenerator
-from stainlab.nets.patchgan import PatchDiscriminator
-from stainlab.nets.stainnet import StainNet
-from stainlab.nets.unet import UNet
 from stainlab.nets.weights import WeightsNotFoundError, load_into
 
 METADATA_KEY = "stainlab"
 SUFFIX = ".safetensors"
-ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "unet": UNet,
-    "stainnet": StainNet,
-    "resnet-generator": ResnetGenerator,
-    "skip-resnet-generator": SkipResnetGenerator,
-    "unet-generator": UNetGenerator,
-    "patchgan": PatchDiscriminator,
-    "derestainer": DeReStainer,  # kwargs: the model's ``config`` (paper 002)
-    "her2-classifier": her2_comparator,  # a ResNet HER2-level classifier (paper 002's comparator/evaluator)
-}
 
 
 def build_network(arch: str, kwargs: dict) -> nn.Module:
-    """A fresh network of architecture ``arch`` (a key of :data:`ARCHITECTURES`)."""
-    if arch not in ARCHITECTURES:
-        raise InputError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    """A fresh network of architecture ``arch`` (a key of :data:`stainlab.networks.ARCHITECTURES`)."""
+    build = networks.resolve(networks.architecture(arch).network)
     try:
-        return ARCHITECTURES[arch](**kwargs)
+        return build(**kwargs)
     except TypeError as err:
         raise InputError(f"architecture {arch}: {err}") from None
 

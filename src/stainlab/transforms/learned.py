@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import stainlab.networks as networks
 from stainlab.errors import InputError
 from stainlab.nets.inference import apply_network
 from stainlab.nets.stainnet import stainnet
@@ -51,29 +52,18 @@ class StainNetTransform(PixelTransform):
         return self._net.map_colors(colors)
 
 
-# which architectures each learned kind accepts (the file's header names its architecture)
-KIND_ARCHITECTURES = {
-    "unet": ("unet",),
-    "cyclegan": ("resnet-generator", "skip-resnet-generator", "unet-generator"),
-    "ccgan": ("unet-generator", "resnet-generator", "skip-resnet-generator"),
-    "pcnet": ("unet-generator", "resnet-generator", "skip-resnet-generator"),
-    "pix2pix": ("unet-generator", "resnet-generator", "skip-resnet-generator"),  # Isola et al.; H&E -> IHC too
-    "derestainer": ("derestainer",),  # paper 002 (run through stainlab.transforms.virtual_staining)
-}
-
-
 def load_network(model: str, kind: str):
-    """The network of a model file for ``kind``: a stainlab ``.safetensors`` model file (any kind) or,
-    for ``cyclegan``, a generator checkpoint of the public CycleGAN code (``latest_net_G_A.pth``)."""
+    """The network of a model file for ``kind``: a stainlab ``.safetensors`` model file whose architecture
+    the network registry (:mod:`stainlab.networks`) lets ``kind`` run or, for ``cyclegan``, a generator
+    checkpoint of the public CycleGAN code (``latest_net_G_A.pth``)."""
     from stainlab.nets.files import load_model
     from stainlab.nets.generators import load_cyclegan_generator
 
     if kind == "cyclegan" and Path(model).suffix == ".pth":
         return load_cyclegan_generator(model)
     net, info = load_model(model)
-    if info["arch"] not in KIND_ARCHITECTURES[kind]:
-        kinds = ["stainnet"] if info["arch"] == "stainnet" else [
-            k for k, archs in KIND_ARCHITECTURES.items() if info["arch"] in archs]
+    if info["arch"] not in networks.kind_architectures(kind):
+        kinds = list(networks.architecture(info["arch"]).kinds)
         use = f"load it as '{kinds[0]}:{model}'" if kinds else "it is not an image-to-image network"
         raise InputError(f"{model} holds a {info['arch']} network, not a {kind} model; {use}")
     return net
@@ -88,8 +78,8 @@ class NetworkTransform(Transform):
 
     def __init__(self, model: str, kind: str = "unet", tile: int = 512, overlap: int = 64) -> None:
         super().__init__()
-        if kind not in KIND_ARCHITECTURES:
-            raise InputError(f"unknown network kind {kind!r}; known: {', '.join(KIND_ARCHITECTURES)}")
+        if kind not in networks.learned_kinds():
+            raise InputError(f"unknown network kind {kind!r}; known: {', '.join(networks.learned_kinds())}")
         if not 0 <= overlap < tile // 2:
             raise InputError(f"overlap must be in [0, tile/2), got tile={tile} overlap={overlap}")
         self.name, self.kind, self.tile, self.overlap = kind, kind, tile, overlap

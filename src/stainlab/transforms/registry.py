@@ -1,16 +1,18 @@
 """Method names, their classes, and ``stainlab.load``.
 
 Classes are imported on first use, so ``import stainlab`` stays light and a method whose optional
-dependency is missing fails only when asked for.
+dependency is missing fails only when asked for. The learned kinds (``"KIND:PATH"``) and the transforms
+that run them come from the network registry, :mod:`stainlab.networks`.
 """
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
 
+import stainlab.networks as networks
 from stainlab.errors import InputError, StainlabError
 from stainlab.transforms.base import FORMAT, FORMAT_VERSION, Transform
 
@@ -28,25 +30,21 @@ _METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "augment": ("stainlab.transforms.augment:StainAugmenter", {}),
     "nct": ("stainlab.transforms.nct:NeuralColorTransfer", {}),
 }
-# Learned methods need their weight file: loaded as "KIND:PATH" (or from a saved .json), never by bare
-# name, so they stay out of names() and the default method lists of the harness and the demo.
-_LEARNED: dict[str, tuple[str, dict[str, Any]]] = {
-    "stainnet": ("stainlab.transforms.learned:StainNetTransform", {}),
-    **{kind: ("stainlab.transforms.learned:NetworkTransform", {"kind": kind})
-       for kind in ("unet", "cyclegan", "ccgan", "pcnet")},
-    "pix2pix": ("stainlab.transforms.learned:NetworkTransform", {"kind": "pix2pix"}),
-    "derestainer": ("stainlab.transforms.virtual_staining:DeReStainerTransform", {}),
-}
+# Learned kinds (stainlab.networks) need their weight file: loaded as "KIND:PATH" (or from a saved .json),
+# never by bare name, so they stay out of names() and the default method lists of the harness and the demo.
 
 
 def _class_of(name: str) -> tuple[type[Transform], dict[str, Any]]:
-    try:
-        target, preset = _METHODS[name] if name in _METHODS else _LEARNED[name]
-    except KeyError:
-        raise InputError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}; learned "
-                         f"(with a weight file): {', '.join(f'{k}:PATH' for k in sorted(_LEARNED))}") from None
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls), dict(preset)
+    """The class and preset of a method name or a learned kind (a transform that runs several kinds
+    takes the kind as its ``kind`` parameter)."""
+    if name in _METHODS:
+        target, preset = _METHODS[name]
+        return networks.resolve(target), dict(preset)
+    if name in networks.learned_kinds():
+        cls = networks.resolve(networks.kind_transform(name))
+        return cls, ({"kind": name} if "kind" in inspect.signature(cls).parameters else {})
+    raise InputError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}; learned (with a weight "
+                     f"file): {', '.join(f'{k}:PATH' for k in sorted(networks.learned_kinds()))}")
 
 
 def names() -> list[str]:
@@ -56,7 +54,7 @@ def names() -> list[str]:
 
 def learned_kinds() -> list[str]:
     """The kinds of learned model, each loaded as ``KIND:PATH``."""
-    return list(_LEARNED)
+    return networks.learned_kinds()
 
 
 def normalizers() -> list[str]:
@@ -66,7 +64,8 @@ def normalizers() -> list[str]:
 
 
 def methods() -> dict[str, str]:
-    """Every method name with a one-line description (the first line of its docstring)."""
+    """Every method name with a one-line description (the first line of its docstring), then every
+    learned form ``"KIND:PATH"`` with what it is and the model file it needs."""
     out = {}
     for name in names():
         try:
@@ -76,7 +75,7 @@ def methods() -> dict[str, str]:
             continue
         line = (cls.__doc__ or "").strip().splitlines()[0]
         out[name] = line + (f" [{', '.join(f'{k}={v}' for k, v in preset.items())}]" if preset else "")
-    return out
+    return out | {f"{kind}:PATH": networks.describe(kind) for kind in learned_kinds()}
 
 
 def create(name: str, **params) -> Transform:
@@ -118,7 +117,7 @@ def load(spec: str | Path, **params) -> Transform:
     Keyword arguments set method parameters (``stainlab.load("reinhard", mask=True)``).
     """
     kind, colon, model = str(spec).partition(":")
-    if kind in _LEARNED:
+    if kind in learned_kinds():
         if not colon or not model:
             raise InputError(f"{kind} needs its weight file: load it as '{kind}:PATH'")
         return create(kind, model=model, **params)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import stainlab
-from stainlab.errors import InputError, NoTissueWarning
+from stainlab.errors import InputError, NoTissueError, NoTissueWarning
 from stainlab.transforms import names
 from stainlab.transforms.checks import MAX_DEPTH, MAX_ITEMS
 from stainlab.transforms.registry import from_dict
@@ -286,3 +286,13 @@ def test_every_bad_parameter_is_refused_when_the_transform_is_made(name):
 def test_unknown_parameters_are_refused_naming_them():
     with pytest.raises(InputError, match="colour"):
         stainlab.load("macenko", colour="blue")
+
+
+def test_messages_about_too_little_tissue_or_close_stains_are_true():
+    from stainlab.transforms.stain_matrix import check_separable
+
+    with pytest.raises(NoTissueError, match=r"too little to learn from \(1 tissue pixel; need at least 2\)"):
+        stainlab.load("macenko").fit(np.array([[[120, 60, 140]]], np.uint8))
+    close = np.array([[1.0, 0.0, 0.0], [np.cos(np.radians(4.999)), np.sin(np.radians(4.999)), 0.0]])
+    with pytest.raises(NoTissueError, match=r"4\.99 degrees apart \(need at least 5\)"):
+        check_separable(close, "test")

@@ -51,9 +51,11 @@ def require_tissue(colors: np.ndarray, weights: np.ndarray | None, what: str,
     mask = tissue_mask(colors)
     w = np.ones(len(colors)) if weights is None else weights
     fraction = float(w[mask].sum() / max(w.sum(), 1.0))
-    if fraction < min_fraction or w[mask].sum() < 2:
+    if fraction < min_fraction:
         raise NoTissueError(f"{what}: no tissue ({100 * fraction:.2f}% of pixels have optical density "
                             f"above {TISSUE_BETA} in any channel; need {100 * min_fraction:.1f}%)")
+    if w[mask].sum() < 2:
+        raise NoTissueError(f"{what}: too little to learn from ({w[mask].sum():g} tissue pixel; need at least 2)")
     return mask
 
 

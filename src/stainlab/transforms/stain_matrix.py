@@ -85,8 +85,9 @@ def check_separable(stain_matrix: np.ndarray, what: str) -> None:
     """Raise :class:`NoTissueError` when the two stain directions are (nearly) the same."""
     angle = angle_degrees(stain_matrix[0], stain_matrix[1])
     if not angle >= MIN_STAIN_ANGLE:
-        raise NoTissueError(f"{what}: the two stain directions found are {angle:.1f} degrees apart "
-                            f"(under {MIN_STAIN_ANGLE}): one stain only, or none; cannot separate")
+        shown = np.floor(angle * 100) / 100  # rounded down, so it never reads as the minimum itself
+        raise NoTissueError(f"{what}: the two stain directions found are {shown:.2f} degrees apart "
+                            f"(need at least {MIN_STAIN_ANGLE:g}): one stain only, or none; cannot separate")
 
 
 def _stain_rows(matrix, what: str) -> np.ndarray:

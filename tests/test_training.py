@@ -1,6 +1,7 @@
 """The training loop and its recipes on tiny data: losses fall, runs resume to identical weights, model
 files reload to identical outputs and load through the shared face, bad settings and data fail clearly."""
 
+import csv
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from stainlab.io.images import write_image
 from stainlab.nets.files import load_model
 from stainlab.nets.inference import apply_network
 from stainlab.nets.weights import WeightsNotFoundError
-from stainlab.training import TrainingData, make_config, train
+from stainlab.training import TrainingData, make_config, resume_run, train
 from stainlab.training.loop import learning_rate_factor
 from stainlab.training.recipes.generators import generator_spec
 from synth import SOURCE_STAINS, concentration_maps, render
@@ -118,6 +119,8 @@ def test_a_run_folder_is_not_silently_replaced_or_resumed_with_other_settings(pa
     with pytest.raises(InputError, match="nothing to resume|no checkpoint.pt"):
         train("cyclegan", pairs, tmp_path / "new", overrides={**CYCLEGAN, "steps": 1}, resume=True,
               progress=False)
+    with pytest.raises(InputError, match="trained on data in memory, not read from a folder"):
+        resume_run(tmp_path, overrides={"steps": 2}, progress=False)
 
 
 def test_paired_recipes_refuse_unpaired_data(pairs, tmp_path):
@@ -164,26 +167,106 @@ def test_distill_needs_a_teacher(pairs, tmp_path):
               progress=False)
 
 
-def test_train_command_writes_models_used_by_normalize(pairs, tmp_path, capsys):
+def _write_folder(pairs, root):
     for domain, images in (("A", pairs.a), ("B", pairs.b)):
         for i, image in enumerate(images):
-            write_image(tmp_path / "data" / domain / f"t{i}.png", image)
+            write_image(root / domain / f"t{i}.png", image)
+    return root
+
+
+def test_train_command_writes_models_used_by_normalize(pairs, tmp_path, capsys):
+    data = _write_folder(pairs, tmp_path / "data")
     run = tmp_path / "run"
 
     def args(steps, *more):
-        return ["train", "cyclegan", "--data", str(tmp_path / "data"), "-o", str(run), "--preset", "tiny",
+        return ["train", "cyclegan", "--data", str(data), "-o", str(run), "--preset", "tiny",
                 "--skips", "--ssim-cycle", "--set", "size=48", "--set", "ngf=4", "--set", "n_blocks=1",
                 "--steps", str(steps), *more]
 
     assert main(args(2)) == 0
     assert "use as: -m cyclegan --model" in capsys.readouterr().out
     assert main(args(2)) == 1 and "--resume" in capsys.readouterr().err
-    assert main(args(5, "--resume")) == 0  # only --steps changes
+    assert main(args(5, "--resume")) == 0  # the settings it started with, given again: only --steps changes
     assert load_model(run / "G_AB.safetensors")[1]["step"] == 5
     out = tmp_path / "out"
-    assert main(["normalize", str(tmp_path / "data" / "A"), "-m", "cyclegan", "--model",
+    assert main(["normalize", str(data / "A"), "-m", "cyclegan", "--model",
                  str(run / "G_AB.safetensors"), "-o", str(out)]) == 0
     assert len(list(out.glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("recipe, own, others", [
+    ("cyclegan", ["--skips", "--ssim-cycle", "--lambda-cycle FLOAT", "default: 10.0, 5.0 with --ssim-cycle",
+                  "--generator {resnet-generator,skip-resnet-generator,unet-generator}"],
+     ["--teacher", "--student", "--features", "--comparator", "--ablation", "--lambda-feat"]),
+    ("ccgan", ["--lambda-paired FLOAT", "pairs only, Eq. 5); default: 10.0", "--skips"], ["--teacher", "--features"]),
+    ("distill", ["--teacher RUN_OR_FILE", "--student {unet,stainnet}", "--direction {AB,BA}"],
+     ["--skips", "--ssim-cycle", "--lambda-cycle", "--features", "--comparator"]),
+    ("pcnet", ["--features vgg16|random|PATH", "default: vgg16", "--lambda-feat FLOAT"], ["--skips", "--teacher"]),
+    ("derestainer", ["--comparator FILE|none", "--ablation {full,no_stain,no_dab}"], ["--skips", "--student"]),
+    ("comparator", ["--arch resnet50|resnet18"], ["--skips", "--teacher", "--comparator FILE|none"]),
+])
+def test_each_recipe_has_its_own_options_and_the_common_ones(recipe, own, others, capsys):
+    assert main(["train", recipe, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps help lines
+    for option in own + ["--data DIR", "-o RUN_DIR", "--preset {paper,tiny}", "--steps STEPS", "--seed SEED",
+                         "--resume", "--overwrite", "--device DEVICE", "--set KEY=VALUE"]:
+        assert option in text, option
+    for option in others:
+        assert option not in text, option
+
+
+def test_resume_needs_only_the_run_folder_and_goes_on_as_the_unbroken_run(pairs, tmp_path, monkeypatch, capsys):
+    data = _write_folder(pairs, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+
+    def start(run, steps):
+        return main(["train", "cyclegan", "--data", "data", "-o", str(run), "--seed", "3", "--skips", "--ssim-cycle",
+                     "--set", "size=48", "--set", "ngf=4", "--set", "n_blocks=1", "--set", "ndf=4",
+                     "--set", "pool_size=4", "--set", "batch_size=2", "--set", "log_every=2", "--steps", str(steps)])
+
+    assert start(tmp_path / "straight", 6) == 0 and start(tmp_path / "cut", 3) == 0
+    assert main(["train", "cyclegan", "-o", "cut"]) == 1
+    assert "--data DIR is needed to start a run" in capsys.readouterr().err
+    monkeypatch.chdir(data / "A")  # the run folder alone says where its data is
+    assert main(["train", "cyclegan", "--resume", "-o", str(tmp_path / "cut"), "--steps", "6"]) == 0
+    for name in ("G_AB.safetensors", "G_BA.safetensors"):
+        a, b = load_model(tmp_path / "straight" / name)[0], load_model(tmp_path / "cut" / name)[0]
+        for (key, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(x, y, rtol=0, atol=0, msg=key)
+    assert (tmp_path / "cut" / "config.json").read_text() == (tmp_path / "straight" / "config.json").read_text()
+    logs = [[{k: v for k, v in row.items() if k != "seconds"}
+             for row in csv.DictReader((tmp_path / run / "log.csv").read_text().splitlines())]
+            for run in ("straight", "cut")]
+    assert logs[0] == logs[1] and len(logs[0]) == 3
+
+
+def test_a_resume_with_other_settings_is_refused_by_name_and_leaves_the_run_alone(pairs, tmp_path, capsys):
+    data = _write_folder(pairs, tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", "cyclegan", "--data", str(data), "-o", str(run), "--preset", "tiny", "--steps", "1",
+                 "--set", "size=48", "--set", "ngf=4", "--set", "n_blocks=1", "--set", "ndf=4"]) == 0
+    config, other = (run / "config.json").read_bytes(), _write_folder(pairs, tmp_path / "other")
+    for more, message in ((["--set", "lr=1e-4"], "lr=0.0001 differs from the run's lr=0.0005"),
+                          (["--lambda-cycle", "5"], "lambda_cycle=5.0 differs from the run's lambda_cycle=10.0"),
+                          (["--skips"], "skips=True differs from the run's skips=False"),
+                          (["--seed", "1"], "seed=1 differs from the run's seed=0"),
+                          (["--preset", "paper"], "preset=paper differs from the run's preset=tiny"),
+                          (["--data", str(other)], f"data={other} differs from the run's data={data}"),
+                          (["--set", "learning_rate=1"], "unknown setting(s) learning_rate")):
+        assert main(["train", "cyclegan", "--resume", "-o", str(run), "--steps", "3", *more]) == 1
+        assert message in capsys.readouterr().err
+    assert main(["train", "ccgan", "--resume", "-o", str(run)]) == 1
+    assert "recipe=ccgan differs from the run's recipe=cyclegan" in capsys.readouterr().err
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")  # fails after the settings are checked
+    assert main(["train", "cyclegan", "--resume", "-o", str(run), "--steps", "3"]) == 1
+    assert (run / "config.json").read_bytes() == config
+
+
+def test_a_distilled_stainnet_is_used_as_stainnet(pairs, teacher, tmp_path, capsys):
+    data = _write_folder(pairs, tmp_path / "data")
+    assert main(["train", "distill", "--data", str(data), "-o", str(tmp_path / "run"), "--teacher", str(teacher),
+                 "--student", "stainnet", "--preset", "tiny", "--steps", "1", "--set", "size=48"]) == 0
+    assert f"use as: -m stainnet --model {tmp_path / 'run' / 'student.safetensors'}" in capsys.readouterr().out
 
 
 def test_reverse_student_learns_from_the_reverse_teacher(pairs, teacher, tmp_path):

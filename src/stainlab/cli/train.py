@@ -1,79 +1,150 @@
-"""``stainlab train RECIPE``: train a learned normalizer or virtual stainer."""
+"""``stainlab train RECIPE``: train a learned normalizer or virtual stainer.
+
+One sub-command per recipe of the network registry (:func:`stainlab.networks.recipes`). Each takes the
+options of every run (data, run folder, preset, steps, seed, resume, device, ``--set``) and the options
+its recipe declares (:attr:`stainlab.training.Recipe.options`), with the recipe's own defaults in their
+help. A recipe's options are added when its sub-command is parsed, since reading them imports the recipe
+(and torch), which the other commands need not pay for.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from dataclasses import fields
 
+import stainlab.networks as networks
 from stainlab.cli import messages
 from stainlab.cli.args import key_value, positive_int, subcommand
+from stainlab.errors import InputError
+
+
+class _Setting(argparse.Action):
+    """Adds ``(setting, value)`` to the list ``--set`` fills, so every recipe setting given on the command
+    line, however spelled, arrives in one place; with ``nargs=0`` an on/off switch (``--x``/``--no-x``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = not option_string.startswith("--no-") if self.nargs == 0 else values
+        namespace.set = [*namespace.set, (self.dest, value)]
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value) if value != "" else "none"
+
+
+def _add_recipe_options(parser: argparse.ArgumentParser, recipe) -> None:
+    """``recipe.options`` as ``--SETTING`` with the type and default of its config field, and the
+    settings its variants imply (``--ssim-cycle`` sets lambda_cycle to 5)."""
+    defaults = {field.name: field.default for field in fields(recipe.config_class)}
+    parser.description = f"{recipe.__doc__.strip()}\n\n{parser.description}"
+    group = parser.add_argument_group(f"{recipe.name} options",
+                                      "defaults are the paper's; any other setting: --set KEY=VALUE")
+    for option in recipe.options:
+        default = defaults[option.setting]
+        implied = [f"{_shown(settings[option.setting])} with --{variant.replace('_', '-')}"
+                   for variant, settings in recipe.variants.items() if option.setting in settings]
+        text = f"{option.help}; default: {', '.join([_shown(default), *implied])}".replace("%", "%%")
+        if isinstance(default, bool):
+            group.add_argument(option.flag, f"--no-{option.flag[2:]}", dest=option.setting, action=_Setting,
+                               nargs=0, default=argparse.SUPPRESS, help=text)
+        else:
+            group.add_argument(option.flag, dest=option.setting, action=_Setting, type=type(default),
+                               choices=option.choices or None, default=argparse.SUPPRESS, help=text,
+                               metavar=option.metavar or (None if option.choices else type(default).__name__.upper()))
+
+
+class _RecipeParser(argparse.ArgumentParser):
+    """A recipe's sub-command; its own options join on first use (see the module docstring)."""
+
+    def __init__(self, *args, recipe: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.recipe, self._complete = recipe, False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not self._complete:
+            from stainlab.training import recipe_class
+
+            _add_recipe_options(self, recipe_class(self.recipe))
+            self._complete = True
+        return super().parse_known_args(args, namespace)
+
+
+def _run_options() -> argparse.ArgumentParser:
+    """The options every recipe takes."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("run options")
+    group.add_argument("--data", metavar="DIR", help="folder with A/ and B/ (or the HEV or BCI layout); needed to "
+                                                     "start a run (--resume reads it from RUN_DIR/config.json)")
+    group.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder")
+    group.add_argument("--preset", choices=("paper", "tiny"),
+                       help="paper: the papers' settings (default); tiny: small and quick, for a CPU")
+    group.add_argument("--steps", dest="steps", action=_Setting, type=positive_int, default=argparse.SUPPRESS,
+                       help="optimisation steps (default: the preset's); the one setting --resume may change")
+    group.add_argument("--seed", type=int, help="random seed (default: 0)")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in RUN_DIR from its checkpoint, with its data and settings")
+    group.add_argument("--overwrite", action="store_true", help="start over in a RUN_DIR that holds a run")
+    group.add_argument("--device", dest="device", action=_Setting, default=argparse.SUPPRESS,
+                       help="torch device, e.g. cpu or cuda (default: cpu)")
+    group.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                       help="any recipe setting, e.g. --set lr=1e-4 --set batch_size=8 (repeatable)")
+    return parent
+
+
+def _writes(recipe: str) -> str:
+    """What ``recipe``'s model files are, from the network registry."""
+    uses = dict.fromkeys(f"-m {networks.kind_of(arch, recipe)}" if networks.kind_of(arch, recipe)
+                         else networks.use_as(arch, recipe, "FILE") for arch in networks.written_by(recipe))
+    return "model files for " + " or ".join(uses)
 
 
 def run(args) -> int:
-    from stainlab.training import TrainingData, train
+    from stainlab.nets.files import read_model_info
+    from stainlab.training import TrainingData, resume_run, train
 
     overrides = dict(args.set)
-    for flag in ("steps", "teacher", "student", "device", "ablation", "comparator"):
-        if getattr(args, flag) is not None:
-            overrides[flag] = getattr(args, flag)
-    for flag in ("skips", "ssim_cycle"):
-        if getattr(args, flag):
-            overrides[flag] = True
-    if args.features is not None:
-        overrides["features"] = None if args.features == "vgg16" else args.features
-    data = TrainingData.from_folder(args.data)
-    result = train(args.recipe, data, args.out, preset=args.preset, overrides=overrides, seed=args.seed,
-                   resume=args.resume, overwrite=args.overwrite,
-                   progress=sys.stderr.isatty() and messages.level > messages.QUIET)
+    progress = sys.stderr.isatty() and messages.level > messages.QUIET
+    data = TrainingData.from_folder(args.data) if args.data else None
+    if args.resume and args.overwrite:
+        raise InputError("--resume continues the run in RUN_DIR, --overwrite replaces it: choose one")
+    if args.resume:
+        result = resume_run(args.out, data, recipe=args.recipe, preset=args.preset, seed=args.seed,
+                            overrides=overrides, progress=progress)
+    elif data is None:
+        raise InputError("--data DIR is needed to start a run (only --resume reads it from RUN_DIR/config.json)")
+    else:
+        result = train(args.recipe, data, args.out, preset=args.preset or "paper", overrides=overrides,
+                       seed=args.seed or 0, overwrite=args.overwrite, progress=progress)
     last = result.history[-1] if result.history else {}
     losses = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("step", "epoch", "lr", "seconds"))
     messages.result(f"trained {args.recipe} for {result.step} steps into {result.run_dir} ({losses})")
-    if args.recipe == "comparator":  # a HER2 classifier, not a transform
-        for path in result.models.values():
-            print(f"  {path}   use as: train derestainer --comparator {path}, or evaluate --classifier {path}")
-        return 0
-    kind = {"distill": "unet" if overrides.get("student", "unet") == "unet" else "stainnet"}.get(args.recipe,
-                                                                                                args.recipe)
     for path in result.models.values():
-        print(f"  {path}   use as: -m {kind} --model {path}")
+        print(f"  {path}   use as: {networks.use_as(read_model_info(path)['arch'], args.recipe, path)}")
     return 0
 
 
 def add(sub, common) -> None:
     train = subcommand(
-        sub, "train", "train a learned normalizer (cyclegan, ccgan, pcnet, distill) or virtual stainer "
-                      "(derestainer, pix2pix, comparator)",
+        sub, "train", "train a learned normalizer or virtual stainer (`stainlab train RECIPE --help`)",
         "Train a network on DATA/A (source look) and DATA/B (target look); pairs when the file names\n"
-        "match (ccgan and pcnet need them). Defaults are the papers' settings; --preset tiny is a small\n"
-        "run for a CPU in minutes. The run folder gets config.json, checkpoint.pt (--resume continues it),\n"
-        "log.csv, losses.png, samples/ and the model files (*.safetensors) to use with -m KIND --model.",
+        "match (ccgan, pcnet, pix2pix and derestainer need them). Defaults are the papers' settings;\n"
+        "--preset tiny is a small run for a CPU in minutes. The run folder gets config.json, checkpoint.pt\n"
+        "(--resume -o RUN_DIR continues it), log.csv, losses.png, samples/ and the model files\n"
+        "(*.safetensors) to use with -m KIND --model. `stainlab train RECIPE --help` lists a recipe's options.",
         "examples:\n  stainlab train cyclegan --data tiles/ -o runs/teacher --skips --ssim-cycle\n"
+        "  stainlab train cyclegan --resume -o runs/teacher --steps 80000\n"
         "  stainlab train distill --data tiles/ --teacher runs/teacher -o runs/unet\n"
         "  stainlab train distill --data tiles/ --teacher runs/teacher --student stainnet -o runs/stainnet\n"
         "  stainlab train ccgan --data pairs/ -o runs/ccgan --preset tiny\n"
         "  stainlab normalize tiles/ -m unet --model runs/unet/student.safetensors -o out/", common)
-    train.add_argument("recipe", choices=("cyclegan", "ccgan", "pcnet", "distill", "pix2pix", "derestainer",
-                                          "comparator"), help="what to train")
-    train.add_argument("--data", required=True, metavar="DIR", help="folder with A/ and B/ (or the HEV layout)")
-    train.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder")
-    train.add_argument("--preset", choices=("paper", "tiny"), default="paper",
-                       help="paper: the papers' settings (default); tiny: small and quick, for a CPU")
-    train.add_argument("--steps", type=positive_int, help="optimisation steps (default: the preset's)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    train.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="start over in a RUN_DIR that holds a run")
-    train.add_argument("--skips", action="store_true", help="cyclegan: paper 003's generator with skip connections")
-    train.add_argument("--ssim-cycle", action="store_true",
-                       help="cyclegan: paper 003's loss L_adv + 5 L_cycle + 5 L_ssim and its schedule")
-    train.add_argument("--teacher", metavar="RUN_OR_FILE", help="distill: the trained CycleGAN (run folder)")
-    train.add_argument("--student", choices=("unet", "stainnet"), help="distill: the student (default: unet)")
-    train.add_argument("--ablation", choices=("full", "no_stain", "no_dab"),
-                       help="derestainer: paper 002 Table 1b's ablation (default: full)")
-    train.add_argument("--comparator", metavar="FILE|none",
-                       help="derestainer: the HER2 classifier of `stainlab train comparator` (L_cmp), or none")
-    train.add_argument("--features", metavar="vgg16|random|PATH",
-                       help="pcnet: VGG16 weights for the Gram loss (default vgg16: vgg16-397923af.pth in the "
-                            "torch cache; random: seeded random VGG16, offline)")
-    train.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
-    train.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                       help="any recipe setting, e.g. --set lr=1e-4 --set batch_size=8 (repeatable)")
+    recipes = train.add_subparsers(dest="recipe", metavar="RECIPE", required=True, parser_class=_RecipeParser)
+    options = _run_options()
+    for name in networks.recipes():
+        recipes.add_parser(name, recipe=name, help=_writes(name), parents=[common, options],
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description=f"Writes {_writes(name)}.",
+                           epilog=f"examples:\n  stainlab train {name} --data DIR -o RUN_DIR --preset tiny\n"
+                                  f"  stainlab train {name} --resume -o RUN_DIR --steps N")
     train.set_defaults(run=run)

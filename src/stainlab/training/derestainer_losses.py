@@ -26,6 +26,7 @@ from stainlab.nets.derestainer import DeReStainerOutput, MultiScalePatchGAN, che
 from stainlab.training.losses import adversarial_loss, structural_cycle_loss
 
 NO_LABEL = -1
+ABLATIONS = ("full", "no_stain", "no_dab")  # paper 002, Table 1b
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,9 @@ class DeReStainerHyperParams:
 
     def ablation(self, name: str) -> DeReStainerHyperParams:
         """Paper 002 Table 1b: ``"full"``, ``"no_stain"`` (w/o L_stain) or ``"no_dab"`` (w/o L_DAB)."""
-        changes = {"full": {}, "no_stain": {"stain": 0.0}, "no_dab": {"dab": 0.0}}
+        changes = dict(zip(ABLATIONS, ({}, {"stain": 0.0}, {"dab": 0.0})))
         if name not in changes:
-            raise InputError(f"unknown DeReStainer ablation {name!r}; known: {', '.join(changes)}")
+            raise InputError(f"unknown DeReStainer ablation {name!r}; known: {', '.join(ABLATIONS)}")
         return replace(self, **changes[name])
 
 

@@ -2,10 +2,12 @@
 
 A run lives in one folder:
 
-- ``config.json``: recipe, preset, every setting, seed and data, written when the run starts;
+- ``config.json``: recipe, preset, every setting, seed and data (with the folder it was read from),
+  written when the run starts;
 - ``checkpoint.pt``: networks, optimisers, step, random-generator states and the log so far, written
-  atomically every ``checkpoint_every`` steps and at the end; ``resume=True`` continues from it and
-  draws exactly what the uninterrupted run would have drawn;
+  atomically every ``checkpoint_every`` steps and at the end; :func:`resume_run` continues from it with
+  the settings and data of ``config.json`` (only the step count may change) and draws exactly what the
+  uninterrupted run would have drawn;
 - ``log.csv``: the loss terms averaged over every ``log_every`` steps, with learning rate and time;
 - ``losses.png`` and ``samples/step_NNNNNN.png``: the loss curves and a montage of fixed samples, each epoch;
 - the model files (``*.safetensors``, architecture in the header, see :mod:`stainlab.nets.files`),
@@ -25,15 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import stainlab.networks as networks
 from stainlab.errors import InputError
 from stainlab.io.atomic import atomic_path, atomic_write_text
 from stainlab.nets.files import save_model
 from stainlab.nets.inference import from_net
 from stainlab.training.plots import plot_losses, save_montage
 from stainlab.training.recipe import Recipe, TrainConfig, TrainingData
-from stainlab.training.recipes import RECIPES
 
 CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
 MIN_PICTURE_STEPS = 25
 SAMPLES = 4
 
@@ -47,9 +50,11 @@ class TrainResult:
 
 
 def recipe_class(name: str) -> type[Recipe]:
-    if name not in RECIPES:
-        raise InputError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
-    return RECIPES[name]
+    """The recipe named ``name``, from the network registry (:func:`stainlab.networks.recipes`)."""
+    recipes = networks.recipes()
+    if name not in recipes:
+        raise InputError(f"unknown recipe {name!r}; known: {', '.join(recipes)}")
+    return networks.resolve(recipes[name])
 
 
 def make_config(recipe: str, preset: str = "paper", overrides: dict | None = None) -> TrainConfig:
@@ -105,10 +110,7 @@ class _Run:
             torch.save(state, tmp)
 
     def restore(self) -> None:
-        path = self.run_dir / CHECKPOINT
-        if not path.is_file():
-            raise InputError(f"{self.run_dir}: no {CHECKPOINT} to resume from")
-        state = torch.load(path, map_location=self.recipe.device, weights_only=True)
+        state = torch.load(self.run_dir / CHECKPOINT, map_location=self.recipe.device, weights_only=True)
         for key, module in self.recipe.networks.items():
             module.load_state_dict(state["networks"][key])
         for key, optimizer in self.recipe.optimizers.items():
@@ -150,48 +152,82 @@ class _Run:
         save_montage(columns, self.run_dir / "samples" / f"step_{self.step:06d}.png")
 
 
-def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    if (run_dir / CHECKPOINT).exists() and not (resume or overwrite):
+def _prepare_folder(run_dir: Path, overwrite: bool) -> None:
+    if (run_dir / CHECKPOINT).exists() and not overwrite:
         raise InputError(f"{run_dir}: a run is there already; resume it (--resume) or replace it (--overwrite)")
-    if resume and not (run_dir / CHECKPOINT).exists():
-        raise InputError(f"{run_dir}: no {CHECKPOINT} to resume from")
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _check_same_run(run_dir: Path, record: dict) -> None:
-    """A resumed run must have the recipe, settings (bar the step count) and seed it started with."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return
-    before = json.loads(path.read_text(encoding="utf-8"))
-    drop = ("steps",)
-    old = {k: v for k, v in before.get("config", {}).items() if k not in drop}
-    new = {k: v for k, v in record["config"].items() if k not in drop}
-    if before.get("recipe") != record["recipe"] or old != new or before.get("seed") != record["seed"]:
-        raise InputError(f"{run_dir}: --resume with other settings than the run was started with "
-                         f"(only --steps may change); start a new run folder instead")
+def read_run(run_dir) -> dict:
+    """The record of the run in ``run_dir`` (its ``config.json``: recipe, preset, seed, data and settings)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise InputError(f"{run_dir}: no {CHECKPOINT} to resume from")
+    if not (run_dir / CONFIG).is_file():
+        raise InputError(f"{run_dir}: no {CONFIG} beside its {CHECKPOINT}, so its settings are unknown")
+    return json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
 
 
 def train(recipe: str, data: TrainingData, run_dir, *, preset: str = "paper", overrides: dict | None = None,
           seed: int = 0, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainResult:
-    """Train ``recipe`` on ``data`` into ``run_dir`` and write its model files; see the module docstring."""
+    """Train ``recipe`` on ``data`` into ``run_dir`` and write its model files; see the module docstring.
+    ``resume=True`` continues the run in ``run_dir`` instead (:func:`resume_run`), which must have been
+    started with these settings."""
+    if resume:
+        return resume_run(run_dir, data, recipe=recipe, preset=preset, seed=seed, overrides=overrides,
+                          progress=progress)
     config = make_config(recipe, preset, overrides)
     run_dir = Path(run_dir)
-    _prepare_folder(run_dir, resume, overwrite)
-    record = {"recipe": recipe, "preset": preset, "seed": seed, "data": data.description,
-              "config": json.loads(json.dumps(asdict(config)))}
-    if resume:
-        _check_same_run(run_dir, record)
-    atomic_write_text(run_dir / "config.json", json.dumps(record, indent=1))
+    _prepare_folder(run_dir, overwrite)
+    record = {"recipe": recipe, "preset": preset, "seed": seed, "data": data.description, "folder": data.folder,
+              "paired": data.paired}
+    return _train(run_dir, record, config, data, False, progress)
 
+
+def resume_run(run_dir, data: TrainingData | None = None, *, recipe: str | None = None, preset: str | None = None,
+               seed: int | None = None, overrides: dict | None = None, progress: bool = True) -> TrainResult:
+    """Continue the run in ``run_dir`` from its checkpoint with the recipe, preset, seed, settings and data
+    (read again from its folder) that its ``config.json`` records, exactly as the uninterrupted run would
+    have gone on. Only ``overrides["steps"]`` may change: anything else given (``recipe``, ``preset``,
+    ``seed``, a setting, ``data`` from another folder) must match the record, or it is refused by name."""
+    run_dir = Path(run_dir)
+    record = read_run(run_dir)
+    overrides = dict(overrides or {})
+    steps = overrides.pop("steps", record["config"]["steps"])
+    config = make_config(record["recipe"], record["preset"], {**record["config"], **overrides, "steps": steps})
+    given = [(key, value, record[key]) for key, value in (("recipe", recipe), ("preset", preset), ("seed", seed))
+             if value is not None]
+    given += [(key, value, record["config"].get(key)) for key, value in overrides.items()]
+    if data is not None and data.folder and record.get("folder"):
+        given.append(("data", data.folder, record["folder"]))
+    for key, value, before in given:
+        if value != before:
+            raise InputError(f"{run_dir}: {key}={value} differs from the run's {key}={before}; a resumed run keeps "
+                             "the settings it started with (only --steps may change): start a new run folder "
+                             "for other settings")
+    if data is None:
+        if not record.get("folder"):
+            raise InputError(f"{run_dir}: the run was trained on data {record['data']}, not read from a folder; "
+                             "give the data to resume it")
+        data = TrainingData.from_folder(record["folder"], paired=record.get("paired"))
+    return _train(run_dir, record, config, data, True, progress)
+
+
+def _train(run_dir: Path, record: dict, config: TrainConfig, data: TrainingData, resumed: bool,
+           progress: bool) -> TrainResult:
+    """Build the recipe, restore a resumed run's checkpoint, record the run and train it to ``config.steps``."""
+    recipe, seed = record["recipe"], record["seed"]
     torch.manual_seed(seed)
     run = _Run(recipe_class(recipe)(config, np.random.default_rng(seed)), run_dir, seed)
     sampler = run.recipe.sampler(data, run_dir)
     device = run.recipe.device
     samples = {k: v.to(device) for k, v in sampler.draw(np.random.default_rng(seed + 1),
                                                         min(SAMPLES, len(sampler))).items()}
-    if resume:
+    if resumed:
         run.restore()
+    # a resumed run's record changes (its step count) only once its checkpoint has loaded
+    record = {**record, "config": json.loads(json.dumps(asdict(config)))}
+    atomic_write_text(run_dir / CONFIG, json.dumps(record, indent=1))
     epoch_steps = config.epoch_steps or max(1, math.ceil(len(sampler) / config.batch_size))
     picture_steps = config.picture_every or epoch_steps * max(1, math.ceil(MIN_PICTURE_STEPS / epoch_steps))
     started = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)  # resumed: cumulative

@@ -1,7 +1,9 @@
-"""What a recipe is: a config dataclass with the paper's defaults, networks, optimisers and one step.
+"""What a recipe is: a config dataclass with the paper's defaults, its command-line options, networks,
+optimisers and one step.
 
 The loop (:mod:`stainlab.training.loop`) owns everything common (seeding, data, learning-rate schedule,
-checkpoints, logs, pictures); a recipe only says what to build and what one optimisation step does.
+checkpoints, logs, pictures); a recipe only says what to build and what one optimisation step does, and
+which of its settings ``stainlab train RECIPE`` offers as options (:class:`Option`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,22 @@ class TrainConfig:
     device: str = "cpu"
 
 
+@dataclass(frozen=True)
+class Option:
+    """A setting that ``stainlab train RECIPE`` offers as ``--SETTING`` (underscores as dashes). Its type
+    and default are the config dataclass field's (a bool is an on/off switch); every other setting is
+    still reachable with ``--set KEY=VALUE``."""
+
+    setting: str
+    help: str
+    choices: tuple = ()
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.setting.replace("_", "-")
+
+
 @dataclass
 class TrainingData:
     """Images of domains A (source look) and B (target look); ``paired``: A[i] and B[i] are aligned."""
@@ -47,6 +65,7 @@ class TrainingData:
     paired: bool = False
     description: str = "in memory"
     levels: list | None = None  # class label of each A image (HER2 level 0-3 of a BCI pair; None: unknown)
+    folder: str | None = None  # the folder read by from_folder (absolute), so a resumed run reads it again
 
     @classmethod
     def from_folder(cls, root, paired: bool | None = None) -> "TrainingData":
@@ -57,19 +76,20 @@ class TrainingData:
                                            is_hev_layout)
 
         root = Path(root)
+        folder = str(root.resolve())
         if is_bci_layout(root):
             bci = BCIDataset.open(root, "train")
-            return cls([a for a, _ in bci.pairs], [b for _, b in bci.pairs], True, str(root), bci.levels)
+            return cls([a for a, _ in bci.pairs], [b for _, b in bci.pairs], True, str(root), bci.levels, folder)
         if is_hev_layout(root):
             folders = hev(root)
-            return cls(folders.a, folders.b, False, str(root))
+            return cls(folders.a, folders.b, False, str(root), folder=folder)
         unpaired = UnpairedFolders.open(root)
         if paired is None:
             paired = sorted(p.stem for p in unpaired.a) == sorted(p.stem for p in unpaired.b)
         if paired:
             pairs = PairedFolders.open(root)
-            return cls([a for a, _ in pairs.pairs], [b for _, b in pairs.pairs], True, str(root))
-        return cls(unpaired.a, unpaired.b, False, str(root))
+            return cls([a for a, _ in pairs.pairs], [b for _, b in pairs.pairs], True, str(root), folder=folder)
+        return cls(unpaired.a, unpaired.b, False, str(root), folder=folder)
 
 
 class Recipe(ABC):
@@ -81,6 +101,7 @@ class Recipe(ABC):
     needs_pairs: ClassVar[bool] = False
     tiny: ClassVar[dict[str, Any]] = {}  # overrides of the `--preset tiny` run (small, CPU, minutes)
     variants: ClassVar[dict[str, dict[str, Any]]] = {}  # boolean setting -> the settings it implies
+    options: ClassVar[tuple[Option, ...]] = ()  # the settings `stainlab train RECIPE` offers as --SETTING
 
     def __init__(self, config: TrainConfig, rng: np.random.Generator) -> None:
         self.config, self.rng = config, rng

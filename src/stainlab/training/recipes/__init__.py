@@ -1,15 +1,5 @@
-"""The training recipes by name: ``cyclegan`` (with paper 003's ``--skips`` and ``--ssim-cycle``),
-``ccgan`` and ``pcnet`` (paper 004), ``distill`` (paper 000), ``pix2pix`` (Isola et al.), ``derestainer``
-and its HER2 ``comparator`` (paper 002)."""
-
-from stainlab.training.recipes.comparator import Comparator
-from stainlab.training.recipes.cyclegan import CCGAN, CycleGAN
-from stainlab.training.recipes.derestainer import DeReStainerRecipe
-from stainlab.training.recipes.distill import Distill
-from stainlab.training.recipes.pcnet import PCNet
-from stainlab.training.recipes.pix2pix import Pix2Pix
-
-RECIPES = {recipe.name: recipe for recipe in (CycleGAN, CCGAN, PCNet, Distill, Pix2Pix, Comparator,
-                                              DeReStainerRecipe)}
-
-__all__ = ["RECIPES"]
+"""The training recipes: ``cyclegan`` (with paper 003's ``--skips`` and ``--ssim-cycle``), ``ccgan`` and
+``pcnet`` (paper 004), ``distill`` (paper 000), ``pix2pix`` (Isola et al.), ``derestainer`` and its HER2
+``comparator`` (paper 002). The network registry names them and where each lives (each architecture
+lists the recipes that write it: :func:`stainlab.networks.recipes`); look one up with
+:func:`stainlab.training.recipe_class`."""

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from stainlab.errors import InputError
 from stainlab.nets.derestainer import HER2_LEVEL_COUNT, her2_comparator
 from stainlab.nets.files import load_model
-from stainlab.training.recipe import Recipe, TrainConfig
+from stainlab.training.recipe import Option, Recipe, TrainConfig
 from stainlab.training.recipes.steps import (
     LEVELS_HINT,
     PreciseBatchNormExports,
@@ -70,6 +70,12 @@ class Comparator(PreciseBatchNormExports, Recipe):
     name = "comparator"
     config_class = ComparatorConfig
     tiny = TINY
+    options = (
+        Option("arch", "the ResNet backbone: resnet50 (Sec. 3.1) or resnet18 (small runs)",
+               metavar="resnet50|resnet18"),
+        Option("backbone_weights", "random, or an ImageNet weight file of the backbone (the paper's is "
+                                   "pre-trained)", metavar="random|PATH"),
+    )
 
     def __init__(self, config: ComparatorConfig, rng) -> None:
         super().__init__(config, rng)

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from stainlab.nets.patchgan import PatchDiscriminator
 from stainlab.training.losses import ImagePool, adversarial_loss, structural_cycle_loss
-from stainlab.training.recipe import Recipe, TrainConfig
-from stainlab.training.recipes.generators import build_generator
+from stainlab.training.recipe import Option, Recipe, TrainConfig
+from stainlab.training.recipes.generators import GENERATOR_OPTIONS, build_generator
 from stainlab.training.recipes.steps import descend
 
 
@@ -71,6 +71,19 @@ class CycleGAN(Recipe):
         "ssim_cycle": {"lambda_cycle": 5.0, "lambda_ssim": 5.0, "lambda_identity": 0.0,  # paper 003, Sec. 4.2
                        "schedule": "step", "decay": 0.9, "decay_epochs": 2},
     }
+    options = (
+        Option("skips", "paper 003's generator: 3 stride-2 convolutions, 10 residual blocks and encoder-decoder "
+                        "skips (Sec. 3.1)"),
+        Option("ssim_cycle", "paper 003's loss L_adv + 5 L_cycle + 5 L_ssim without the identity term, and its "
+                             "schedule: lr x0.9 every 2 epochs (Sec. 4.2)"),
+        *GENERATOR_OPTIONS,
+        Option("gan_loss", "adversarial loss: least squares (CycleGAN) or cross-entropy (paper 004)", ("lsgan", "bce")),
+        Option("lambda_adv", "weight of the adversarial terms"),
+        Option("lambda_cycle", "weight of the cycle-consistency L1 (Zhu et al., Sec. 7.1)"),
+        Option("lambda_identity", "weight of the identity L1 (Zhu et al., Sec. 5.2)"),
+        Option("lambda_ssim", "weight of paper 003's structural cycle loss 2 - SSIM - SSIM (Eq. 4)"),
+        Option("lambda_paired", "weight of paper 004's paired L1 |G(a) - b| (aligned pairs only, Eq. 5)"),
+    )
 
     def __init__(self, config: CycleGANConfig, rng) -> None:
         super().__init__(config, rng)

@@ -30,12 +30,13 @@ import torch
 from stainlab.errors import InputError
 from stainlab.nets.derestainer import SIZES, DeReStainer, MultiScalePatchGAN
 from stainlab.training.derestainer_losses import (
+    ABLATIONS,
     PAPER,
     DeReStainerHyperParams,
     derestainer_discriminator_loss,
     derestainer_losses,
 )
-from stainlab.training.recipe import Recipe, TrainConfig
+from stainlab.training.recipe import Option, Recipe, TrainConfig
 from stainlab.training.recipes.comparator import load_classifier
 from stainlab.training.recipes.steps import (
     LEVELS_HINT,
@@ -110,6 +111,15 @@ class DeReStainerRecipe(PreciseBatchNormExports, Recipe):
     config_class = DeReStainerConfig
     needs_pairs = True
     tiny = TINY
+    options = (
+        Option("comparator", "the HER2 classifier of `stainlab train comparator` whose features give L_cmp "
+                             "(Sec. 3.1), or none to train without L_cmp", metavar="FILE|none"),
+        Option("ablation", "Table 1b: the full model, without L_stain or without L_DAB", ABLATIONS),
+        Option("lambda_stain", "weight of L_stain (Sec. 3.1)"),
+        Option("lambda_content", "weight of L_content (Sec. 3.1)"),
+        Option("lambda_level", "weight of the HER2-level focal loss (Sec. 3.1; 0 trains without levels)"),
+        Option("lambda_gan", "weight of L_GAN (Sec. 3.1)"),
+    )
 
     def __init__(self, config: DeReStainerConfig, rng) -> None:
         super().__init__(config, rng)

@@ -24,16 +24,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+import stainlab.networks as networks
 from stainlab.errors import InputError
 from stainlab.io.images import write_image
 from stainlab.nets.files import build_network, load_model
 from stainlab.nets.generators import load_cyclegan_generator
 from stainlab.nets.inference import apply_network
 from stainlab.training.data import Domain, TileSampler
-from stainlab.training.recipe import Recipe, TrainConfig, TrainingData
+from stainlab.training.recipe import Option, Recipe, TrainConfig, TrainingData
 from stainlab.training.recipes.steps import descend
 
-STUDENTS = ("unet", "stainnet")
+STUDENTS = tuple(networks.written_by("distill"))  # the network registry's architectures this recipe writes
 
 
 @dataclass
@@ -60,6 +61,13 @@ class Distill(Recipe):
     # width 16: at 8 channels the U-Net often settles on the mean colour within a tiny run's steps
     tiny = {"steps": 300, "batch_size": 4, "size": 128, "base_channels": 16, "checkpoint_every": 100,
             "epoch_steps": 50}
+    options = (
+        Option("teacher", "the trained CycleGAN: a run folder of `stainlab train cyclegan`, one G_AB.safetensors, "
+                          "or a folder of the public CycleGAN code (latest_net_G_A.pth)", metavar="RUN_OR_FILE"),
+        Option("student", "the student: paper 000's U-Net or StainNet's 1x1 convolutions (a lookup table)", STUDENTS),
+        Option("direction", "AB: the student maps A -> B; BA: the reverse student (for cycle checks)", ("AB", "BA")),
+        Option("base_channels", "U-Net width (paper 000, Sec. III-C)"),
+    )
 
     def __init__(self, config: DistillConfig, rng) -> None:
         super().__init__(config, rng)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import stainlab.networks as networks
 from stainlab.errors import InputError
 from stainlab.nets.files import build_network
+from stainlab.training.recipe import Option
 
-GENERATORS = ("resnet-generator", "skip-resnet-generator", "unet-generator")
+GENERATORS = tuple(networks.written_by("cyclegan"))  # the generators of the CycleGAN family of recipes
+GENERATOR_OPTIONS = (
+    Option("generator", "generator architecture: Zhu et al.'s ResNet, paper 003's with skips, paper 004's U-Net",
+           GENERATORS),
+    Option("upsampling", "paper 003's generator: stride-2 deconvolutions (the paper) or resize-convolutions "
+                         "(no checkerboard artefacts)", ("deconv", "resize")),
+)
 
 
 def generator_spec(config) -> tuple[str, dict]:

@@ -12,6 +12,7 @@ objective with half the forward passes. Batch 2, Adam 2e-4, 50,000 iterations (S
 
 VGG16 needs the ImageNet weight file ``vgg16-397923af.pth`` (a path, or the torch cache); the setting
 ``features="random"`` is the explicit offline choice (seeded random VGG16: a weaker texture statistic).
+The default, ``features="vgg16"``, reads the ImageNet file and names it when it is missing.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import torch.nn.functional as F
 
 from stainlab.nets.vgg import vgg16
 from stainlab.training.losses import gram_loss
-from stainlab.training.recipe import Recipe, TrainConfig
-from stainlab.training.recipes.generators import build_generator
+from stainlab.training.recipe import Option, Recipe, TrainConfig
+from stainlab.training.recipes.generators import GENERATOR_OPTIONS, build_generator
 from stainlab.training.recipes.steps import descend
 
 PHI = "pool5"  # paper 004, Sec. 4.2: "after the fifth max-pooling layer"
+IMAGENET = "vgg16"  # features: VGG16's ImageNet weights, vgg16-397923af.pth in the torch cache
 
 
 @dataclass
@@ -38,7 +40,7 @@ class PCNetConfig(TrainConfig):
     depth: int = 7
     n_blocks: int = 9
     upsampling: str = "deconv"  # with generator="skip-resnet-generator": "deconv" or "resize"
-    features: str | None = None  # VGG16 weights: None (torch cache), a path, or "random"
+    features: str = IMAGENET  # VGG16 weights: "vgg16" (ImageNet, torch cache), a path, or "random"
     lambda_cycle: float = 10.0  # paper 004, Sec. 4.2: lambda_i = 10 for all four terms
     lambda_identity: float = 10.0
     lambda_paired: float = 10.0
@@ -53,12 +55,23 @@ class PCNet(Recipe):
     needs_pairs = True
     tiny = {"steps": 200, "batch_size": 2, "size": 64, "ngf": 8, "depth": 4, "checkpoint_every": 100,
             "lr": 5e-4, "epoch_steps": 50}
+    options = (
+        Option("features", "VGG16 weights of the Gram loss: vgg16 (ImageNet, vgg16-397923af.pth in the torch "
+                           "cache), random (a seeded random VGG16, offline) or a weight file",
+               metavar="vgg16|random|PATH"),
+        *GENERATOR_OPTIONS,
+        Option("lambda_cycle", "weight of the cycle-consistency L1 (Sec. 4.2)"),
+        Option("lambda_identity", "weight of the identity L1 (Sec. 4.2)"),
+        Option("lambda_paired", "weight of the paired L1 (Sec. 4.2)"),
+        Option("lambda_feat", "weight of the VGG16 Gram-matrix loss after pool5 (Sec. 4.2, Eq. 7)"),
+    )
 
     def __init__(self, config: PCNetConfig, rng) -> None:
         super().__init__(config, rng)
         self.g_ab, self.arch, self.kwargs = build_generator(config, self.device)
         self.g_ba = build_generator(config, self.device)[0]
-        self.vgg = vgg16(config.features).to(self.device).requires_grad_(False)
+        weights = None if config.features == IMAGENET else config.features
+        self.vgg = vgg16(weights).to(self.device).requires_grad_(False)
         self.networks = {"G_AB": self.g_ab, "G_BA": self.g_ba}
         self.optimizers = {"G": self._adam(self.g_ab, self.g_ba)}
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from stainlab.nets.files import build_network
 from stainlab.nets.patchgan import PatchDiscriminator
 from stainlab.training.losses import adversarial_loss
-from stainlab.training.recipe import Recipe, TrainConfig
+from stainlab.training.recipe import Option, Recipe, TrainConfig
 from stainlab.training.recipes.steps import PreciseBatchNormExports, descend
 
 ARCH = "unet-generator"
@@ -56,6 +56,9 @@ class Pix2Pix(PreciseBatchNormExports, Recipe):
     config_class = Pix2PixConfig
     needs_pairs = True
     tiny = TINY
+    options = (Option("lambda_l1", "weight of the L1 term |G(a) - b| (Sec. 4: lambda = 100)"),
+               Option("ngf", "generator base width (appendix 6.1.1)"),
+               Option("depth", "stride-2 blocks of the U-Net generator (8 for 256 px images)"))
 
     def __init__(self, config: Pix2PixConfig, rng) -> None:
         super().__init__(config, rng)

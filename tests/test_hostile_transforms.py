@@ -192,13 +192,23 @@ def test_deep_nesting_is_refused_before_it_is_walked(fitted, tmp_path):
     refused(saved(tmp_path, {**data, "params": {"mask": nested(500)}}), "levels deep")
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="registry.load passes json.loads' RecursionError through; it needs catching there")
 def test_a_file_nested_ten_thousand_deep_is_refused(fitted, tmp_path):
     path = tmp_path / "deep.json"
     text = json.dumps(fitted("reinhard").to_dict())
     path.write_text(text.replace('"state": {', '"state": {"x": ' + "[" * 10_000 + "]" * 10_000 + ", ", 1))
     refused(path, "deep")
+
+
+def test_a_file_with_ten_million_items_is_refused_before_parsing(fitted, tmp_path):
+    path = tmp_path / "huge.json"
+    text = json.dumps(fitted("reinhard").to_dict())
+    with open(path, "w") as fh:
+        fh.write(text.replace('"state": {', '"state": {"x": [', 1).rsplit("}", 2)[0])
+        fh.write("0," * 10_000_000 + "0]}}")
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="corrupt fitted-transform file \\(over 100,000 items\\)"):
+        stainlab.load(path)
+    assert time.perf_counter() - start < 5.0
 
 
 def test_huge_lists_are_refused_from_their_length(fitted, tmp_path):

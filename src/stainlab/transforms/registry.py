@@ -15,6 +15,9 @@ from typing import Any
 import stainlab.networks as networks
 from stainlab.errors import InputError, StainlabError
 from stainlab.transforms.base import FORMAT, FORMAT_VERSION, Transform
+from stainlab.transforms.checks import MAX_ITEMS
+
+MAX_SAVED_BYTES = 1 << 30  # a saved transform is numbers and at most one embedded reference image
 
 # name -> ("module:Class", preset keyword arguments)
 _METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -110,6 +113,24 @@ def from_dict(data: dict[str, Any], source: str = "fitted transform") -> Transfo
     return t
 
 
+def _read_saved(path: Path) -> dict:
+    """The JSON of a saved transform, refused before parsing when it is larger than any saved transform
+    can be or lists more items than :data:`~stainlab.transforms.checks.MAX_ITEMS` (counted by its commas,
+    which base64 images do not contain), and refused cleanly when nested deeper than the parser goes."""
+    size = path.stat().st_size
+    if size > MAX_SAVED_BYTES:
+        raise InputError(f"{path}: {size:,} bytes is larger than any fitted transform ({MAX_SAVED_BYTES:,} at most)")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if text.count(",") > MAX_ITEMS:
+            raise InputError(f"{path}: corrupt fitted-transform file (over {MAX_ITEMS:,} items)")
+        return json.loads(text)
+    except RecursionError:
+        raise InputError(f"{path}: corrupt fitted-transform file (nested too deep)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: cannot read fitted transform ({err})") from None
+
+
 def load(spec: str | Path, **params) -> Transform:
     """A transform from a method name (``"macenko"``), a learned method with its weight file
     (``"stainnet:model.pth"``) or a fitted ``.json`` written by ``save``.
@@ -125,10 +146,7 @@ def load(spec: str | Path, **params) -> Transform:
     if str(spec).endswith(".json") or (path.suffix and path.exists()):
         if not path.is_file():
             raise InputError(f"{path}: fitted-transform file not found")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InputError(f"{path}: cannot read fitted transform ({err})") from None
+        data = _read_saved(path)
         if params:
             raise InputError(f"{path}: parameters are stored in the file; pass none")
         return from_dict(data, str(path))

@@ -36,3 +36,19 @@ def tiff_bomb(path: Path, side: int = 60_000) -> Path:
         struct.pack_into(order + kind, data, offset, side)
     path.write_bytes(bytes(data))
     return path
+
+
+def with_header(path: Path, model: Path, **changes) -> Path:
+    """A copy of the stainlab model file ``model`` whose architecture header has ``changes`` applied
+    (e.g. ``kwargs={...}``), tensors untouched: a header that lies about what the file holds."""
+    import json
+
+    data = model.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + size])
+    info = json.loads(header["__metadata__"]["stainlab"])
+    header["__metadata__"]["stainlab"] = json.dumps({**info, **changes})
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data that follows
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + size:])
+    return path

@@ -2,6 +2,7 @@
 clear line naming the file, in bounded time and memory, or in a warning and a correct pass-through."""
 
 import io
+import json
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from PIL import Image, ImageOps
 
 from hostile import png_bomb, tiff_bomb
 from stainlab.errors import InputError
-from stainlab.io.images import MAX_PIXELS_VARIABLE, read_image
+from stainlab.io.images import MAX_PIXELS_VARIABLE, read_image, write_image
 from synth import he_image
 
 
@@ -110,3 +111,82 @@ def test_a_slide_whose_size_tags_lie_is_refused_on_opening(tmp_path):
         open_slide(path)
     assert str(err.value) == (f"{path}: truncated or corrupt TIFF slide (60000x60000 in 60000x16 segments needs "
                               "3750, the file lists 1)")
+
+
+@pytest.fixture
+def unet_file(tmp_path):
+    from stainlab.nets.files import save_model
+    from stainlab.nets.unet import UNet
+
+    return save_model(tmp_path / "unet.safetensors", UNet(base_channels=4), "unet", {"base_channels": 4})
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"kwargs": {"base_channels": 10**9}}, "base_channels=1000000000 is out of bounds"),
+    ({"kwargs": {"base_channels": 8}}, "does not fit this network"),
+    ({"kwargs": {"base_channels": 4, "rocket": True}}, "architecture unet: .*rocket"),
+    ({"kwargs": {"base_channels": "x" * 1000}}, "text of 1,000 characters"),
+    ({"kwargs": {"a": [[[[[1]]]]]}}, "nests deeper than 4"),
+    ({"arch": "warp-drive"}, "unknown architecture 'warp-drive'"),
+    ({"arch": 3}, "corrupt architecture header"),
+])
+def test_model_headers_are_checked_before_any_network_is_built(tmp_path, unet_file, changes, match):
+    from hostile import with_header
+    from stainlab.nets.files import load_model
+
+    path = with_header(tmp_path / "lying.safetensors", unet_file, **changes)
+    start = time.perf_counter()
+    with pytest.raises(InputError, match=match) as err:
+        load_model(path)
+    assert time.perf_counter() - start < 2.0 and "\n" not in str(err.value)
+
+
+def test_nan_weights_and_foreign_files_are_refused(tmp_path, unet_file):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    import stainlab
+    from stainlab.nets.files import METADATA_KEY, read_model_info
+
+    state = load_file(str(unet_file))
+    first = next(key for key, value in state.items() if value.is_floating_point())
+    state[first][0] = float("nan")
+    save_file(state, str(tmp_path / "nan.safetensors"), metadata={METADATA_KEY: json.dumps(read_model_info(unet_file))})
+    with pytest.raises(InputError, match=f"NaN or infinite weights in {first}"):
+        stainlab.load(f"unet:{tmp_path / 'nan.safetensors'}")
+    (tmp_path / "cut.safetensors").write_bytes(unet_file.read_bytes()[:100])
+    with pytest.raises(InputError, match="could not be read as safetensors"):
+        stainlab.load(f"unet:{tmp_path / 'cut.safetensors'}")
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(InputError, match="without stainlab's architecture header"):
+        stainlab.load(f"unet:{tmp_path / 'foreign.safetensors'}")
+
+
+@pytest.mark.parametrize("name, match", [("cuda", "device cuda: this torch is built without CUDA; use --device cpu|"
+                                                  "device cuda: no CUDA GPU is visible"),
+                                         ("warp", "device 'warp': not a torch device name"),
+                                         ("mps", "device mps: not available on this machine")])
+def test_unusable_devices_get_a_plain_reason(name, match):
+    import torch
+
+    from stainlab.nets.devices import torch_device
+
+    if torch.cuda.is_available() and name == "cuda":
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(InputError, match=match):
+        torch_device(name)
+
+
+def test_training_on_a_missing_gpu_is_one_line_from_the_command_line(tmp_path, capsys):
+    import torch
+
+    from stainlab.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for side in "AB":
+        write_image(tmp_path / "data" / side / "x.png", he_image((64, 64), seed=1))
+    assert main(["train", "cyclegan", "--data", str(tmp_path / "data"), "-o", str(tmp_path / "run"), "--preset",
+                 "tiny", "--device", "cuda"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("stainlab: error: device cuda: ") and "--device cpu" in err[0]

@@ -78,19 +78,31 @@ def load_weights(path_or_name, expected_file: str, origin: str) -> dict:
         f"get it from {origin} and put it in {torch_cache_dir()} or pass its path")
 
 
-def load_into(module, state: dict, what: str) -> None:
-    """Load ``state`` into ``module`` strictly (same keys, same shapes), except for BatchNorm's
-    ``num_batches_tracked`` counters, which old published files (saved before PyTorch 0.4.1) lack and
-    inference never reads."""
-    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
-    missing = [key for key in expected if key not in state and not key.endswith("num_batches_tracked")]
-    unexpected = [key for key in state if key not in expected]
-    wrong = [f"{key} {tuple(state[key].shape)} != {shape}" for key, shape in expected.items()
-             if key in state and tuple(state[key].shape) != shape]
+def check_fit(expected: dict, found: dict, what: str) -> None:
+    """Raise :class:`InputError` unless ``found`` (key -> shape) has exactly the keys and shapes of
+    ``expected``, except for BatchNorm's ``num_batches_tracked`` counters, which old published files
+    (saved before PyTorch 0.4.1) lack and inference never reads."""
+    missing = [key for key in expected if key not in found and not key.endswith("num_batches_tracked")]
+    unexpected = [key for key in found if key not in expected]
+    wrong = [f"{key} {found[key]} != {shape}" for key, shape in expected.items()
+             if key in found and found[key] != shape]
     if missing or unexpected or wrong:
         raise InputError(f"{what}: the weight file does not fit this network "
                          f"(missing keys: {_few(missing)}; unexpected keys: {_few(unexpected)}; "
                          f"wrong shapes: {_few(wrong)})")
+
+
+def load_into(module, state: dict, what: str) -> None:
+    """Load ``state`` into ``module`` strictly (:func:`check_fit`); a tensor with NaN or infinite values
+    is refused, so a diverged or damaged network never runs."""
+    check_fit({key: tuple(value.shape) for key, value in module.state_dict().items()},
+              {key: tuple(value.shape) for key, value in state.items()}, what)
+    import torch
+
+    broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise InputError(f"{what}: NaN or infinite weights in {_few(broken)}; the network diverged or the file "
+                         "is damaged")
     module.load_state_dict(state, strict=False)
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from stainlab.errors import InputError
+from stainlab.nets.devices import torch_device
 from stainlab.training.data import Domain, TileSampler
 
 
@@ -105,7 +106,7 @@ class Recipe(ABC):
 
     def __init__(self, config: TrainConfig, rng: np.random.Generator) -> None:
         self.config, self.rng = config, rng
-        self.device = torch.device(config.device)
+        self.device = torch_device(config.device)
         self.networks: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 

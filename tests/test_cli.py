@@ -237,3 +237,22 @@ def test_repeated_notes_are_summarised_once_and_listed_with_verbose(tmp_path, re
     assert _normalize(src, tmp_path / "out-q", "-m", "grayscale", "--quiet") == 0
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_one_spelling_of_learned_models_and_a_reference_is_not_silently_ignored(tmp_path, src, ref, capsys):
+    from stainlab.nets.files import save_model
+    from stainlab.nets.unet import UNet
+
+    model = save_model(tmp_path / "u.safetensors", UNet(base_channels=4), "unet", {"base_channels": 4})
+    spellings = [["-m", f"unet:{model}"], ["-m", "unet", "--model", str(model)], ["--model", f"unet:{model}"]]
+    for i, spelling in enumerate(spellings):
+        assert _normalize(src, tmp_path / f"out{i}", *spelling) == 0
+    assert _hashes(tmp_path / "out0") == _hashes(tmp_path / "out1") == _hashes(tmp_path / "out2")
+    capsys.readouterr()
+    assert main(["fit", "-m", f"unet:{model}", "-r", str(ref), "-o", str(tmp_path / "u.json")]) == 1
+    assert "unet does not use a reference image (a learned model has its target from training); drop -r" \
+        in capsys.readouterr().err
+    assert _normalize(src, tmp_path / "x", "--model", str(model)) == 1
+    assert "add -m KIND or give it as KIND:PATH" in capsys.readouterr().err
+    assert _normalize(src, tmp_path / "x", "-m", "stainnet", "--model", f"unet:{model}") == 1
+    assert "is a unet model; -m stainnet asks for another kind" in capsys.readouterr().err

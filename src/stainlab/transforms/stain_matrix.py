@@ -44,6 +44,8 @@ MAX_CONCENTRATION = np.sqrt(3.0) * MAX_OD / np.sqrt(1.0 - np.cos(np.radians(MIN_
 """OD units, about 156: an 8-bit colour's OD vector is at most sqrt(3) ln 256 long, and the pseudo-inverse
 of two unit stain rows ``MIN_STAIN_ANGLE`` apart lengthens it at most 1 / sqrt(1 - cos 5 deg) times, so no
 colour holds more of a stain; a larger stored maximum is corrupt."""
+NEGATIVE_OD_NOISE = 0.2
+"""OD units. An estimated stain row may dip this far below zero in a channel from noise; further is no stain."""
 UNIT_TOLERANCE = 1e-3
 """A stored stain row's length may differ from 1 by this (the published reference rows have 4 digits)."""
 MULTI_MODES = ("pool", "average")
@@ -96,6 +98,18 @@ def _stain_rows(matrix, what: str) -> np.ndarray:
     if rows.shape != (2, 3) or not np.isfinite(rows).all() or (np.linalg.norm(rows, axis=1) == 0).any():
         raise InputError(f"{what}: expected a finite (2, 3) stain matrix with non-zero rows, got {rows.shape}")
     return normalize_rows(rows)
+
+
+def absorbing_rows(rows: np.ndarray, what: str) -> np.ndarray:
+    """Estimated stain rows as a target: small negative optical densities (estimation noise, e.g. -0.01
+    in one channel of a palette image's eosin) set to zero and the rows renormalised, since a stain
+    absorbs light and never adds it; a row more negative than :data:`NEGATIVE_OD_NOISE` is no stain
+    (:class:`InputError`)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.min() < -NEGATIVE_OD_NOISE:
+        raise InputError(f"{what}: a stain direction with a negative optical density of {rows.min():.3f} "
+                         f"(noise is above -{NEGATIVE_OD_NOISE}); this is not a two-stain absorbing image")
+    return normalize_rows(np.clip(rows, 0.0, None))
 
 
 def check_target_rows(rows: np.ndarray, what: str) -> np.ndarray:
@@ -171,11 +185,14 @@ class StainMatrixTransform(PixelTransform):
             return
         fits = [self._analyse(h.colors, h.counts, f"{self.name} reference {i}")
                 for i, h in enumerate(ColorHistogram.of(im, 8) for im in images)]
-        self._set_target(normalize_rows(np.mean([f[0] for f in fits], axis=0)),
-                         np.mean([f[1] for f in fits], axis=0), f"{self.name} references")
+        what = f"{self.name} references"
+        rows = np.mean([absorbing_rows(f[0], what) for f in fits], axis=0)
+        self._set_target(normalize_rows(rows), np.mean([f[1] for f in fits], axis=0), what)
 
     def _fit_colors(self, colors, weights) -> None:
-        self._set_target(*self._analyse(colors, weights, f"{self.name} reference"), f"{self.name} reference")
+        what = f"{self.name} reference"
+        rows, maxima = self._analyse(colors, weights, what)
+        self._set_target(absorbing_rows(rows, what), maxima, what)
 
     def _source(self, colors, weights):
         return self._analyse(colors, weights, f"{self.name} source")

@@ -256,3 +256,15 @@ def test_one_spelling_of_learned_models_and_a_reference_is_not_silently_ignored(
     assert "add -m KIND or give it as KIND:PATH" in capsys.readouterr().err
     assert _normalize(src, tmp_path / "x", "-m", "stainnet", "--model", f"unet:{model}") == 1
     assert "is a unet model; -m stainnet asks for another kind" in capsys.readouterr().err
+
+
+def test_a_16_bit_tiff_reference_is_converted_like_any_image(tmp_path, src, he_reference, capsys):
+    import tifffile
+
+    ref16 = tmp_path / "ref16.tif"
+    tifffile.imwrite(ref16, he_reference.astype(np.uint16) * 257, photometric="rgb")
+    ref8 = _save(tmp_path / "ref8.png", he_reference)
+    assert _normalize(src, tmp_path / "by16", "-m", "macenko", "-r", ref16) == 0
+    assert f"{ref16}: 16-bit, scaled to 8-bit" in capsys.readouterr().err
+    assert _normalize(src, tmp_path / "by8", "-m", "macenko", "-r", ref8) == 0
+    assert _hashes(tmp_path / "by16") == _hashes(tmp_path / "by8")

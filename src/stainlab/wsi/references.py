@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from stainlab.errors import InputError
-from stainlab.io.images import list_images
+from stainlab.io.images import list_images, read_image
 from stainlab.wsi.normalize import sample_tissue
-from stainlab.wsi.readers import IMAGE_SUFFIXES, OPENSLIDE_SUFFIXES, ImageSlide, open_slide
+from stainlab.wsi.readers import IMAGE_SUFFIXES, OPENSLIDE_SUFFIXES, open_slide
 from stainlab.wsi.tiling import DEFAULT_TILE, TileGrid
 
 SLIDE_SUFFIXES = IMAGE_SUFFIXES | OPENSLIDE_SUFFIXES
@@ -33,13 +34,30 @@ def read_references(sources, mpp: float | None = None, tile: int = DEFAULT_TILE,
         raise InputError(f"{', '.join(map(str, sources))}: no reference images found")
     images = []
     for path in paths:
-        with open_slide(path) as slide:
-            for note in slide.notes:
+        if _whole_image(path):
+            image, notes = read_image(path)  # 16-bit, float, grey... converted as for any input image
+            for note in notes:
                 warnings.warn(f"{path}: {note}", stacklevel=2)
+            images.append(image)
+            continue
+        with open_slide(path) as slide:
             level = slide.level_for(mpp=mpp) if mpp and slide.mpp else 0
             lv = slide.levels[level]
-            if isinstance(slide, ImageSlide) or max(lv.height, lv.width) <= REFERENCE_SAMPLE_SIDE:
-                images.append(slide.read(level, 0, 0, lv.height, lv.width))
-            else:
-                images += sample_tissue(slide, level, TileGrid(lv.height, lv.width, tile, 0), sample_tiles)
+            images += sample_tissue(slide, level, TileGrid(lv.height, lv.width, tile, 0), sample_tiles)
     return images
+
+
+def _whole_image(path: Path) -> bool:
+    """Whether a reference is read whole as an image: any image file, and a TIFF whose first page is at
+    most :data:`REFERENCE_SAMPLE_SIDE` a side (larger TIFFs and vendor slides are sampled over tissue)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".tif", ".tiff"):
+        return suffix in IMAGE_SUFFIXES
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            return max(page.imagewidth, page.imagelength) <= REFERENCE_SAMPLE_SIDE
+    except Exception:  # not a readable TIFF: the image reader says why
+        return True

@@ -96,21 +96,31 @@ def test_unfitted_save_loads_unfitted(name, images, tmp_path):
         stainlab.load(path)(images[0])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+# (dtype, declared value range): the default [0, 1], the networks' [-1, 1], and uint8 tensors (0-255).
+CONVENTIONS = [(torch.float32, None), (torch.float64, None), (torch.float32, (-1, 1)), (torch.uint8, None)]
+
+
+@pytest.mark.parametrize("dtype, value_range", CONVENTIONS, ids=["float32", "float64", "signed", "uint8"])
 @pytest.mark.parametrize("name", AVAILABLE)
-def test_torch_batch_matches_numpy(name, dtype, fitted, images):
+def test_torch_batch_matches_numpy(name, dtype, value_range, fitted, images):
     t, replay = twin(name, fitted), twin(name, fitted)
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(dtype) / 255
-    out = t(batch)
+    low, high = value_range or (0, 255 if dtype == torch.uint8 else 1)
+    exact = dtype == torch.uint8
+    atol = 0 if exact else (high - low) * (1 / 255 + 1e-6)
+
+    def as_tensor(arrays):
+        u8 = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return u8 if exact else (u8.double() * (high - low) / 255 + low).to(dtype)
+
+    batch = as_tensor(images)
+    out = t(batch, value_range=value_range)
     assert out.shape == batch.shape and out.dtype == dtype
-    for got, image in zip(out, images):
-        expected = torch.from_numpy(replay(image)).permute(2, 0, 1).to(dtype) / 255
-        torch.testing.assert_close(got, expected, atol=1 / 255 + 1e-6, rtol=0)
+    torch.testing.assert_close(out, as_tensor([replay(image) for image in images]), atol=atol, rtol=0)
     if not t.deterministic:
         return
-    single = t(batch[1])
+    single = t(batch[1], value_range=value_range)
     assert single.shape == batch[1].shape
-    torch.testing.assert_close(single, out[1], atol=1 / 255 + 1e-6, rtol=0)
+    torch.testing.assert_close(single, out[1], atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("name", AVAILABLE)

@@ -1,14 +1,25 @@
 """The one place where arrays cross conventions.
 
-At the edges stainlab speaks uint8 ``HxWx3`` RGB NumPy arrays; torch users may hand in float batches
-in [0, 1] shaped ``(N, 3, H, W)`` or ``(3, H, W)`` and get the same shape, dtype and device back.
+At the edges stainlab speaks uint8 ``HxWx3`` RGB NumPy arrays. Torch users may hand in batches shaped
+``(N, 3, H, W)`` or single images ``(3, H, W)`` and get the same shape, dtype, device and value range
+back: float tensors are read in [0, 1] unless ``value_range`` declares another, e.g. ``(-1, 1)`` (the
+networks' convention) or ``(0, 255)``; uint8 tensors are 0-255. The pixels go through the uint8 NumPy
+path, so there is no gradient: a tensor that requires one is refused (detach it, or call inside
+``torch.no_grad()``) rather than silently cut from the graph. Channels-last ``(N, H, W, 3)`` tensors,
+NaN or infinite values, values outside the declared range (beyond a rounding slack of ``RANGE_SLACK``
+of its span) and meta tensors are refused with an :class:`InputError`; an empty batch (N = 0) maps to
+an empty batch of the same shape.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from stainlab.errors import InputError
+
+RANGE_SLACK = 1e-6  # float rounding allowed beyond a declared range, as a fraction of its span
 
 
 def check_rgb8(image, what: str = "image") -> np.ndarray:
@@ -34,33 +45,122 @@ def is_torch_tensor(obj) -> bool:
     return type(obj).__module__.startswith("torch") and hasattr(obj, "detach")
 
 
+def torch_layout(tensor, what: str = "torch input"):
+    """A ``(N,3,H,W)`` view of a ``(N,3,H,W)`` or ``(3,H,W)`` tensor, and whether it was one image;
+    :class:`InputError` for any other shape, naming the permute that fixes a channels-last one."""
+    shape = tuple(tensor.shape)
+    if tensor.ndim in (3, 4) and shape[-1] == 3 and shape[-3] != 3:
+        order = "(0, 3, 1, 2)" if tensor.ndim == 4 else "(2, 0, 1)"
+        raise InputError(f"{what}: got channels-last shape {shape}; expected (N, 3, H, W) or (3, H, W) "
+                         f"(use tensor.permute{order})")
+    single = tensor.ndim == 3
+    x = tensor.unsqueeze(0) if single else tensor
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise InputError(f"{what}: expected a tensor shaped (N, 3, H, W) or (3, H, W), got {shape}")
+    return x, single
+
+
 def check_torch_batch(tensor, what: str = "torch input"):
     """A float ``(N,3,H,W)`` view of a float ``(N,3,H,W)`` or ``(3,H,W)`` tensor, and whether it was one
     image; :class:`InputError` for anything else."""
     if not tensor.is_floating_point():
         raise InputError(f"{what}: expected a float tensor in [0, 1], got dtype {tensor.dtype}")
-    single = tensor.ndim == 3
-    x = tensor.unsqueeze(0) if single else tensor
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise InputError(f"{what}: expected a tensor shaped (N, 3, H, W) or (3, H, W), got {tuple(tensor.shape)}")
-    return x, single
+    return torch_layout(tensor, what)
 
 
-def torch_batch_to_rgb8(batch) -> tuple[list[np.ndarray], tuple]:
-    """Split a float tensor in [0, 1], ``(N,3,H,W)`` or ``(3,H,W)``, into uint8 HxWx3 arrays.
+def _value_range(tensor, value_range, what: str) -> tuple[float, float]:
+    """The declared ``(low, high)`` of a tensor's values: [0, 1] for floats unless declared, 0-255 for uint8."""
+    import torch
 
-    Returns the arrays and a token that :func:`rgb8_to_torch_batch` uses to restore shape, dtype and
-    device.
+    if tensor.dtype == torch.uint8:
+        if value_range is not None and tuple(value_range) != (0, 255):
+            raise InputError(f"{what}: uint8 tensors are 0-255, got value_range={value_range!r}")
+        return 0.0, 255.0
+    if not tensor.is_floating_point():
+        raise InputError(f"{what}: expected a float or uint8 tensor, got dtype {tensor.dtype}")
+    if value_range is None:
+        return 0.0, 1.0
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise InputError(f"{what}: value_range must be two numbers (low, high), got {value_range!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise InputError(f"{what}: value_range must be finite with low < high, got {value_range!r}")
+    return low, high
+
+
+def torch_batch_to_rgb8(batch, value_range=None, what: str = "torch input") -> tuple[list[np.ndarray], tuple]:
+    """Split a ``(N,3,H,W)`` or ``(3,H,W)`` tensor into uint8 HxWx3 arrays, checked as the module says.
+
+    Returns the arrays (none for an empty batch) and a token that :func:`rgb8_to_torch_batch` uses to
+    restore shape, dtype, device and value range.
     """
-    x, single = check_torch_batch(batch)
-    u8 = (x.detach().float().clamp(0, 1) * 255).round().to("cpu").byte().permute(0, 2, 3, 1).contiguous()
-    return [img.numpy() for img in u8], (single, batch.dtype, batch.device)
+    import torch
+
+    low, high = _value_range(batch, value_range, what)
+    x, single = torch_layout(batch, what)
+    if batch.device.type == "meta":
+        raise InputError(f"{what}: a meta tensor has no values; move it to a real device first")
+    if batch.requires_grad and torch.is_grad_enabled():
+        raise InputError(f"{what}: requires grad, but this path goes through NumPy and has no gradient "
+                         "(pass tensor.detach(), or call inside torch.no_grad())")
+    token = (single, tuple(batch.shape), batch.dtype, batch.device, low, high)
+    if x.shape[0] == 0:
+        return [], token
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise InputError(f"{what}: empty images of shape {tuple(batch.shape)}")
+    if batch.dtype != torch.uint8:
+        x = _float_to_uint8(x, low, high, what)
+    u8 = x.permute(0, 2, 3, 1).to("cpu").contiguous()
+    return [img.numpy() for img in u8], token
+
+
+def _float_to_uint8(x, low: float, high: float, what: str):
+    """Float values in ``[low, high]`` -> uint8 0-255 on the same device; refuses non-finite or out of range."""
+    import torch
+
+    x = x.detach()
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise InputError(f"{what}: {bad} NaN or infinite values")
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    slack = RANGE_SLACK * (high - low)
+    if lo < low - slack or hi > high + slack:
+        raise InputError(f"{what}: values in [{lo:.6g}, {hi:.6g}] fall outside the declared range "
+                         f"[{low:g}, {high:g}] (declare another with value_range=, e.g. (-1, 1) or (0, 255))")
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    return ((x - low) * (255 / (high - low))).round().clamp(0, 255).to(torch.uint8)
 
 
 def rgb8_to_torch_batch(images: list[np.ndarray], token: tuple):
     """Inverse of :func:`torch_batch_to_rgb8`."""
     import torch
 
-    single, dtype, device = token
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device=device, dtype=dtype) / 255
+    single, shape, dtype, device, low, high = token
+    if not images:
+        return torch.empty(shape, dtype=dtype, device=device)
+    u8 = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    x = u8 if dtype == torch.uint8 else u8.double() * (high - low) / 255 + low
+    x = x.to(device=device, dtype=dtype)
     return x[0] if single else x
+
+
+def rgb8_images(obj, value_range=None, what: str = "image") -> list:
+    """The images of a torch tensor as uint8 HxWx3 arrays (as the module says), or ``[obj]`` for
+    anything else, which is left to :func:`check_rgb8`; ``value_range`` only applies to tensors."""
+    if is_torch_tensor(obj):
+        return torch_batch_to_rgb8(obj, value_range, what)[0]
+    if value_range is not None:
+        raise InputError(f"{what}: value_range applies to torch tensors; NumPy images are uint8 0-255")
+    return [obj]
+
+
+def map_rgb8(fn: Callable[[np.ndarray], np.ndarray], image, value_range=None, what: str = "image"):
+    """``fn`` (uint8 HxWx3 -> uint8 HxWx3) on a NumPy image, or on each image of a torch tensor,
+    converted and restored as the module says."""
+    if is_torch_tensor(image):
+        images, token = torch_batch_to_rgb8(image, value_range, what)
+        return rgb8_to_torch_batch([fn(im) for im in images], token)
+    (array,) = rgb8_images(image, value_range, what)
+    return fn(array)

@@ -25,7 +25,7 @@ from numba import njit, prange
 
 from stainlab.color.od import rgb_to_od
 from stainlab.color.tissue import TISSUE_BETA
-from stainlab.io.arrays import check_rgb8
+from stainlab.io.arrays import check_rgb8, map_rgb8
 from stainlab.transforms.base import Transform
 from stainlab.transforms.checks import MAX_SEED, check_float, check_int, check_stains
 
@@ -39,18 +39,24 @@ def _sigmas(sigma1, sigma2) -> tuple[float, float]:
     return check_float("augment: sigma1", sigma1, 0.0, 1.0), check_float("augment: sigma2", sigma2, 0.0, 5.0)
 
 
-def augment(image: np.ndarray, sigma1: float = HED_LIGHT, sigma2: float = HED_LIGHT, stains="hed",
-            seed: int | np.random.Generator | None = None) -> np.ndarray:
-    """A stain-jittered copy of a uint8 HxWx3 RGB image (Tellez et al. 2018).
+def augment(image, sigma1: float = HED_LIGHT, sigma2: float = HED_LIGHT, stains="hed",
+            seed: int | np.random.Generator | None = None, *, value_range=None):
+    """A stain-jittered copy of a uint8 HxWx3 RGB image (Tellez et al. 2018), or of each image of a
+    torch tensor (N,3,H,W) / (3,H,W), returned in its shape, dtype, device and ``value_range``
+    (conventions and refusals: :mod:`stainlab.io.arrays`; no gradient).
 
     ``stains``: ``"hed"``, ``"he"``, ``"hdab"`` or a (2, 3) / (3, 3) stain matrix (e.g. a fitted
     ``Macenko().stain_matrix`` or ``stain_matrix_of(image)``). ``seed``: an int or a
     ``numpy.random.Generator`` makes the result reproducible; ``None`` draws fresh randomness.
     """
-    image = check_rgb8(image)
     sigma1, sigma2 = _sigmas(sigma1, sigma2)
     basis = check_stains("augment: stains", stains)
     rng = np.random.default_rng(seed)
+    return map_rgb8(lambda im: _augment(check_rgb8(im), sigma1, sigma2, basis, rng), image, value_range)
+
+
+def _augment(image: np.ndarray, sigma1: float, sigma2: float, basis, rng: np.random.Generator) -> np.ndarray:
+    """One image's draws (alpha and beta for each stain) and jitter."""
     n = len(basis.stains)
     alpha, beta = np.ones(3), np.zeros(3)
     alpha[:n] = rng.uniform(1.0 - sigma1, 1.0 + sigma1, n)

@@ -1,7 +1,8 @@
 """The shared face of every method, classical or learned.
 
 ``t.fit(reference)`` learns the target look (a no-op for reference-free methods), ``t(image)`` maps a
-uint8 HxWx3 RGB array to another of the same shape (or a float torch batch to the same batch),
+uint8 HxWx3 RGB array to another of the same shape (or a torch batch to the same batch, with the input
+conventions of :mod:`stainlab.io.arrays`),
 ``t.save(path)`` writes the fitted transform as JSON and ``stainlab.load(path)`` restores it to
 identical outputs. One harness, one tiler and one CLI serve all methods through this face.
 """
@@ -20,7 +21,7 @@ import numpy as np
 
 from stainlab.color.tissue import TISSUE_BETA, tissue_mask
 from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFittedError
-from stainlab.io.arrays import check_rgb8, is_torch_tensor, rgb8_to_torch_batch, torch_batch_to_rgb8
+from stainlab.io.arrays import check_rgb8, is_torch_tensor, map_rgb8, rgb8_images
 from stainlab.io.atomic import atomic_write_text
 from stainlab.transforms.checks import check_int, check_saved
 from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram, apply_table, to_uint8
@@ -34,14 +35,18 @@ MIN_TISSUE_FRACTION = 0.005
 STATS_BITS = 6
 
 
-def as_image_list(images, what: str = "reference") -> list[np.ndarray]:
-    """Accept one image or a list/tuple of images; validate each as uint8 HxWx3."""
-    if isinstance(images, np.ndarray) and images.ndim == 3:
+def as_image_list(images, what: str = "reference", value_range=None) -> list[np.ndarray]:
+    """Accept one image or a list/tuple of images; validate each as uint8 HxWx3. A torch tensor
+    ``(3,H,W)`` or ``(N,3,H,W)``, alone or in the list, gives its images, read as ``t(tensor)`` reads
+    them (``value_range``: see :mod:`stainlab.io.arrays`)."""
+    if is_torch_tensor(images) or isinstance(images, np.ndarray) and images.ndim == 3:
         images = [images]
-    images = list(images)
-    if not images:
+    arrays = []
+    for im in images:
+        arrays.extend(rgb8_images(im, value_range, what))
+    if not arrays:
         raise InputError(f"{what}: no images given")
-    return [check_rgb8(im, f"{what} {i}" if len(images) > 1 else what) for i, im in enumerate(images)]
+    return [check_rgb8(im, f"{what} {i}" if len(arrays) > 1 else what) for i, im in enumerate(arrays)]
 
 
 def require_tissue(colors: np.ndarray, weights: np.ndarray | None, what: str,
@@ -101,21 +106,28 @@ class Transform(ABC):
         return f"{type(self).__name__}({args})"
 
     # -- the face -------------------------------------------------------------------------------
-    def fit(self, reference) -> "Transform":
-        """Learn the target appearance from one image or a list of images (uint8 HxWx3 RGB)."""
-        self._fit(as_image_list(reference))
+    def fit(self, reference, *, value_range=None) -> "Transform":
+        """Learn the target appearance from one image or a list of images (uint8 HxWx3 RGB), or from a
+        torch tensor ``(3,H,W)`` / ``(N,3,H,W)`` read as ``t(tensor, value_range=...)`` reads it."""
+        self._fit(as_image_list(reference, value_range=value_range))
         self._fitted = True
         return self
 
     def _fit(self, images: list[np.ndarray]) -> None:
         """Reference-free methods accept and ignore a reference."""
 
-    def __call__(self, image):
-        """Transform a uint8 HxWx3 array, or a float torch tensor in [0, 1] of shape (N,3,H,W)/(3,H,W)."""
-        if is_torch_tensor(image):
-            images, token = torch_batch_to_rgb8(image)
-            return rgb8_to_torch_batch([self.transform(im) for im in images], token)
-        return self.transform(image)
+    def __call__(self, image, *, value_range=None):
+        """Transform a uint8 HxWx3 array, or a torch tensor shaped (N,3,H,W) or (3,H,W) into one of the
+        same shape, dtype, device and value range.
+
+        Float tensors are read in [0, 1] unless ``value_range`` declares another, e.g. ``(-1, 1)`` or
+        ``(0, 255)``; uint8 tensors are 0-255. Each image goes through the uint8 NumPy path on the CPU,
+        so there is no gradient: a tensor that requires grad is refused (detach it or use
+        ``torch.no_grad()``; a differentiable torch engine is future work). Channels-last tensors, NaN or
+        infinite values, values outside the declared range and meta tensors raise :class:`InputError`;
+        an empty batch (N = 0) returns an empty batch. See :mod:`stainlab.io.arrays`.
+        """
+        return map_rgb8(self.transform, image, value_range)
 
     def transform(self, image: np.ndarray) -> np.ndarray:
         """uint8 HxWx3 RGB in, uint8 HxWx3 RGB out; the input is never modified."""

@@ -268,3 +268,14 @@ def test_a_16_bit_tiff_reference_is_converted_like_any_image(tmp_path, src, he_r
     assert f"{ref16}: 16-bit, scaled to 8-bit" in capsys.readouterr().err
     assert _normalize(src, tmp_path / "by8", "-m", "macenko", "-r", ref8) == 0
     assert _hashes(tmp_path / "by16") == _hashes(tmp_path / "by8")
+
+
+def test_output_folder_equal_to_the_input_folder_with_another_format_resumes(tmp_path, src, ref, capsys):
+    before = _hashes(src)
+    assert _normalize(src, src, "-m", "reinhard", "-r", ref, "--format", "tif") == 0
+    assert "normalized 4 of 4 images" in capsys.readouterr().out
+    assert _normalize(src, src, "-m", "reinhard", "-r", ref, "--format", "tif") == 0
+    assert "normalized 0 of 4 images" in capsys.readouterr().out  # the .tif outputs are not new inputs
+    assert {k: v for k, v in _hashes(src).items() if k.endswith(".png")} == before
+    assert _normalize(src, src, "-m", "reinhard", "-r", ref) == 1  # png over png would replace the inputs
+    assert "would replace an input file" in capsys.readouterr().err

@@ -247,7 +247,8 @@ def _check_destination(out: Path, overwrite: bool) -> None:
         raise InputError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out}: exists and is not empty (use overwrite to replace a benchmark)")
+            raise FileExistsError(f"{out}: exists and is not empty; --overwrite (overwrite=True) replaces a "
+                                  "benchmark")
         if not (out / META).is_file():
             raise InputError(f"{out}: not a benchmark folder (no {META}); refusing to replace it")
 
@@ -264,7 +265,7 @@ def _check_split(out: Path, split: str, overwrite: bool) -> None:
         return
     if not overwrite:
         raise FileExistsError(f"{out}: split {split!r} exists already ({', '.join(there)}); "
-                              "use overwrite to replace it")
+                              "--overwrite (overwrite=True) replaces it")
     if not (out / meta_name("ihc", split)).is_file():
         raise InputError(f"{out}: split {split!r} was not made by make-benchmark (no {meta_name('ihc', split)}); "
                          "refusing to replace it")

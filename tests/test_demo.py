@@ -11,6 +11,7 @@ from stainlab.cli import main
 from stainlab.color.deconvolution import separate
 from stainlab.io import read_image
 from stainlab.io.montage import GAP, HEADER
+from stainlab.threads import free_cores, limit_threads
 from stainlab.transforms import normalizers
 
 
@@ -69,3 +70,19 @@ def test_demo_command_runs_every_method_or_says_why_not(tmp_path, capsys):
     montage, _ = read_image(tmp_path / "d" / "montage.png")
     assert montage.shape[1] == GAP + (3 + len(summary["methods"])) * (demo.CROP + GAP)
     assert f"montage:  {tmp_path / 'd' / 'montage.png'}" in capsys.readouterr().out
+
+
+def test_learned_stainnet_learns_each_look_from_other_tissue_and_beats_the_input(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "STAINNET_STEPS", 150)  # cheap: the demo's 400 steps reach about 1.5
+    limit_threads(free_cores())  # as the command line does: torch's spinning threads on busy cores crawl
+    summary = demo.run(tmp_path, methods=["reinhard"], learned=True)
+    raw, stainnet = summary["unnormalized"]["delta_e2000"], summary["methods"]["stainnet"]
+    assert all(stainnet["delta_e2000"][name] < raw[name] / 2 for name in raw)  # 11.7 -> about 2 at 150 steps
+    assert stainnet["delta_e2000_mean"] < summary["methods"]["reinhard"]["delta_e2000_mean"]
+    assert "held-out" in stainnet["trained"]["how"] and "150 SGD steps" in stainnet["trained"]["how"]
+    for source in demo.SOURCES:
+        assert (tmp_path / "runs" / "stainnet" / f"{source.name}.safetensors").is_file()
+    montage, _ = read_image(tmp_path / "montage.png")
+    assert montage.shape[1] == GAP + 5 * (demo.CROP + GAP)  # source, reference, truth, reinhard, stainnet
+    assert not (tmp_path / "montage-teacher-student.png").exists() and "teacher_student" not in summary
+

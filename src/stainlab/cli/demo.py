@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
+from stainlab.cli import messages
 from stainlab.cli.args import subcommand
 
 
 def run(args) -> int:
     from stainlab import demo
 
-    demo.run(Path(args.out), learned=args.learned, teacher_student=args.teacher_student)
+    with contextlib.redirect_stdout(io.StringIO()) if messages.level == messages.QUIET else contextlib.nullcontext():
+        demo.run(Path(args.out), learned=args.learned, teacher_student=args.teacher_student)
     return 0
 
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import glob
 import json
 import multiprocessing
+import os
 import pickle
 import signal
 import sys
@@ -75,7 +75,8 @@ class Producer:
         """The producer of ``transform`` writing with ``settings`` (format, quality, tiling...)."""
         extra = json.dumps(settings, sort_keys=True, default=str)
         params = ", ".join(f"{k}={v}" for k, v in transform.get_params().items())
-        return cls(f"{transform.fingerprint()}:{extra}", f"{transform.name}({params}) {extra}")
+        shown = "; ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+        return cls(f"{transform.fingerprint()}:{extra}", f"{transform.name}({params})" + (f" [{shown}]" if shown else ""))
 
 
 def describe_error(err: BaseException, path=None) -> str:
@@ -171,17 +172,20 @@ def plan(sources: list[Path], out_dir, output_name: Callable[[Path], str], produ
         raise InputError(f"{job.output}: {made_by}, not by this run's {producer.description}{more}; "
                          "choose another output folder, or --overwrite to replace them")
     record.claim(todo, producer)
-    for job in todo:
-        remove_partials(job.output)
+    remove_partials(out_dir, {job.output.name for job in todo})
     return Plan(todo, skipped, record)
 
 
-def remove_partials(output: Path) -> None:
-    """Delete the hidden partial files a killed run left beside ``output`` (see :mod:`stainlab.io.atomic`)."""
-    if output.parent.is_dir():
-        for partial in output.parent.glob(f".{glob.escape(output.name)}.*.part*"):
+def remove_partials(folder: Path, names: set[str]) -> None:
+    """Delete the hidden partial files a killed run left in ``folder`` for the outputs ``names``: they are
+    named ``.NAME.RANDOM.part.SUFFIX`` (see :mod:`stainlab.io.atomic`). One pass over the folder."""
+    if not folder.is_dir():
+        return
+    for entry in os.scandir(folder):
+        head, part, _ = entry.name.rpartition(".part")
+        if entry.name.startswith(".") and part and head[1:].rpartition(".")[0] in names and entry.is_file():
             with contextlib.suppress(OSError):
-                partial.unlink()
+                os.unlink(entry.path)
 
 
 # -- running image files -----------------------------------------------------------------------------------

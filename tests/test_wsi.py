@@ -64,6 +64,23 @@ class TileMean(Transform):
         return np.clip(0.8 * f + 0.2 * f.mean(axis=(0, 1)), 0, 255).astype(np.uint8)
 
 
+class GlassTint(Transform):
+    """Context-aware as a network is (so background tiles are not run through it), deterministic, and it
+    tints every colour, glass included, by ``TINT``."""
+
+    name = "glass-tint"
+    requires_fit = False
+    TINT = np.array([-30, 0, 8], np.int16)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def _transform(self, image):
+        self.calls += 1
+        return np.clip(image + self.TINT, 0, 255).astype(np.uint8)
+
+
 # -- readers ---------------------------------------------------------------------------------------------
 def test_tiff_pyramid_levels_mpp_and_regions(tmp_path, tissue):
     path = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
@@ -130,10 +147,47 @@ def test_pyramidal_output_opens_with_the_right_levels_and_resolution(tmp_path, t
         assert 'PhysicalSizeX="0.5"' in tif.ome_metadata            # level 1 of a 0.25 um/px source
         num, den = tif.pages[0].tags["XResolution"].value
         assert num / den == pytest.approx(1e4 / 0.5)                  # pixels per centimetre
+        assert len(tif.series) == 1 and len(tif.pages[0].subifds) == 2  # OME: one image, levels in SubIFDs
+    with tifffile.TiffFile(result.output) as tif:                        # generic TIFF: levels in the chain
+        tif.pages.useframes = False  # full pages, with their tags
+        chain = [tif.pages[i] for i in range(len(tif.pages))]
+        assert [(p.imagelength, p.is_tiled, p.subfiletype) for p in chain] == [(200, True, 0), (100, True, 1),
+                                                                                (50, True, 1)]
+        assert all(np.array_equal(p.asarray(), lv) for p, lv in zip(chain, levels))
     with open_slide(result.output) as back:
         assert back.mpp == pytest.approx(0.5) and len(back.levels) == 3
     assert not work_folder(result.output).exists()
     assert [p.name for p in result.output.parent.iterdir()] == ["s.ome.tif"]
+
+
+def test_openslide_reads_every_level_and_the_mpp(tmp_path, tissue, reinhard):
+    try:
+        import openslide
+    except (ImportError, OSError) as err:  # OSError: the Python package without the OpenSlide library
+        pytest.skip(f"OpenSlide is not installed ({err}); pip install openslide-python openslide-bin")
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue, mpp=0.25)
+    result = normalize_slide(src, tmp_path / "out" / "s.ome.tif", reinhard, SlideOptions(tile=64))
+    levels, _ = read_levels(result.output)
+    with openslide.OpenSlide(str(result.output)) as slide:
+        assert slide.level_dimensions == ((500, 400), (250, 200), (125, 100), (63, 50))
+        assert slide.level_downsamples[:3] == pytest.approx((1, 2, 4))
+        assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.25)
+        assert float(slide.properties[openslide.PROPERTY_NAME_MPP_Y]) == pytest.approx(0.25)
+        for level, expected in enumerate(levels):  # the same pixels as the OME reader's levels
+            rgba = np.asarray(slide.read_region((0, 0), level, slide.level_dimensions[level]))
+            assert np.array_equal(rgba[..., :3], expected)
+
+
+# -- glass next to tissue -----------------------------------------------------------------------------------
+def test_a_network_that_tints_glass_leaves_no_grid(tmp_path, tissue):
+    image = tissue.copy()
+    image[:, 200:] = np.random.default_rng(0).integers(236, 246, (400, 300, 3))  # uneven glass, right half
+    src = write_image(tmp_path / "g.png", image)
+    tint = GlassTint()
+    result = normalize_slide(src, tmp_path / "g.ome.tif", tint, SlideOptions(tile=64, overlap=16, compression="zlib"))
+    assert result.transformed == 7 * 4 and tint.calls < 7 * 8  # the glass columns 4-7 were not run through it
+    out = read_levels(result.output)[0][0]
+    assert np.array_equal(out, np.clip(image + GlassTint.TINT, 0, 255))  # tinted glass everywhere: no grid
 
 
 # -- resuming ------------------------------------------------------------------------------------------------------

@@ -50,21 +50,34 @@ def test_per_pixel_output_does_not_depend_on_the_tiling(ihc_image):
     assert np.array_equal(run_tiled(ihc_image, invert, 64, 0), 255 - ihc_image)
 
 
-def test_background_cores_are_copied_through_beyond_the_feather_band(ihc_image):
+def test_background_cores_are_not_transformed_but_get_the_transforms_glass_colour(ihc_image):
     image = ihc_image.copy()
     image[:, 128:] = 244  # glass on the right half
     calls = []
 
     def invert(tile):
-        calls.append(tile.shape)
+        calls.append(tile)
         return 255 - tile
 
     out = run_tiled(image, invert, 64, 16, min_tissue=0.05)
-    assert len(calls) == 8                                      # 4 rows x 2 tissue columns of 4 x 4 cores
-    assert np.array_equal(out[:, 144:], image[:, 144:])         # glass past the band: byte for byte
+    assert len(calls) == 8 + 1                        # 4 rows x 2 tissue columns, and one flat glass window
+    assert [t.shape for t in calls if np.all(t == 244)] == [(96, 96, 3)]  # the probe: a full window of glass
+    assert np.all(out[:, 128:] == 11)                 # glass is inverted everywhere: no band, no grid
     assert np.array_equal(out[:, :112], 255 - image[:, :112])  # tissue before the band: fully transformed
-    band = out[:, 128:144, 0].astype(int).mean(axis=0)          # glass: inverted (11) fades back to 244
-    assert 110 < band[0] < 135 and band[-1] > 235 and np.all(np.diff(band) > 0)
+
+
+def test_background_the_transform_leaves_alone_is_copied_through(ihc_image):
+    image = ihc_image.copy()
+    image[:, 128:] = np.random.default_rng(0).integers(238, 248, (256, 128, 3))  # uneven glass
+    calls = []
+
+    def darken_tissue(tile):
+        calls.append(tile.shape)
+        return np.where(tile < 200, tile // 2, tile).astype(np.uint8)
+
+    out = run_tiled(image, darken_tissue, 64, 16, min_tissue=0.05)
+    assert len(calls) < 16                                      # background cores were not run
+    assert np.array_equal(out[:, 144:], image[:, 144:])         # glass past the band: byte for byte
 
 
 def test_tissue_fraction_follows_the_tissue_mask_rule(ihc_image):

@@ -25,10 +25,11 @@ from stainlab.wsi.tiling import DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TIL
 
 DESCRIPTION = """\
 Normalize whole slides or large images, tile by tile with no seams, into pyramidal tiled OME-TIFFs
-(with the source's microns per pixel) that QuPath, napari and OpenSlide-style viewers open.
-Per-pixel methods take their statistics from tissue sampled over the whole slide; context-aware
-networks see each tile with --overlap pixels of context and are feathered across tile borders.
-Background tiles are copied through. A crashed run resumes from the tile rows already finished.
+(with the source's microns per pixel) that QuPath/Bio-Formats, napari/tifffile, OpenSlide and libvips
+open with every level. Per-pixel methods take their statistics from tissue sampled over the whole
+slide; context-aware networks see each tile with --overlap pixels of context and are feathered across
+tile borders. Background tiles are not run through a network; their glass gets the colour the network
+gives glass. A crashed run resumes from the tile rows already finished.
 Several slides run on an embedded Dask cluster (--workers), or on --scheduler tcp://host:port;
 a single slide with --workers N is spread over the cluster by runs of tile rows.
 Reads images, TIFF/OME-TIFF and .svs/.ndpi with tifffile; other vendor formats need OpenSlide:
@@ -108,9 +109,9 @@ def add(sub, common) -> None:
                         help=f"context per tile side for context-aware methods (default: {DEFAULT_OVERLAP}, "
                              "at most a quarter of the tile)")
     parser.add_argument("--min-tissue", type=float, metavar="F",
-                        help=f"tiles with a smaller tissue fraction are copied through (default: {DEFAULT_MIN_TISSUE} "
-                             "for context-aware methods, 0 for per-pixel ones, whose glass would otherwise change "
-                             "colour at tile borders)")
+                        help=f"tiles with a smaller tissue fraction are not run through the method, only shifted "
+                             f"to the colour it gives glass (default: {DEFAULT_MIN_TISSUE} for context-aware methods, "
+                             "0 for per-pixel ones, whose colour table maps every pixel exactly)")
     parser.add_argument("--format", choices=(PYRAMID, *PLAIN_FORMATS), default=PYRAMID,
                         help="output: pyramidal OME-TIFF (default) or a plain image for small inputs")
     parser.add_argument("--compression", choices=COMPRESSIONS, default="jpeg", help="pyramid tiles (default: jpeg)")

@@ -10,8 +10,9 @@ treating patches independently disagree across patch borders. Two causes, two re
   are baked into one colour table for the slide (:class:`SlideColorMap`), so every tile gets exactly
   the same per-pixel map and tile borders cannot show.
 * **Context-aware networks** (``per_pixel`` False: U-Net, CycleGAN generators) see each tile with
-  ``overlap`` pixels of context and neighbouring outputs are feathered together
-  (:mod:`stainlab.wsi.tiling`).
+  ``overlap`` pixels of context and neighbouring outputs are feathered together; background tiles are
+  not run through the network, but their glass gets the colour the network gives glass, so a network
+  that tints glass leaves no grid (:mod:`stainlab.wsi.tiling`).
 
 :func:`normalize_slide` reads the chosen level tile row by tile row, keeps finished rows in a work
 store beside the output so a crashed run resumes, builds the pyramid and writes it atomically
@@ -77,9 +78,10 @@ class SlideOptions:
             raise InputError(f"sample_tiles must be at least 1, got {self.sample_tiles}")
 
     def skip_below(self, transform: Transform) -> float:
-        """Tissue fraction under which a core is copied through. By default 1% for context-aware methods
-        (their cost is in the network); 0 for per-pixel ones: their colour table costs little and maps
-        glass the same everywhere, while skipping would leave a step wherever the method recolours glass."""
+        """Tissue fraction under which a core is not run through the transform (its glass is shifted to
+        the colour the transform gives glass, see :mod:`stainlab.wsi.tiling`). By default 1% for
+        context-aware methods (their cost is in the network); 0 for per-pixel ones: their colour table
+        costs little and maps every pixel exactly."""
         if self.min_tissue is not None:
             return self.min_tissue
         return 0.0 if transform.per_pixel else DEFAULT_MIN_TISSUE

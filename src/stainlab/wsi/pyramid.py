@@ -1,9 +1,20 @@
-"""Writing a whole-slide result: a resumable store of finished tile rows, then a pyramidal OME-TIFF.
+"""Writing a whole-slide result: a resumable store of finished tile rows, then a pyramidal OME-TIFF
+that every viewer opens with all its levels.
 
-Viewers (QuPath, napari, OpenSlide-style tools) open a tiled TIFF whose first image is the full
-resolution and whose sub-IFDs hold the halved levels, with the physical pixel size in the OME
-metadata and the resolution tags (QuPath needs microns per pixel: qupath #221; a stitched pyramidal
-OME-TIFF is what pathml #363 asks for).
+Viewers find the levels of a pyramid in two places, and the output serves both:
+
+* OME readers (QuPath and Fiji through Bio-Formats, tifffile, napari) take the levels from the SubIFDs
+  of the full-resolution image (OME-TIFF 6 pyramids), its physical pixel size from the OME metadata
+  (QuPath needs microns per pixel: qupath #221; a stitched pyramidal OME-TIFF is what pathml #363 asks
+  for);
+* OpenSlide and libvips read a generic tiled TIFF: the levels are the tiled "reduced image" IFDs of the
+  main chain, the microns per pixel come from the resolution tags of the first one. A pyramid only in
+  SubIFDs opens there as one level (OpenSlide 4 showed one 500x400 level of a four-level output).
+
+So after the OME-TIFF is written, a copy of each sub-IFD is appended to the main chain
+(:func:`chain_levels`). The copies point at the same tiles, so nothing is stored twice, and the OME
+metadata still names only the first IFD, so OME readers see one image with its SubIFD levels (the
+OME-TIFF specification forbids the sub-IFDs themselves in the main chain, not copies of them).
 
 The work happens in three resumable steps, each bounded in memory by a few rows of tiles:
 
@@ -22,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
 from pathlib import Path
 from typing import Iterator
 
@@ -137,7 +149,8 @@ def _ome_metadata(mpp: float | None) -> dict:
 
 def write_pyramid(path: Path, store: TileStore, shapes: list[tuple[int, int]], tile: int, mpp: float | None,
                   compression: str = "jpeg", quality: int = JPEG_QUALITY) -> Path:
-    """Write the store's levels as a tiled pyramidal OME-TIFF (BigTIFF) at ``path``, atomically."""
+    """Write the store's levels as a tiled pyramidal OME-TIFF (BigTIFF) at ``path``, atomically, with
+    the levels also in the main IFD chain (:func:`chain_levels`)."""
     import tifffile
 
     if compression not in COMPRESSIONS:
@@ -155,4 +168,39 @@ def write_pyramid(path: Path, store: TileStore, shapes: list[tuple[int, int]], t
                 extra = ({"subifds": len(shapes) - 1, "metadata": _ome_metadata(mpp)} if level == 0
                          else {"subfiletype": 1, "metadata": None})
                 tif.write(_tiles(store, level, shape, tile), shape=(*shape, 3), **options, **resolution, **extra)
+        chain_levels(tmp)
     return path
+
+
+_BIGTIFF_ENTRY = 20  # bytes of one BigTIFF IFD entry; an IFD is an 8-byte count, the entries, an 8-byte link
+
+
+def chain_levels(path: Path) -> None:
+    """Append a copy of each sub-IFD of the first image of the BigTIFF at ``path`` to the main IFD
+    chain, after that image, so that readers of the main chain (OpenSlide, libvips) see every level.
+
+    An IFD holds its values inline or as absolute file offsets, so a byte copy points at the very same
+    tile offsets, byte counts and tiles: nothing else is written. The copies keep the subfile type
+    "reduced image" that OpenSlide requires of a level."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        first, subifds, order = tif.pages[0].offset, tif.pages[0].subifds or (), tif.byteorder
+    word = struct.Struct(order + "Q")  # BigTIFF counts and offsets
+    with open(path, "r+b") as fh:
+        def size(offset: int) -> int:
+            """Bytes of the IFD at ``offset`` up to its link to the next IFD."""
+            fh.seek(offset)
+            return word.size + _BIGTIFF_ENTRY * word.unpack(fh.read(word.size))[0]
+
+        slot = first + size(first)  # where level 0 links to the next IFD (0: none yet)
+        for offset in subifds:
+            length = size(offset)
+            fh.seek(offset)
+            ifd = fh.read(length)
+            end = fh.seek(0, 2)
+            copy = end + (-end % 8)                  # IFDs start on a word boundary
+            fh.write(b"\0" * (copy - end) + ifd + word.pack(0))  # the last copy ends the chain
+            fh.seek(slot)
+            fh.write(word.pack(copy))
+            slot = copy + len(ifd)

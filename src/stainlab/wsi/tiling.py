@@ -15,10 +15,15 @@ on the patch it saw (CycleGAN there). The remedy here:
 * A per-pixel transform's output does not depend on its neighbours, so its windows are the cores
   themselves (no overlap is computed).
 * Cores with less tissue than ``min_tissue`` (tissue: optical density above 0.15 in any channel, see
-  :mod:`stainlab.color.tissue`) are not transformed: their window counts as its own input in the
-  blending, so a background core is copied through byte for byte except for the feather band along a
-  transformed neighbour, where the neighbour's output fades into the untouched glass (a method that
-  recolours glass would otherwise leave a step at every tissue/background tile border).
+  :mod:`stainlab.color.tissue`) are not run through the transform, yet their glass must come out the
+  colour the transform gives glass: a network that tints glass would otherwise leave a grid, tinted
+  glass in the tissue tiles beside untouched glass in the background tiles. So the glass colour of a
+  background window (its median colour) is mapped once through the transform, as a flat window of that
+  colour, and the window is shifted by the change; each glass colour costs one call, however many
+  background windows share it (a slide's glass takes few colours). The shifted windows are blended
+  like any other, and a background window whose glass the transform leaves alone is copied through.
+  The shift is exact for glass; tissue of a neighbouring core that reaches into a background window's
+  context is shifted too, and fades into the neighbour's transformed output across the band.
 
 :meth:`RowRunner.rows` yields finished rows of cores in order while holding at most three rows of
 windows (one without overlap), so memory follows the tile size and the image width, never the height.
@@ -26,6 +31,7 @@ windows (one without overlap), so memory follows the tile size and the image wid
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -37,7 +43,7 @@ from stainlab.errors import InputError
 
 DEFAULT_TILE = 512      # paper 000, Sec. IV (Fig. 3 right): 512x512 patches
 DEFAULT_OVERLAP = 64    # context on each side of a core for context-aware transforms (our choice)
-DEFAULT_MIN_TISSUE = 0.01  # fraction of tissue pixels below which a core is background, copied through
+DEFAULT_MIN_TISSUE = 0.01  # fraction of tissue pixels below which a core is background, not transformed
 # optical density falls as the value rises: a channel is dense exactly below this value
 _DENSE_BELOW = int(np.count_nonzero(rgb_to_od(np.arange(256, dtype=np.float64)) > TISSUE_BETA))
 
@@ -129,8 +135,8 @@ class TileGrid:
 
 @dataclass
 class _Window:
-    image: np.ndarray            # the input window
-    out: np.ndarray | None       # the transformed window; None: background, copied through
+    out: np.ndarray                        # the output window
+    shift: tuple[int, int, int] | None     # background: the glass colour shift it got; None: transformed
 
 
 @dataclass
@@ -153,6 +159,7 @@ class RowRunner:
     def __init__(self, grid: TileGrid, read: ReadFn, fn: TileFn, min_tissue: float = DEFAULT_MIN_TISSUE) -> None:
         self.grid, self.read, self.fn, self.min_tissue = grid, read, fn, min_tissue
         self._rows: dict[int, list[_Window]] = {}
+        self._glass: dict[tuple[int, int, int], tuple[int, int, int]] = {}  # glass colour -> its shift
 
     def rows(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray, RowStats]]:
         """Yield ``(row, pixels, stats)`` for rows ``start`` to ``stop`` (default: the last); ``pixels``
@@ -170,9 +177,12 @@ class RowRunner:
         for col in range(self.grid.cols):
             box = self.grid.window(row, col)
             image = self.read(box)
-            core = self.grid.core(row, col).within(box)
-            out = self._transform(image, box) if tissue_fraction(image[core]) >= self.min_tissue else None
-            windows.append(_Window(image, out))
+            if tissue_fraction(image[self.grid.core(row, col).within(box)]) >= self.min_tissue:
+                windows.append(_Window(self._transform(image, box), None))
+            else:
+                shift = self._glass_shift(image)
+                out = image if not any(shift) else np.clip(image + np.array(shift, np.int16), 0, 255).astype(np.uint8)
+                windows.append(_Window(out, shift))
         return windows
 
     def _transform(self, image: np.ndarray, box: Box) -> np.ndarray:
@@ -181,6 +191,20 @@ class RowRunner:
             raise InputError(f"the transform returned {out.dtype} {out.shape} for a uint8 {image.shape} tile "
                              f"at ({box.x0}, {box.y0}); tiles must map to uint8 tiles of the same shape")
         return out
+
+    def _glass_shift(self, image: np.ndarray) -> tuple[int, int, int]:
+        """How the transform changes the glass colour of a background window: the window's median colour
+        is mapped once as a flat full-size window (warnings about its lack of tissue are the probe's, not
+        the user's), and the median of the output gives the shift."""
+        glass = tuple(int(c) for c in np.rint(np.median(image[::4, ::4].reshape(-1, 3), axis=0)))
+        if glass not in self._glass:
+            side = self.grid.tile + 2 * self.grid.overlap
+            box = Box(0, min(side, self.grid.height), 0, min(side, self.grid.width))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = self._transform(np.full((*box.shape, 3), glass, np.uint8), box)
+            self._glass[glass] = tuple(int(v) - g for v, g in zip(np.median(out.reshape(-1, 3), axis=0), glass))
+        return self._glass[glass]
 
     def _assemble_row(self, row: int) -> tuple[np.ndarray, RowStats]:
         first = self.grid.core(row, 0)
@@ -191,14 +215,13 @@ class RowRunner:
             own = self._rows[row][col]
             target = out[:, core.x0:core.x1]
             covering = list(self._neighbours(row, col))
-            if all(window.out is None for *_, window in covering):
-                target[...] = own.image[core.within(self.grid.window(row, col))]
-            elif len(covering) == 1:  # no overlap: the core is its own window
-                target[...] = own.out
+            if len(covering) == 1 or all(window.shift is not None and window.shift == own.shift
+                                         for *_, window in covering):
+                target[...] = own.out[core.within(self.grid.window(row, col))]  # nothing to blend
             else:
                 target[...] = self._blend(covering, core)
             stats.tiles += 1
-            stats.transformed += own.out is not None
+            stats.transformed += own.shift is None
             stats.pixels += target.shape[0] * target.shape[1]
         return out, stats
 
@@ -212,16 +235,15 @@ class RowRunner:
                     yield r, c, box, self._rows[r][c]
 
     def _blend(self, covering: list, core: Box) -> np.ndarray:
-        """Weighted mean of the windows that cover ``core`` (a background window counts as its input)."""
+        """Weighted mean of the windows that cover ``core``."""
         acc = np.zeros((*core.shape, 3), np.float32)
         total = np.zeros(core.shape, np.float32)
         for r, c, box, window in covering:
             part = box.intersect(core)
-            pixels = window.image if window.out is None else window.out
             ys, xs = part.within(box)
             wy, wx = self.grid.weights(r, c)
             w = np.outer(wy[ys], wx[xs])
-            acc[part.within(core)] += w[..., None] * pixels[part.within(box)]
+            acc[part.within(core)] += w[..., None] * window.out[part.within(box)]
             total[part.within(core)] += w
         return np.rint(acc / total[..., None]).astype(np.uint8)
 

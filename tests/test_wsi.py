@@ -12,7 +12,7 @@ import stainlab
 from stainlab.cli import main
 from stainlab.errors import InputError, NoTissueError
 from stainlab.io.images import read_image, write_image
-from stainlab.wsi.pyramid import work_folder
+from stainlab.wsi.pyramid import TileStore, work_folder
 from stainlab.wsi.readers import SLIDES_EXTRA, ImageSlide, TiffSlide, open_slide
 from stainlab.wsi.normalize import SlideColorMap, SlideOptions, normalize_slide
 from stainlab.transforms.base import Transform
@@ -220,14 +220,59 @@ def test_a_store_of_another_job_is_not_reused(tmp_path, tissue, reinhard):
     assert result.resumed == 0
 
 
+def test_a_damaged_work_folder_is_detected_and_computed_again(tmp_path, tissue):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    options = SlideOptions(tile=64, overlap=16, min_tissue=0.0, compression="zlib")
+    whole = read_levels(normalize_slide(src, tmp_path / "whole.ome.tif", TileMean(), options).output)[0][0]
+    out = tmp_path / "o.ome.tif"
+
+    def crash():
+        crashing = TileMean()
+        crashing.crash_at = 40  # rows 0-2 are stored
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            normalize_slide(src, out, crashing, options)
+
+    crash()
+    rows = sorted((work_folder(out) / "L0").glob("*.npy.zst"))
+    assert len(rows) == 3
+    rows[1].write_bytes(rows[1].read_bytes()[:100])  # cut short, as by a full disk or a lost write
+    assert normalize_slide(src, out, TileMean(), options).resumed == 2 * 8  # rows 0 and 2 kept, row 1 redone
+    assert np.array_equal(read_levels(out)[0][0], whole)
+    out.unlink()
+    crash()
+    (work_folder(out) / "job.json").write_bytes(b'{"stainlab": "0.\xff')  # cut short, not even UTF-8
+    assert normalize_slide(src, out, TileMean(), options).resumed == 0      # a store of no known job: emptied
+    assert np.array_equal(read_levels(out)[0][0], whole)
+
+
+def test_a_damaged_row_counts_as_missing_and_reading_it_names_the_file(tmp_path):
+    store = TileStore(tmp_path / "work", {"job": 1})
+    path = tmp_path / "work" / "L1" / "000000.npy.zst"
+    for check in ("get", "has"):
+        store.put(1, 0, np.full((4, 4, 3), 7, np.uint8))
+        assert store.has(1, 0) and store.get(1, 0)[0, 0, 0] == 7
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # one flipped byte
+        path.write_bytes(bytes(data))
+        if check == "get":
+            with pytest.raises(InputError, match=r"000000.npy.zst: damaged work file.*run again"):
+                store.get(1, 0)
+        else:
+            assert not store.has(1, 0)
+        assert not path.exists()  # removed, so the next run computes it again
+
+
 # -- bad input -------------------------------------------------------------------------------------------------------
-def test_truncated_slide_is_a_clear_error(tmp_path, tissue, reinhard):
+def test_truncated_slide_is_a_clear_error(tmp_path, tissue, reinhard, capfd):
     src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
     cut = tmp_path / "cut.tif"
     raw = src.read_bytes()
     cut.write_bytes(raw[:len(raw) // 3])
+    with open_slide(cut) as slide:  # what tifffile logs about the damage becomes notes, not stderr lines
+        assert any(note.startswith("tifffile: ") for note in slide.notes)
     with pytest.raises(InputError, match="cut.tif: truncated or corrupt"):
         normalize_slide(cut, tmp_path / "o.ome.tif", reinhard, SlideOptions(tile=64))
+    assert capfd.readouterr().err == ""
     garbage = tmp_path / "bad.svs"
     garbage.write_bytes(b"II*\x00" + b"\xff" * 100)
     with pytest.raises(InputError, match="bad.svs: truncated or corrupt"):
@@ -251,6 +296,8 @@ def test_missing_level_no_tissue_and_unwritable_output(tmp_path, tissue, reinhar
     src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
     with pytest.raises(InputError, match="level 5 does not exist"):
         normalize_slide(src, tmp_path / "a.ome.tif", reinhard, SlideOptions(tile=64, level=5))
+    with pytest.raises(InputError, match="s.ome.tif: would replace its own input"):
+        normalize_slide(src, src, reinhard, SlideOptions(tile=64))  # not "exists (use --overwrite...)"
     glass = write_image(tmp_path / "glass.png", np.full((200, 300, 3), 243, np.uint8))
     with pytest.raises(NoTissueError, match="glass.png: no tissue found at level 0"):
         normalize_slide(glass, tmp_path / "g.ome.tif", reinhard, SlideOptions(tile=64))
@@ -278,6 +325,7 @@ def test_cli_normalizes_slides_and_reports_bad_ones(tmp_path, tissue, capsys):
     assert main(args + ["--overwrite"]) == 1
     captured = capsys.readouterr()
     assert "c.tif: truncated or corrupt" in captured.err and "normalized 2 of 3 slides" in captured.out
+    assert sum("c.tif" in line for line in captured.err.splitlines()) == 1  # one line, no tifffile log
     assert main(["slide", str(src), "-o", str(tmp_path / "x")]) == 1
     assert "choose the method" in capsys.readouterr().err
     plain = ["slide", str(src), "-m", "reinhard", "-r", str(ref), "-o", str(tmp_path / "plain"), "--format", "png",

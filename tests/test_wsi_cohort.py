@@ -83,6 +83,23 @@ def test_one_slide_spread_over_two_workers_equals_the_single_process_run(tmp_pat
     assert a.shape == (450, 300, 3) and np.array_equal(a, b)  # 8 rows in 4 tasks: the same pixels
 
 
+def test_a_corrupt_tile_fails_a_spread_slide_in_one_line_without_retries(tmp_path, capfd):
+    source = tmp_path / "cut.tif"
+    tifffile.imwrite(source, np.ascontiguousarray(data.immunohistochemistry()[:256, :256]), tile=(64, 64),
+                     photometric="rgb", compression="zlib")
+    with tifffile.TiffFile(source) as tif:
+        offset, count = tif.pages[0].dataoffsets[-1], tif.pages[0].databytecounts[-1]
+    raw = bytearray(source.read_bytes())
+    raw[offset:offset + count] = bytes(count)  # the last tile: read by a task, not by the tissue sampler
+    source.write_bytes(bytes(raw))
+    (tmp_path / "marker").touch()
+    outcome = run_slide_tiles(Job(source, tmp_path / "o.ome.tif"), FlakyBlur(str(tmp_path / "marker")),
+                              SlideOptions(tile=64, overlap=16, min_tissue=0.0), workers=2, rows_per_task=1)
+    assert outcome.result is None and "cut.tif: truncated or corrupt slide data in segment 15" in outcome.error
+    err = capfd.readouterr().err
+    assert "Compute Failed" not in err and "Traceback" not in err  # returned by the task, not retried
+
+
 def test_input_problems_are_outcomes_and_other_failures_are_raised_for_retry(tmp_path, cohort):
     slides, bad = cohort
     options = SlideOptions(tile=64)

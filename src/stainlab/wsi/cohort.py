@@ -8,10 +8,11 @@ spreads one large slide over the cluster instead, by runs of tile rows.
 
 Failures are split by cause. A problem of the input (a corrupt slide, a missing level, no tissue, an
 output that exists) is a :class:`stainlab.errors.StainlabError`: retrying cannot help, so the task
-returns it as the slide's outcome at once. Anything else (a worker killed for memory, a transient I/O
-error) is raised, and Dask runs the task again up to ``retries`` times, on any worker; a slide that
-still fails is reported, and the other slides go on. A retried slide resumes from the tile rows its
-work store already holds (:mod:`stainlab.wsi.pyramid`).
+returns it as the slide's outcome at once, and the slide fails in one line as in one process (a
+slide task, or a task of tile rows, which also stops the slide's other tasks). Anything else (a
+worker killed for memory, a transient I/O error) is raised, and Dask runs the task again up to
+``retries`` times, on any worker; a slide that still fails is reported, and the other slides go on. A
+retried slide resumes from the tile rows its work store already holds (:mod:`stainlab.wsi.pyramid`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Callable, Iterator
 
 from stainlab.batch import Job, Outcome
 from stainlab.errors import StainlabError
-from stainlab.wsi.normalize import (SlideOptions, SlideResult, compute_rows, finish_slide, normalize_slide, plan_slide,
-                             row_runs, slide_function)
+from stainlab.wsi.normalize import (SlideOptions, SlidePlan, SlideResult, compute_rows, finish_slide, normalize_slide,
+                                   plan_slide, row_runs, slide_function)
+from stainlab.wsi.tiling import RowStats
 from stainlab.transforms.base import Transform
 
 DEFAULT_RETRIES = 2
@@ -43,7 +45,21 @@ def run_slide(job: Job, transform: Transform, options: SlideOptions,
     try:
         return _done(job, normalize_slide(job.source, job.output, transform, options, progress))
     except (StainlabError, FileExistsError) as err:
-        return Outcome(job, error=_describe(err, job.source), traceback=traceback.format_exc())
+        return _failed(job, err)
+
+
+def _rows_task(job: Job, plan: SlidePlan, fn, start: int, stop: int) -> RowStats | Outcome:
+    """:func:`compute_rows` as a cluster task: the rows' totals, or the slide's failed outcome when the
+    input is at fault (returned, not raised, so that Dask does not retry it)."""
+    try:
+        return compute_rows(plan, fn, start, stop)
+    except StainlabError as err:
+        return _failed(job, err)
+
+
+def _failed(job: Job, err: BaseException) -> Outcome:
+    """The outcome of a slide that failed on an input problem (called while handling ``err``)."""
+    return Outcome(job, error=_describe(err, job.source), traceback=traceback.format_exc())
 
 
 def _describe(err: BaseException, source: Path) -> str:
@@ -124,16 +140,19 @@ def run_slide_tiles(job: Job, transform: Transform, options: SlideOptions, worke
                              resumed=(plan.grid.rows - len(missing)) * plan.grid.cols, notes=list(plan.notes))
         with cluster_client(workers, scheduler) as client:
             shared = client.scatter(fn, broadcast=True, hash=False)
-            futures = [client.submit(compute_rows, plan, shared, first, stop, retries=retries, pure=False)
+            futures = [client.submit(_rows_task, job, plan, shared, first, stop, retries=retries, pure=False)
                        for first, stop in row_runs(missing, rows_per_task)]
             for future in as_completed(futures):
                 stats = future.result()
+                if isinstance(stats, Outcome):  # an input problem: the slide cannot be finished
+                    client.cancel(futures)
+                    return stats
                 result.transformed += stats.transformed
                 if progress:
                     progress(stats.tiles, stats.pixels)
         finish_slide(plan, options)
     except (StainlabError, FileExistsError) as err:
-        return Outcome(job, error=_describe(err, job.source), traceback=traceback.format_exc())
+        return _failed(job, err)
     except Exception as err:  # a task failed on every try
         return Outcome(job, error=f"{job.source}: {type(err).__name__}: {err}", traceback=traceback.format_exc())
     result.seconds = time.perf_counter() - start

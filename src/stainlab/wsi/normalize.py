@@ -225,10 +225,10 @@ class SlidePlan:
 def plan_slide(source, output, transform: Transform, options: SlideOptions) -> SlidePlan:
     """Check the job (output, level, size) and open its work store; nothing is computed yet."""
     source, output = Path(source), Path(output)
+    if output.resolve() == source.resolve():  # before the check below, which would suggest --overwrite
+        raise InputError(f"{output}: would replace its own input; choose another output folder")
     if output.exists() and not options.overwrite:
         raise FileExistsError(f"{output}: exists (use --overwrite to replace it)")
-    if output.resolve() == source.resolve():
-        raise InputError(f"{output}: would replace its own input; choose another output folder")
     with open_slide(source) as slide:
         level = slide.level_for(options.level, options.mpp)
         lv, notes = slide.levels[level], tuple(slide.notes)

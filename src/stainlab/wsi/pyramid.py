@@ -20,7 +20,9 @@ The work happens in three resumable steps, each bounded in memory by a few rows 
 
 1. finished rows of level-0 tiles are put in a :class:`TileStore`, a work folder beside the output
    (``.NAME.work``) that records which job it belongs to; a crashed run finds the rows it already
-   finished and computes only the rest;
+   finished and computes only the rest. Each row file ends with a checksum: a damaged or truncated
+   row (a killed run, a full disk) is found on resume, removed and computed again, and a damaged
+   record of the job empties the folder;
 2. :func:`build_levels` makes each lower level from two rows of the level above (2x2 means), also
    into the store;
 3. :func:`write_pyramid` streams the tiles of every level from the store into the TIFF, written to a
@@ -34,6 +36,7 @@ import io
 import json
 import shutil
 import struct
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -46,6 +49,7 @@ COMPRESSIONS = ("jpeg", "zlib", "none")
 JPEG_QUALITY = 90     # slide scanners store JPEG tiles at quality 70-90; 90 keeps normalized colour close
 STORE_ZSTD_LEVEL = 1  # the work store favours speed: it lives only until the TIFF is written
 _JOB_FILE = "job.json"
+_CHECKSUM = struct.Struct("<I")  # CRC-32 of the compressed row, at the end of each row file
 
 
 def work_folder(output: Path) -> Path:
@@ -56,43 +60,80 @@ def work_folder(output: Path) -> Path:
 class TileStore:
     """Finished rows of tiles per pyramid level, compressed, one file per row, in a work folder.
 
-    ``job`` describes the run (source, level, tiling, transform); a folder left by a different job is
-    emptied rather than reused.
+    ``job`` describes the run (source, level, tiling, transform); a folder left by a different job, or
+    whose record of its job is damaged, is emptied rather than reused. A row file that fails its
+    checksum counts as missing (and is removed), so a damaged store never blocks a resume; checking
+    costs a resume one read of each stored row.
     """
 
     def __init__(self, folder: Path, job: dict) -> None:
         self.folder = Path(folder)
         text = json.dumps(job, sort_keys=True, indent=1, default=str)
         meta = self.folder / _JOB_FILE
-        if self.folder.exists() and (not meta.is_file() or meta.read_text(encoding="utf-8") != text):
-            shutil.rmtree(self.folder)
         try:
+            if self.folder.is_dir() and not self._holds(meta, text):
+                shutil.rmtree(self.folder)
+            elif self.folder.exists() and not self.folder.is_dir():
+                self.folder.unlink()
             self.folder.mkdir(parents=True, exist_ok=True)
             if not meta.is_file():
                 atomic_write_text(meta, text)
         except OSError as err:
             raise InputError(f"{self.folder}: cannot write the work folder ({err.strerror or err})") from None
 
+    @staticmethod
+    def _holds(meta: Path, text: str) -> bool:
+        """Whether the job record ``meta`` reads exactly ``text`` (not when missing, cut or unreadable)."""
+        try:
+            return meta.read_bytes() == text.encode("utf-8")
+        except OSError:
+            return False
+
     def _path(self, level: int, row: int) -> Path:
         return self.folder / f"L{level}" / f"{row:06d}.npy.zst"
 
+    def _payload(self, path: Path) -> bytes | None:
+        """The compressed row in ``path`` when its checksum holds; None when it is missing or damaged."""
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        body, tail = data[:-_CHECKSUM.size], data[-_CHECKSUM.size:]
+        return body if len(data) > _CHECKSUM.size and _CHECKSUM.unpack(tail)[0] == zlib.crc32(body) else None
+
     def has(self, level: int, row: int) -> bool:
-        return self._path(level, row).is_file()
+        """Whether the row is stored intact; a damaged row file is removed, to be computed again."""
+        path = self._path(level, row)
+        if self._payload(path) is not None:
+            return True
+        path.unlink(missing_ok=True)
+        return False
 
     def put(self, level: int, row: int, pixels: np.ndarray) -> None:
         import imagecodecs
 
         buffer = io.BytesIO()
         np.save(buffer, pixels, allow_pickle=False)
+        data = imagecodecs.zstd_encode(buffer.getvalue(), level=STORE_ZSTD_LEVEL)
         path = self._path(level, row)
         path.parent.mkdir(exist_ok=True)
         with atomic_path(path) as tmp:
-            tmp.write_bytes(imagecodecs.zstd_encode(buffer.getvalue(), level=STORE_ZSTD_LEVEL))
+            tmp.write_bytes(data + _CHECKSUM.pack(zlib.crc32(data)))
 
     def get(self, level: int, row: int) -> np.ndarray:
+        """The stored row; :class:`InputError` naming the file when it is damaged (then removed, so the
+        next run computes it again)."""
         import imagecodecs
 
-        return np.load(io.BytesIO(imagecodecs.zstd_decode(self._path(level, row).read_bytes())), allow_pickle=False)
+        path = self._path(level, row)
+        payload = self._payload(path)
+        try:
+            if payload is None:
+                raise ValueError("missing, cut short or failing its checksum")
+            return np.load(io.BytesIO(imagecodecs.zstd_decode(payload)), allow_pickle=False)
+        except Exception as err:  # any decoder error: the file is damaged
+            path.unlink(missing_ok=True)
+            raise InputError(f"{path}: damaged work file ({err}); removed, run again to compute it anew") from None
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

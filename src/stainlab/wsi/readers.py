@@ -13,10 +13,16 @@ pixel) and decodes any rectangle of any level on demand:
 
 Microns per pixel come from OME ``PhysicalSizeX``, Aperio's ``MPP =`` or the TIFF resolution tags (in
 centimetres, or inches when the value is a microscope's, under :data:`MAX_PLAUSIBLE_MPP`).
+
+What tifffile logs while parsing a damaged file (a bad tag, a series it could not make) becomes the
+slide's notes instead of lines on standard error: a slide that fails is then one line, from whichever
+process opened it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import xml.etree.ElementTree as ElementTree
 from abc import ABC, abstractmethod
@@ -128,11 +134,13 @@ class TiffSlide(Slide):
     def __init__(self, path: Path) -> None:
         import tifffile
 
+        notes: list[str] = []
         try:
-            self._tif = tifffile.TiffFile(path)
-            series = self._tif.series[0]
-            self._pages = [lv.keyframe for lv in series.levels]
-            mpp = self._level0_mpp()
+            with _logged_as_notes("tifffile", notes):
+                self._tif = tifffile.TiffFile(path)
+                series = self._tif.series[0]
+                self._pages = [lv.keyframe for lv in series.levels]
+                mpp = self._level0_mpp()
         except (OSError, ValueError, IndexError, KeyError, tifffile.TiffFileError) as err:
             raise InputError(f"{path}: truncated or corrupt TIFF slide ({type(err).__name__}: {err})") from None
         for page in self._pages:
@@ -140,7 +148,8 @@ class TiffSlide(Slide):
         width0 = self._pages[0].imagewidth
         levels = [Level(p.imagelength, p.imagewidth, width0 / p.imagewidth,
                         mpp * width0 / p.imagewidth if mpp else None) for p in self._pages]
-        super().__init__(path, levels, "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "tiff")
+        super().__init__(path, levels, "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "tiff",
+                         notes)
 
     @staticmethod
     def _check_layout(path: Path, page) -> None:
@@ -242,6 +251,26 @@ class OpenSlideSlide(Slide):
         ds = self.levels[level].downsample
         rgba = np.asarray(self._slide.read_region((round(x * ds), round(y * ds)), level, (width, height)))
         return composite_on_white(rgba[..., :3], rgba[..., 3])
+
+
+@contextlib.contextmanager
+def _logged_as_notes(name: str, notes: list[str]):
+    """Collect the warnings the logger ``name`` emits meanwhile into ``notes`` (each once) instead of
+    printing them."""
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = f"{name}: {record.getMessage()}"
+            if message not in notes:
+                notes.append(message)
+
+    logger, handler = logging.getLogger(name), Collect(logging.WARNING)
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _import_openslide(path: Path):

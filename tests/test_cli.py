@@ -279,3 +279,13 @@ def test_output_folder_equal_to_the_input_folder_with_another_format_resumes(tmp
     assert {k: v for k, v in _hashes(src).items() if k.endswith(".png")} == before
     assert _normalize(src, src, "-m", "reinhard", "-r", ref) == 1  # png over png would replace the inputs
     assert "would replace an input file" in capsys.readouterr().err
+
+
+def test_a_finished_output_named_on_its_own_is_an_input(tmp_path, src, ref, capsys):
+    out = tmp_path / "out"
+    assert _normalize(src, out, "-m", "reinhard", "-r", ref, "--format", "tif") == 0
+    capsys.readouterr()
+    assert _normalize(out / "tile0.tif", out, "-m", "grayscale") == 0  # tile0.png from the normalized tile0.tif
+    assert "normalized 1 of 1 images" in capsys.readouterr().out
+    grey = read_image(out / "tile0.png")[0]
+    assert (grey[..., 0] == grey[..., 2]).all() and grey.std() > 5

@@ -11,8 +11,9 @@
   resumes it; one made by anything else is refused with the name of what made it (``overwrite``
   replaces it). Entries are written before the work starts and outputs are written atomically, so
   after a crash every output present is complete and accounted for; the hidden partial files a killed
-  run left are removed. Files the record lists are never taken as inputs, so an output folder inside
-  an input folder is not read back.
+  run left are removed. An output the record lists is not taken as an input while the input it was
+  made from is in the same batch, so an output folder inside an input folder is not read back; named
+  on its own (a finished output to process further), it is an input like any other.
 * **run** (:func:`run_files`): image files one after another, or in a pool of processes that each
   receive the fitted transform once. One bad file never stops the others: its :class:`Outcome` carries
   a one-line reason, and a worker killed for memory costs only the file it held (tried once more in a
@@ -112,9 +113,11 @@ class OutputRecord:
                 raise InputError(f"{self.path}: unreadable record of this folder's outputs ({err}); "
                                  "delete it to start the folder afresh") from None
 
-    def made(self, path: Path) -> bool:
-        """Whether ``path`` is an output this record lists (in this folder)."""
-        return path.parent.resolve() == self.path.parent.resolve() and path.name in self.entries
+    def made_from(self, path: Path, sources: set[str]) -> bool:
+        """Whether ``path`` is an output this record lists (in this folder) made from one of ``sources``
+        (resolved paths): such a file is this batch's own output, not a new input."""
+        entry = self.entries.get(path.name)
+        return entry is not None and entry["source"] in sources and path.parent.resolve() == self.path.parent.resolve()
 
     def claim(self, jobs: list[Job], producer: Producer) -> None:
         """Record ``producer`` as the maker of each job's output, before the work starts."""
@@ -143,7 +146,8 @@ def plan(sources: list[Path], out_dir, output_name: Callable[[Path], str], produ
     repeats are skipped. The record claims the jobs to run."""
     out_dir = Path(out_dir)
     record = OutputRecord(out_dir)
-    sources = [s for s in sources if not record.made(s)]
+    resolved = {str(s.resolve()) for s in sources}
+    sources = [s for s in sources if not record.made_from(s, resolved)]
     by_output: dict[Path, list[Path]] = {}
     for source in sources:
         by_output.setdefault(out_dir / output_name(source), []).append(source)

@@ -16,6 +16,7 @@ from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFitte
 from stainlab.transforms import load, methods
 from stainlab.transforms import registry as _registry
 from stainlab.transforms.augment import StainAugmenter, augment
+from stainlab.transforms.pipeline import NormalizedDataset, normalize_stream
 
 __version__ = "0.1.0"
 
@@ -23,8 +24,8 @@ _TARGETS = [*(target for target, _ in _registry._METHODS.values()),
             *map(_networks.kind_transform, _networks.learned_kinds())]
 _CLASSES = {cls: module for module, cls in (target.split(":") for target in _TARGETS)}  # class -> module
 
-__all__ = ["load", "methods", "augment", "StainlabError", "InputError", "NoTissueError", "NoTissueWarning",
-           "NotFittedError", "__version__", *_CLASSES]
+__all__ = ["load", "methods", "augment", "NormalizedDataset", "normalize_stream", "StainlabError", "InputError",
+           "NoTissueError", "NoTissueWarning", "NotFittedError", "__version__", *_CLASSES]
 
 
 def __getattr__(name: str):

@@ -109,3 +109,102 @@ def test_input_problems_are_outcomes_and_other_failures_are_raised_for_retry(tmp
         run_slide(Job(slides[0], tmp_path / "a.ome.tif"), FlakyBlur(str(tmp_path / "m")), options)
     outcomes = list(run_local(jobs_for(slides, tmp_path / "o"), FlakyBlur(str(tmp_path / "m2")), options))
     assert "transient failure" in outcomes[0].error and [o.error for o in outcomes[1:]] == [None, None]
+
+
+# -- a cluster whose workers do not share the client's output folder ------------------------------------------------
+
+def own_file_system(shared: str, own: str) -> None:
+    """Run on each worker: what it writes under ``shared`` lands under ``own/PID`` instead, as on a
+    machine whose file system does not hold the client's output folder (the same path, another disk)."""
+    import dataclasses
+    import os
+
+    from stainlab.wsi import cohort as module
+
+    own = f"{own}/{os.getpid()}"
+
+    def mapped(path):
+        text = str(path)
+        return Path(own + text[len(shared):]) if text.startswith(shared) else Path(path)
+
+    slide, rows = module.normalize_slide, module.compute_rows
+    module.normalize_slide = lambda source, output, *a, **k: slide(source, mapped(output), *a, **k)
+    module.compute_rows = lambda plan, *a, **k: rows(dataclasses.replace(plan, output=mapped(plan.output)), *a, **k)
+
+
+@pytest.fixture(scope="module")
+def apart(tmp_path_factory):
+    """A 2-worker cluster (reached by address, as with --scheduler) whose workers write everything under
+    ``shared`` into folders of their own; yields (address, shared, own)."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    root = tmp_path_factory.mktemp("apart")
+    shared, own = root / "shared", root / "own"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        client.run(own_file_system, str(shared), str(own))
+        yield cluster.scheduler_address, shared, own
+
+
+def test_outputs_written_out_of_the_clients_sight_fail_loudly_or_come_back(tmp_path, cohort, apart, monkeypatch):
+    import stainlab.wsi.cohort as module
+
+    monkeypatch.setattr(module, "SHARED_WAIT", 0.0)
+    address, shared, own = apart
+    slides, _ = cohort
+    options = SlideOptions(tile=64, overlap=16, min_tissue=0.0)
+    (tmp_path / "marker").touch()
+    blur = FlakyBlur(str(tmp_path / "marker"))
+    lost = list(run_cohort(jobs_for(slides, shared / "lost"), blur, options, scheduler=address))
+    assert len(lost) == 3 and all(o.error and o.result is None for o in lost)
+    assert any("the worker wrote" in o.error and "on its own file system" in o.error and "--return-to-client"
+               in o.error for o in lost)
+    assert all("on its own file system" in o.error or "cancelled: " in o.error for o in lost)
+    assert not any((shared / "lost" / f"{s.stem}.ome.tif").exists() for s in slides)
+    assert list(own.rglob("*.ome.tif"))  # written, but on the workers' own disks
+
+    local = list(run_local(jobs_for(slides, tmp_path / "local"), blur, options))
+    back = {o.job.source: o for o in run_cohort(jobs_for(slides, shared / "back"), blur, options, scheduler=address,
+                                                return_to_client=True)}
+    for a in local:
+        b = back[a.job.source]
+        assert b.error is None and b.result.output == b.job.output == shared / "back" / a.job.output.name
+        assert np.array_equal(tifffile.imread(a.job.output), tifffile.imread(b.job.output))
+    again = list(run_cohort(jobs_for(slides[:1], shared / "back"), blur, options, scheduler=address,
+                            return_to_client=True))
+    assert "exists (use --overwrite" in again[0].error  # checked by the client: the worker cannot see it
+
+
+def test_a_spread_slide_whose_rows_stay_on_the_workers_fails_or_returns_them(tmp_path, apart, monkeypatch):
+    import stainlab.wsi.cohort as module
+
+    monkeypatch.setattr(module, "SHARED_WAIT", 0.0)
+    address, shared, _ = apart
+    source = write_image(tmp_path / "big.png", np.ascontiguousarray(data.immunohistochemistry()[:300, :200]))
+    options = SlideOptions(tile=64, overlap=16, min_tissue=0.0)
+    (tmp_path / "marker").touch()
+    blur = FlakyBlur(str(tmp_path / "marker"))
+    lost = run_slide_tiles(Job(source, shared / "lost.ome.tif"), blur, options, scheduler=address, rows_per_task=2)
+    assert lost.result is None and "tile rows" in lost.error and "on its own file system" in lost.error
+    assert not (shared / "lost.ome.tif").exists()
+    local = run_slide(Job(source, tmp_path / "local.ome.tif"), blur, options)
+    back = run_slide_tiles(Job(source, shared / "back.ome.tif"), blur, options, scheduler=address, rows_per_task=2,
+                           return_to_client=True)
+    assert back.error is None and back.result.transformed == 20
+    assert np.array_equal(tifffile.imread(local.result.output), tifffile.imread(shared / "back.ome.tif"))
+
+
+def test_the_slide_command_exits_1_when_a_worker_kept_the_output(tmp_path, cohort, apart, monkeypatch):
+    import stainlab.wsi.cohort as module
+    from stainlab.cli import main
+
+    monkeypatch.setattr(module, "SHARED_WAIT", 0.0)
+    address, shared, _ = apart
+    slides, _ = cohort
+    args = ["slide", *map(str, slides[:2]), "-m", "reinhard", "-r", str(slides[2]), "--tile", "64",
+            "--scheduler", address]
+    assert main([*args, "-o", str(shared / "cli-lost")]) == 1
+    assert main([*args, "-o", str(shared / "cli-back"), "--return-to-client"]) == 0
+    assert sorted(p.name for p in (shared / "cli-back").glob("*.ome.tif")) == ["s0.ome.tif", "s1.ome.tif"]

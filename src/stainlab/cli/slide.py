@@ -4,7 +4,8 @@ The transform is built as for ``stainlab normalize`` (a reference slide is sampl
 instead of being read whole), the outputs are planned and resumed by :mod:`stainlab.batch`, and the
 slides run through :mod:`stainlab.wsi.cohort`: in this process for one slide (or ``--workers 1``), on an
 embedded Dask LocalCluster for several, or on the cluster at ``--scheduler tcp://host:port``; one
-slide with ``--workers N`` (or a scheduler) is spread over the cluster by runs of tile rows.
+slide with ``--workers N`` (or a scheduler) is spread over the cluster by runs of tile rows. On a
+cluster the output folder must be shared by every worker (checked) unless ``--return-to-client``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ tile borders. Background tiles are not run through a network; their glass gets t
 gives glass. A crashed run resumes from the tile rows already finished.
 Several slides run on an embedded Dask cluster (--workers), or on --scheduler tcp://host:port;
 a single slide with --workers N is spread over the cluster by runs of tile rows.
+On an existing cluster (start 'dask scheduler' on one machine and 'dask worker tcp://HOST:8786' on
+each, all with stainlab installed) the paths are the client's, made absolute: every worker must read
+the inputs and write the output folder at the same paths (a shared mount). A slide whose output a
+worker wrote where this process cannot see it fails ('the worker wrote ... on its own file system'),
+the slides not finished are cancelled and the exit status is 1; with --return-to-client the workers
+send each output (up to 1 GiB encoded; a spread slide's tile rows) back and this process writes it.
 Reads images, TIFF/OME-TIFF and .svs/.ndpi with tifffile; other vendor formats need OpenSlide:
 pip install 'stainlab[slides]'. Exit status 1 if any slide failed."""
 
@@ -40,7 +47,8 @@ examples:
   stainlab slide case1.svs -m macenko -r reference.png -o normalized/
   stainlab slide slides/ -t macenko.json -o normalized/ --mpp 0.5 --workers 4
   stainlab slide big.tif --model stainnet:stainnet.pth -o out/ --tile 1024
-  stainlab slide cohort/ -t reinhard.json -o out/ --scheduler tcp://10.0.0.5:8786"""
+  stainlab slide cohort/ -t reinhard.json -o /shared/out/ --scheduler tcp://10.0.0.5:8786
+  stainlab slide cohort/ -t reinhard.json -o out/ --scheduler tcp://10.0.0.5:8786 --return-to-client"""
 
 
 def _options(args) -> SlideOptions:
@@ -64,9 +72,11 @@ def _outcomes(jobs: list[batch.Job], transform, options: SlideOptions, args, pro
 
     workers = args.workers or min(len(jobs), os.cpu_count() or 1)
     if len(jobs) == 1 and (args.scheduler or workers > 1):  # one slide: its tile rows on the cluster
-        return [run_slide_tiles(jobs[0], transform, options, workers, args.scheduler, progress=progress)]
+        return [run_slide_tiles(jobs[0], transform, options, workers, args.scheduler, progress=progress,
+                                return_to_client=args.return_to_client)]
     if args.scheduler or workers > 1:
-        return run_cohort(jobs, transform, options, workers, args.scheduler, progress=progress)
+        return run_cohort(jobs, transform, options, workers, args.scheduler, progress=progress,
+                          return_to_client=args.return_to_client)
     return run_local(jobs, transform, options, progress)
 
 
@@ -119,6 +129,11 @@ def add(sub, common) -> None:
                         help="JPEG quality (default: %(default)s)")
     parser.add_argument("--workers", type=positive_int, metavar="N",
                         help="Dask worker processes (default: one per CPU for several slides; 1 = in this process)")
-    parser.add_argument("--scheduler", metavar="ADDR", help="use the Dask cluster at ADDR (tcp://host:port)")
+    parser.add_argument("--scheduler", metavar="ADDR",
+                        help="use the Dask cluster at ADDR (tcp://host:port); inputs and the output folder must be "
+                             "at the same paths on every worker (a shared mount), or use --return-to-client")
+    parser.add_argument("--return-to-client", action="store_true",
+                        help="workers send each output back and this process writes it (default: workers write "
+                             "into the output folder, which must then be shared; checked)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     parser.set_defaults(run=run)

@@ -120,7 +120,7 @@ def run(args) -> int:
     last = result.history[-1] if result.history else {}
     losses = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("step", "epoch", "lr", "seconds"))
     messages.result(f"trained {args.recipe} for {result.step} steps into {result.run_dir} ({losses})")
-    for path in result.models.values():
+    for path in result.models.values() if messages.level > messages.QUIET else ():
         print(f"  {path}   use as: {networks.use_as(read_model_info(path)['arch'], args.recipe, path)}")
     return 0
 

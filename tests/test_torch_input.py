@@ -176,3 +176,11 @@ def test_augment_on_a_tensor_replays_the_numpy_draws(sources):
     torch.testing.assert_close((signed + 1) / 2, to_tensor(expected), atol=1e-6, rtol=0)
     with pytest.raises(InputError, match="channels-last"):
         augment(to_tensor(sources).permute(0, 2, 3, 1))
+
+
+def test_nct_fits_on_a_declared_range_tensor_like_on_the_numpy_image(he_reference):
+    reference = np.ascontiguousarray(he_reference[:64, :64])
+    on_numpy = stainlab.load("nct", features="random").fit(reference)
+    on_tensor = stainlab.load("nct", features="random").fit(to_tensor([reference], value_range=(-1, 1))[0],
+                                                            value_range=(-1, 1))
+    np.testing.assert_array_equal(on_tensor._reference.image, on_numpy._reference.image)

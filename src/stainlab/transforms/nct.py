@@ -153,10 +153,11 @@ class NeuralColorTransfer(Transform):
             self._net = feature_network(self.features, self.seed)
         return self._net
 
-    def fit(self, reference, labels=None) -> NeuralColorTransfer:
-        """Remember the reference (one uint8 RGB image with tissue) and, optionally, its segmentation
-        (an integer label per pixel; then every image transformed needs one too)."""
-        images = as_image_list(reference)
+    def fit(self, reference, labels=None, *, value_range=None) -> NeuralColorTransfer:
+        """Remember the reference (one uint8 RGB image with tissue, or a torch tensor read as
+        ``Transform.fit`` reads it) and, optionally, its segmentation (an integer label per pixel; then
+        every image transformed needs one too)."""
+        images = as_image_list(reference, value_range=value_range)
         if len(images) != 1:
             raise InputError(f"nct: fit takes one reference image, got {len(images)}")
         reference = self._checked_reference(images[0].copy(), labels, "nct reference")

@@ -146,16 +146,17 @@ def plan(sources: list[Path], out_dir, output_name: Callable[[Path], str], produ
     repeats are skipped. The record claims the jobs to run."""
     out_dir = Path(out_dir)
     record = OutputRecord(out_dir)
-    resolved = {str(s.resolve()) for s in sources}
-    sources = [s for s in sources if not record.made_from(s, resolved)]
+    resolved = {source: str(source.resolve()) for source in sources}
+    batch = set(resolved.values())
+    sources = [s for s in sources if not record.made_from(s, batch)]
     by_output: dict[Path, list[Path]] = {}
     for source in sources:
         by_output.setdefault(out_dir / output_name(source), []).append(source)
     problems = [f"{out}: would be written by each of {', '.join(map(str, srcs))}; rename them or use "
                 "separate runs" for out, srcs in by_output.items() if len(srcs) > 1]
-    inputs = {source.resolve() for source in sources}
+    inputs = {resolved[source] for source in sources}
     problems += [f"{out}: would replace an input file; choose another output folder"
-                 for out in by_output if out.resolve() in inputs]
+                 for out in by_output if str(out.resolve()) in inputs]
     if problems:
         raise InputError(problems[0] + (f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""))
     jobs = [Job(srcs[0], out) for out, srcs in by_output.items()]
@@ -164,7 +165,7 @@ def plan(sources: list[Path], out_dir, output_name: Callable[[Path], str], produ
         entry = record.entries.get(job.output.name)
         if overwrite or not job.output.exists():
             todo.append(job)
-        elif entry and entry["source"] == str(job.source.resolve()) and entry["producer"] == producer.key:
+        elif entry and entry["source"] == resolved[job.source] and entry["producer"] == producer.key:
             skipped.append(job)
         else:
             foreign.append((job, entry))

@@ -23,7 +23,6 @@ the store), :func:`compute_rows` (any run of tile rows, in any process) and :fun
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,13 +187,12 @@ def job_description(source: Path, level: int, transform: Transform, options: Sli
     """What identifies a run, for the work store: a store left by another job is not reused."""
     stat = source.stat()
     try:
-        method = transform.to_dict()
+        method = transform.fingerprint()  # parameters, fitted state and the weight file's size and mtime
     except Exception:  # a transform that cannot describe itself is identified by its repr
         method = repr(transform)
     return {"stainlab": __version__, "source": str(source.resolve()), "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns, "level": level, "tile": options.tile, "overlap": options.context,
-            "min_tissue": options.skip_below(transform), "sample_tiles": options.sample_tiles,
-            "method": json.loads(json.dumps(method, default=str))}
+            "min_tissue": options.skip_below(transform), "sample_tiles": options.sample_tiles, "method": method}
 
 
 Progress = Callable[[int, int], None]  # (tiles, pixels) finished since the last call

@@ -1,5 +1,7 @@
 """Torch tensors at the face: declared value ranges, uint8 tensors, fit and augment on tensors, and
-clear refusals (channels-last, NaN/inf, out of range, gradients, meta tensors) instead of silent fixes."""
+clear refusals (channels-last, NaN/inf, out of range, gradients on the NumPy path, meta tensors) instead
+of silent fixes. Macenko takes tensors through its torch engine (tests/test_torch_engine.py) unless
+``engine="numpy"`` is asked for; both paths share the conversions and refusals tested here."""
 
 import numpy as np
 import pytest
@@ -36,25 +38,31 @@ def test_declared_range_gives_the_same_pixels_and_keeps_the_range(macenko, sourc
     out = macenko(batch, value_range=value_range)
     assert out.shape == batch.shape and out.dtype == batch.dtype and out.device == batch.device
     low, high = value_range
-    torch.testing.assert_close((out - low) / (high - low), unit, atol=1e-6, rtol=0)
+    torch.testing.assert_close((out - low) / (high - low), unit, atol=1e-5, rtol=0)  # float32 engine
     assert out.min() >= low and out.max() <= high
 
 
 def test_uint8_tensor_equals_the_numpy_path_exactly(macenko, sources):
     batch = to_tensor(sources, torch.uint8)
-    out = macenko(batch)
+    out = macenko(batch, engine="numpy")
     assert out.dtype == torch.uint8 and out.shape == batch.shape
     for got, image in zip(out, sources):
         np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), macenko(image))
-    np.testing.assert_array_equal(macenko(batch[0]).numpy(), out[0].numpy())
+    np.testing.assert_array_equal(macenko(batch[0], engine="numpy").numpy(), out[0].numpy())
+    engine = macenko(batch)                                     # the torch engine: the exact path, rounded
+    assert engine.dtype == torch.uint8 and engine.shape == batch.shape
+    for got, image in zip(engine, sources):
+        exact = macenko.transform(image, exact=True).astype(int)
+        assert np.abs(got.permute(1, 2, 0).numpy().astype(int) - exact).max() <= 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_keeps_its_dtype(macenko, sources, dtype):
-    out = macenko(to_tensor(sources, dtype))
-    assert out.dtype == dtype
-    expected = to_tensor([macenko(im) for im in sources])
-    torch.testing.assert_close(out.float(), expected, atol=1 / 255, rtol=0)
+    for engine in ("auto", "numpy"):
+        out = macenko(to_tensor(sources, dtype), engine=engine)
+        assert out.dtype == dtype
+        expected = to_tensor([macenko.transform(im, exact=engine == "auto") for im in sources])
+        torch.testing.assert_close(out.float(), expected, atol=1.5 / 255, rtol=0)
 
 
 def test_channels_last_is_refused_naming_the_layout(macenko, sources):
@@ -73,8 +81,9 @@ def test_channels_last_is_refused_naming_the_layout(macenko, sources):
 def test_nan_and_inf_are_refused(macenko, sources, bad):
     batch = to_tensor(sources)
     batch[1, 2, 5, 7] = bad
-    with pytest.raises(InputError, match="1 NaN or infinite"):
-        macenko(batch)
+    for engine in ("auto", "numpy"):
+        with pytest.raises(InputError, match="1 NaN or infinite"):
+            macenko(batch, engine=engine)
     with pytest.raises(InputError, match="NaN or infinite"):
         stainlab.load("macenko").fit(batch)
     with pytest.raises(InputError, match="NaN or infinite"):
@@ -125,21 +134,29 @@ def test_empty_batch_maps_to_an_empty_batch(macenko, sources):
         macenko(torch.zeros(2, 3, 0, 5))
 
 
-def test_gradients_are_refused_not_silently_cut(macenko, sources):
+def test_gradients_are_refused_on_the_numpy_path_not_silently_cut(macenko, sources, he_reference):
     batch = to_tensor(sources).requires_grad_()
-    with pytest.raises(InputError, match=r"requires grad.*no gradient.*detach\(\).*no_grad"):
-        macenko(batch)
+    with pytest.raises(InputError, match=r"requires grad.*engine='numpy'.*no gradient.*detach\(\).*no_grad"):
+        macenko(batch, engine="numpy")
+    histogram = stainlab.load("histogram").fit(he_reference)
+    with pytest.raises(InputError, match=r"histogram has no torch engine \(methods with one: augment, "
+                                         r"colorbalance, macenko, reinhard, ruifrok\).*no gradient"):
+        histogram(batch)
     with pytest.raises(InputError, match="requires grad"):
         stainlab.load("macenko").fit(batch)
-    expected = macenko(batch.detach())
+    expected = macenko(batch.detach(), engine="numpy")
     with torch.no_grad():                                       # gradients switched off: taken as is
-        torch.testing.assert_close(macenko(batch), expected, atol=0, rtol=0)
+        torch.testing.assert_close(macenko(batch, engine="numpy"), expected, atol=0, rtol=0)
     assert not expected.requires_grad
+    assert macenko(batch).requires_grad                         # the torch engine keeps the graph
+    with pytest.raises(InputError, match="engine must be 'auto' or 'numpy'"):
+        macenko(batch, engine="cuda")
 
 
 def test_meta_tensor_is_refused(macenko):
-    with pytest.raises(InputError, match="meta tensor"):
-        macenko(torch.empty(1, 3, 8, 8, device="meta"))
+    for engine in ("auto", "numpy"):
+        with pytest.raises(InputError, match="meta tensor"):
+            macenko(torch.empty(1, 3, 8, 8, device="meta"), engine=engine)
 
 
 def test_output_goes_back_to_the_input_device(macenko, sources):
@@ -166,13 +183,14 @@ def test_fit_on_a_tensor_equals_fit_on_the_numpy_images(he_reference, ihc_other,
                                rtol=0, atol=1e-9)
 
 
-def test_augment_on_a_tensor_replays_the_numpy_draws(sources):
+def test_augment_on_a_tensor_with_the_numpy_engine_replays_the_numpy_draws(sources):
     rng = np.random.default_rng(3)
     expected = [augment(image, 0.2, 0.2, seed=rng) for image in sources]
-    out = augment(to_tensor(sources, torch.uint8), 0.2, 0.2, seed=3)
+    out = augment(to_tensor(sources, torch.uint8), 0.2, 0.2, seed=3, engine="numpy")
     for got, image in zip(out, expected):
         np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), image)
-    signed = augment(to_tensor(sources, value_range=(-1, 1)), 0.2, 0.2, seed=3, value_range=(-1, 1))
+    signed = augment(to_tensor(sources, value_range=(-1, 1)), 0.2, 0.2, seed=3, value_range=(-1, 1),
+                     engine="numpy")
     torch.testing.assert_close((signed + 1) / 2, to_tensor(expected), atol=1e-6, rtol=0)
     with pytest.raises(InputError, match="channels-last"):
         augment(to_tensor(sources).permute(0, 2, 3, 1))

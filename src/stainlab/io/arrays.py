@@ -3,12 +3,19 @@
 At the edges stainlab speaks uint8 ``HxWx3`` RGB NumPy arrays. Torch users may hand in batches shaped
 ``(N, 3, H, W)`` or single images ``(3, H, W)`` and get the same shape, dtype, device and value range
 back: float tensors are read in [0, 1] unless ``value_range`` declares another, e.g. ``(-1, 1)`` (the
-networks' convention) or ``(0, 255)``; uint8 tensors are 0-255. The pixels go through the uint8 NumPy
-path, so there is no gradient: a tensor that requires one is refused (detach it, or call inside
-``torch.no_grad()``) rather than silently cut from the graph. Channels-last ``(N, H, W, 3)`` tensors,
-NaN or infinite values, values outside the declared range (beyond a rounding slack of ``RANGE_SLACK``
-of its span) and meta tensors are refused with an :class:`InputError`; an empty batch (N = 0) maps to
-an empty batch of the same shape.
+networks' convention) or ``(0, 255)``; uint8 tensors are 0-255. Two paths take them:
+
+- the torch engine (:func:`map_torch`, :mod:`stainlab.transforms.torch_engine`): the batch is mapped to
+  float [0, 1] on its own device **without detaching** (float32, or float64 for float64 input; half and
+  bfloat16 are computed in float32 and cast back), so gradients flow to the input; uint8 tensors are
+  divided by 255 and the result rounded back to uint8;
+- the uint8 NumPy path (:func:`map_rgb8`): each image goes through NumPy on the CPU, so there is no
+  gradient there, and a tensor that requires one is refused (detach it, or call inside
+  ``torch.no_grad()``) rather than silently cut from the graph.
+
+On both, channels-last ``(N, H, W, 3)`` tensors, NaN or infinite values, values outside the declared
+range (beyond a rounding slack of ``RANGE_SLACK`` of its span; refused, never clamped) and meta tensors
+are refused with an :class:`InputError`; an empty batch (N = 0) maps to an empty batch of the same shape.
 """
 
 from __future__ import annotations
@@ -89,34 +96,19 @@ def _value_range(tensor, value_range, what: str) -> tuple[float, float]:
     return low, high
 
 
-def torch_batch_to_rgb8(batch, value_range=None, what: str = "torch input") -> tuple[list[np.ndarray], tuple]:
-    """Split a ``(N,3,H,W)`` or ``(3,H,W)`` tensor into uint8 HxWx3 arrays, checked as the module says.
-
-    Returns the arrays (none for an empty batch) and a token that :func:`rgb8_to_torch_batch` uses to
-    restore shape, dtype, device and value range.
-    """
-    import torch
-
+def _checked_layout(batch, value_range, what: str):
+    """The ``(N,3,H,W)`` view of a tensor, its declared range and the token that restores its form."""
     low, high = _value_range(batch, value_range, what)
     x, single = torch_layout(batch, what)
     if batch.device.type == "meta":
         raise InputError(f"{what}: a meta tensor has no values; move it to a real device first")
-    if batch.requires_grad and torch.is_grad_enabled():
-        raise InputError(f"{what}: requires grad, but this path goes through NumPy and has no gradient "
-                         "(pass tensor.detach(), or call inside torch.no_grad())")
-    token = (single, tuple(batch.shape), batch.dtype, batch.device, low, high)
-    if x.shape[0] == 0:
-        return [], token
-    if x.shape[2] == 0 or x.shape[3] == 0:
+    if x.shape[0] and (x.shape[2] == 0 or x.shape[3] == 0):
         raise InputError(f"{what}: empty images of shape {tuple(batch.shape)}")
-    if batch.dtype != torch.uint8:
-        x = _float_to_uint8(x, low, high, what)
-    u8 = x.permute(0, 2, 3, 1).to("cpu").contiguous()
-    return [img.numpy() for img in u8], token
+    return x, (single, tuple(batch.shape), batch.dtype, batch.device, low, high)
 
 
-def _float_to_uint8(x, low: float, high: float, what: str):
-    """Float values in ``[low, high]`` -> uint8 0-255 on the same device; refuses non-finite or out of range."""
+def _check_values(x, low: float, high: float, what: str) -> None:
+    """Refuse non-finite values and values outside ``[low, high]`` (beyond ``RANGE_SLACK``)."""
     import torch
 
     x = x.detach()
@@ -128,9 +120,78 @@ def _float_to_uint8(x, low: float, high: float, what: str):
     if lo < low - slack or hi > high + slack:
         raise InputError(f"{what}: values in [{lo:.6g}, {hi:.6g}] fall outside the declared range "
                          f"[{low:g}, {high:g}] (declare another with value_range=, e.g. (-1, 1) or (0, 255))")
+
+
+def torch_batch_to_rgb8(batch, value_range=None, what: str = "torch input") -> tuple[list[np.ndarray], tuple]:
+    """Split a ``(N,3,H,W)`` or ``(3,H,W)`` tensor into uint8 HxWx3 arrays, checked as the module says.
+
+    Returns the arrays (none for an empty batch) and a token that :func:`rgb8_to_torch_batch` uses to
+    restore shape, dtype, device and value range.
+    """
+    import torch
+
+    x, token = _checked_layout(batch, value_range, what)
+    if batch.requires_grad and torch.is_grad_enabled():
+        raise InputError(f"{what}: requires grad, but this path goes through NumPy and has no gradient "
+                         "(pass tensor.detach(), or call inside torch.no_grad())")
+    if x.shape[0] == 0:
+        return [], token
+    if batch.dtype != torch.uint8:
+        x = _float_to_uint8(x, *token[4:], what)
+    u8 = x.permute(0, 2, 3, 1).to("cpu").contiguous()
+    return [img.numpy() for img in u8], token
+
+
+def _float_to_uint8(x, low: float, high: float, what: str):
+    """Float values in ``[low, high]`` -> uint8 0-255 on the same device; refuses non-finite or out of range."""
+    import torch
+
+    _check_values(x, low, high, what)
+    x = x.detach()
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     return ((x - low) * (255 / (high - low))).round().clamp(0, 255).to(torch.uint8)
+
+
+def torch_unit_batch(batch, value_range=None, what: str = "torch input"):
+    """A float ``(N,3,H,W)`` tensor in [0, 1] on the batch's device, still in its graph (the torch
+    engine's input), and the token that :func:`from_unit_batch` uses; checked as the module says.
+
+    float64 stays float64; every other dtype (uint8, float16, bfloat16, float32) becomes float32.
+    """
+    import torch
+
+    x, token = _checked_layout(batch, value_range, what)
+    low, high = token[4:]
+    dtype = torch.float64 if batch.dtype == torch.float64 else torch.float32
+    if batch.dtype == torch.uint8:
+        return x.to(dtype) / 255.0, token
+    if x.shape[0]:
+        _check_values(x, low, high, what)
+    x = x.to(dtype)
+    return x if (low, high) == (0.0, 1.0) else (x - low) / (high - low), token
+
+
+def from_unit_batch(x, token):
+    """Inverse of :func:`torch_unit_batch`: back to the input's shape, dtype and value range (uint8:
+    rounded), without leaving the graph."""
+    import torch
+
+    single, _shape, dtype, _device, low, high = token
+    if dtype == torch.uint8:
+        x = (x * 255.0).round().clamp(0, 255).to(torch.uint8)
+    else:
+        x = (x if (low, high) == (0.0, 1.0) else x * (high - low) + low).to(dtype)
+    return x[0] if single else x
+
+
+def map_torch(fn, batch, value_range=None, what: str = "torch input"):
+    """``fn`` (float ``(N,3,H,W)`` in [0, 1] -> the same) on a tensor converted and restored as the module
+    says; an empty batch is returned empty without calling ``fn``."""
+    x, token = torch_unit_batch(batch, value_range, what)
+    if x.shape[0] == 0:
+        return rgb8_to_torch_batch([], token)
+    return from_unit_batch(fn(x), token)
 
 
 def rgb8_to_torch_batch(images: list[np.ndarray], token: tuple):

@@ -25,7 +25,8 @@ from numba import njit, prange
 
 from stainlab.color.od import rgb_to_od
 from stainlab.color.tissue import TISSUE_BETA
-from stainlab.io.arrays import check_rgb8, map_rgb8
+from stainlab.errors import InputError
+from stainlab.io.arrays import check_rgb8, is_torch_tensor, map_rgb8, map_torch
 from stainlab.transforms.base import Transform
 from stainlab.transforms.checks import MAX_SEED, check_float, check_int, check_stains
 
@@ -40,19 +41,46 @@ def _sigmas(sigma1, sigma2) -> tuple[float, float]:
 
 
 def augment(image, sigma1: float = HED_LIGHT, sigma2: float = HED_LIGHT, stains="hed",
-            seed: int | np.random.Generator | None = None, *, value_range=None):
+            seed: int | np.random.Generator | torch.Generator | None = None, *, value_range=None,
+            engine: str = "auto"):
     """A stain-jittered copy of a uint8 HxWx3 RGB image (Tellez et al. 2018), or of each image of a
     torch tensor (N,3,H,W) / (3,H,W), returned in its shape, dtype, device and ``value_range``
-    (conventions and refusals: :mod:`stainlab.io.arrays`; no gradient).
+    (conventions and refusals: :mod:`stainlab.io.arrays`).
 
     ``stains``: ``"hed"``, ``"he"``, ``"hdab"`` or a (2, 3) / (3, 3) stain matrix (e.g. a fitted
-    ``Macenko().stain_matrix`` or ``stain_matrix_of(image)``). ``seed``: an int or a
-    ``numpy.random.Generator`` makes the result reproducible; ``None`` draws fresh randomness.
+    ``Macenko().stain_matrix`` or ``stain_matrix_of(image)``). ``seed``: an int (or a generator: NumPy's
+    for NumPy images, torch's CPU one for tensors) makes the result reproducible; ``None`` draws fresh
+    randomness. A tensor goes through the torch engine (``engine="auto"``: the whole batch on its device,
+    differentiable, draws from a CPU ``torch.Generator`` so a seed gives the same jitter on every device,
+    but not NumPy's draws) or, with ``engine="numpy"``, image by image through the NumPy path, which
+    replays the NumPy draws of the same seed and has no gradient.
     """
     sigma1, sigma2 = _sigmas(sigma1, sigma2)
     basis = check_stains("augment: stains", stains)
+    if engine not in ("auto", "numpy"):
+        raise InputError(f"augment: engine must be 'auto' or 'numpy', got {engine!r}")
+    if is_torch_tensor(image) and engine == "auto":
+        import torch
+
+        generator = seed if isinstance(seed, torch.Generator) else _torch_generator(np.random.default_rng(seed))
+        return map_torch(lambda x: _augment_torch(x, sigma1, sigma2, basis, generator), image, value_range)
     rng = np.random.default_rng(seed)
     return map_rgb8(lambda im: _augment(check_rgb8(im), sigma1, sigma2, basis, rng), image, value_range)
+
+
+def _torch_generator(rng: np.random.Generator):
+    """A CPU ``torch.Generator`` seeded from a NumPy generator (a seed's torch draws follow from it)."""
+    import torch
+
+    return torch.Generator().manual_seed(int(rng.integers(2 ** 63 - 1)))
+
+
+def _augment_torch(x, sigma1: float, sigma2: float, basis, generator):
+    """The torch engine's draws and jitter for a float (N,3,H,W) batch in [0, 1]."""
+    from stainlab.transforms import torch_engine
+
+    alpha, beta = torch_engine.augment_draws(len(x), len(basis.stains), sigma1, sigma2, generator)
+    return torch_engine.augment(x, alpha, beta, basis)
 
 
 def _augment(image: np.ndarray, sigma1: float, sigma2: float, basis, rng: np.random.Generator) -> np.ndarray:
@@ -97,6 +125,12 @@ class StainAugmenter(Transform):
         self.stains = stains if isinstance(stains, str) else basis.matrix[:len(basis.stains)].tolist()
         self.seed = None if seed is None else check_int("augment: seed", seed, 0, MAX_SEED)
         self._rng = np.random.default_rng(seed)
+
+    def _torch(self, x):
+        """The torch engine on a float (N,3,H,W) batch in [0, 1]: each call seeds a torch generator from
+        the augmenter's generator (seeded: a reproducible sequence, not NumPy's draws)."""
+        return _augment_torch(x, self.sigma1, self.sigma2, check_stains("augment: stains", self.stains),
+                              _torch_generator(self._rng))
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
         """Each call draws new jitter from the augmenter's generator (seeded: a reproducible sequence)."""

@@ -2,7 +2,8 @@
 
 ``t.fit(reference)`` learns the target look (a no-op for reference-free methods), ``t(image)`` maps a
 uint8 HxWx3 RGB array to another of the same shape (or a torch batch to the same batch, with the input
-conventions of :mod:`stainlab.io.arrays`),
+conventions of :mod:`stainlab.io.arrays`: through the method's differentiable torch engine on the batch's
+device where it has one, :mod:`stainlab.transforms.torch_engine`, else image by image through NumPy),
 ``t.save(path)`` writes the fitted transform as JSON and ``stainlab.load(path)`` restores it to
 identical outputs. One harness, one tiler and one CLI serve all methods through this face.
 """
@@ -116,17 +117,38 @@ class Transform(ABC):
     def _fit(self, images: list[np.ndarray]) -> None:
         """Reference-free methods accept and ignore a reference."""
 
-    def __call__(self, image, *, value_range=None):
+    def __call__(self, image, *, value_range=None, engine: str = "auto"):
         """Transform a uint8 HxWx3 array, or a torch tensor shaped (N,3,H,W) or (3,H,W) into one of the
         same shape, dtype, device and value range.
 
         Float tensors are read in [0, 1] unless ``value_range`` declares another, e.g. ``(-1, 1)`` or
-        ``(0, 255)``; uint8 tensors are 0-255. Each image goes through the uint8 NumPy path on the CPU,
-        so there is no gradient: a tensor that requires grad is refused (detach it or use
-        ``torch.no_grad()``; a differentiable torch engine is future work). Channels-last tensors, NaN or
-        infinite values, values outside the declared range and meta tensors raise :class:`InputError`;
-        an empty batch (N = 0) returns an empty batch. See :mod:`stainlab.io.arrays`.
+        ``(0, 255)``; uint8 tensors are 0-255. With ``engine="auto"`` a method that has a torch engine
+        (Reinhard, Macenko, Ruifrok, the HED augmentation, the simplest colour balance) maps the whole
+        batch on the tensor's device, differentiably: gradients flow to the input
+        (:mod:`stainlab.transforms.torch_engine`). ``engine="numpy"``, and every other method, takes each
+        image through the uint8 NumPy path on the CPU, which has no gradient: there a tensor that requires
+        grad is refused. Channels-last tensors, NaN or infinite values, values outside the declared range
+        and meta tensors raise :class:`InputError`; an empty batch (N = 0) returns an empty batch. See
+        :mod:`stainlab.io.arrays`.
         """
+        if engine not in ("auto", "numpy"):
+            raise InputError(f"{self.name}: engine must be 'auto' or 'numpy', got {engine!r}")
+        if is_torch_tensor(image):
+            import torch
+
+            from stainlab.io.arrays import map_torch
+
+            engine_fn = getattr(self, "_torch", None)   # float (N,3,H,W) in [0, 1] -> the same, if any
+            if engine == "auto" and engine_fn is not None:
+                self._require_fitted()
+                return map_torch(engine_fn, image, value_range)
+            if image.requires_grad and torch.is_grad_enabled():
+                from stainlab.transforms.torch_engine import METHODS
+
+                why = ("engine='numpy' goes" if engine_fn is not None else
+                       f"{self.name} has no torch engine (methods with one: {', '.join(METHODS)}), so it goes")
+                raise InputError(f"{self.name}: the tensor requires grad, but {why} through NumPy and has no "
+                                 "gradient (pass tensor.detach(), or call inside torch.no_grad())")
         return map_rgb8(self.transform, image, value_range)
 
     def transform(self, image: np.ndarray) -> np.ndarray:

@@ -64,3 +64,10 @@ class ColorBalance(PixelTransform):
     def _map(self, colors, source):
         lo, span = source
         return (colors - lo) * 255.0 / span  # this order rounds ties as the IPOL code does
+
+    def _torch(self, x):
+        """The torch engine on a float (N,3,H,W) batch in [0, 1]: the same bounds as order statistics of
+        each image's channel values (within a level of the NumPy path on uint8 data)."""
+        from stainlab.transforms import torch_engine
+
+        return torch_engine.color_balance(x, self.s1, self.s2)

@@ -30,7 +30,9 @@ from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import NoTissueError
 from stainlab.transforms.checks import check_float
 from stainlab.transforms.lut import DEFAULT_BITS
-from stainlab.transforms.stain_matrix import StainMatrixTransform, scale_factors
+from stainlab.transforms.base import MIN_TISSUE_FRACTION
+from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, MIN_STAIN_ANGLE, StainMatrixTransform,
+                                              scale_factors)
 
 _MIN_PLANE_VARIANCE = 1e-12   # OD^2; the second-largest OD variance of any two-stain image is far above
 
@@ -78,6 +80,20 @@ class Macenko(StainMatrixTransform):
 
     def _concentrations(self, od, stain_matrix):
         return least_squares_concentrations(od, stain_matrix)
+
+    def _torch(self, x):
+        """The torch engine on a float (N,3,H,W) batch in [0, 1] (``t(tensor)``)."""
+        from stainlab.transforms import torch_engine
+
+        return torch_engine.normalized(self.name, x, self._torch_stains(x))
+
+    def _torch_stains(self, x):
+        from stainlab.transforms import torch_engine
+
+        return torch_engine.macenko_stains(x, self.stain_matrix, self.max_concentrations, self.alpha, self.beta,
+                                           self.percentile, self.rescale, min_tissue_fraction=MIN_TISSUE_FRACTION,
+                                           min_plane_variance=_MIN_PLANE_VARIANCE, min_stain_angle=MIN_STAIN_ANGLE,
+                                           min_max_concentration=MIN_MAX_CONCENTRATION)
 
     def _map(self, colors, source):
         """Least squares is linear in OD, so the whole map is one 3x3 matrix in OD space."""

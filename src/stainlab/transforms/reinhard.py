@@ -19,7 +19,7 @@ import numpy as np
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
 from stainlab.color.stats import weighted_mean_std
 from stainlab.color.tissue import tissue_mask
-from stainlab.transforms.base import PixelTransform, require_tissue
+from stainlab.transforms.base import MIN_TISSUE_FRACTION, PixelTransform, require_tissue
 from stainlab.transforms.checks import check_bool, check_fields, require_color_spread, require_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
 
@@ -63,6 +63,15 @@ class Reinhard(PixelTransform):
 
     def _keep(self, colors):
         return ~tissue_mask(colors) if self.mask else None
+
+    def _torch(self, x):
+        """The torch engine on a float (N,3,H,W) batch in [0, 1] (``t(tensor)``)."""
+        from stainlab.transforms import torch_engine
+
+        out, ok = torch_engine.reinhard(x, self.target_mean, self.target_std, self.mask,
+                                        min_tissue_fraction=MIN_TISSUE_FRACTION, min_std=MIN_STD)
+        torch_engine.warn_passed(self.name, ok)
+        return out
 
     def _get_state(self):
         return {"target_mean": self.target_mean, "target_std": self.target_std}

@@ -24,10 +24,11 @@ from stainlab.color.deconvolution import separate
 from stainlab.color.od import MAX_OD
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
-from stainlab.transforms.base import PixelTransform
+from stainlab.transforms.base import MIN_TISSUE_FRACTION, PixelTransform
 from stainlab.transforms.checks import check_fields, check_float, check_stains, require_color_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
-from stainlab.transforms.stain_matrix import recompose, robust_max, scale_factors, tissue_od
+from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, StainImages, recompose, robust_max,
+                                              scale_factors, stain_images, tissue_od)
 
 
 class Ruifrok(PixelTransform):
@@ -83,6 +84,29 @@ class Ruifrok(PixelTransform):
 
     def _map(self, colors, source):
         return recompose(separate(colors, self._basis), self._factors(source), self._basis.matrix)
+
+    def _torch_stains(self, x):
+        from stainlab.transforms import torch_engine
+
+        return torch_engine.ruifrok_stains(x, self._basis, self.max_concentrations, self._channel, self.beta,
+                                           self.percentile, min_tissue_fraction=MIN_TISSUE_FRACTION,
+                                           min_max_concentration=MIN_MAX_CONCENTRATION)
+
+    def _torch(self, x):
+        """The torch engine on a float (N,3,H,W) batch in [0, 1] (``t(tensor)``)."""
+        from stainlab.transforms import torch_engine
+
+        return torch_engine.normalized(self.name, x, self._torch_stains(x))
+
+    def _scaled_concentrations(self, od, source):
+        """Per-pixel concentrations as :meth:`_map` scales them, and the rows that render them."""
+        return (od @ self._basis.inverse) * self._factors(source), self._basis.matrix
+
+    def stain_images(self, image, *, value_range=None) -> StainImages:
+        """The normalized image (or projection), the first and the second stain of the set each alone
+        (haematoxylin and eosin for ``"he"``/``"hed"``; DAB second for ``"hdab"``) and their scaled
+        concentrations; see :func:`~stainlab.transforms.stain_matrix.stain_images`."""
+        return stain_images(self, image, value_range)
 
     def _get_state(self):
         return {} if self._channel is not None else {"max_concentrations": self.max_concentrations}

@@ -20,6 +20,7 @@ or standard) has unit, non-negative, separable stain rows and both maxima in
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,11 +29,11 @@ from stainlab.color.stains import MACENKO_REFERENCE_HE, MACENKO_REFERENCE_MAX_C,
 from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import TISSUE_BETA, tissue_mask
 from stainlab.errors import InputError, NoTissueError
-from stainlab.io.arrays import check_rgb8
+from stainlab.io.arrays import check_rgb8, from_unit_batch, is_torch_tensor, torch_unit_batch
 from stainlab.transforms.base import PixelTransform, require_tissue
 from stainlab.transforms.checks import (check_bool, check_choice, check_fields, check_float,
                                         require_color_spread, stored_array)
-from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram
+from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram, to_uint8
 
 MIN_STAIN_ANGLE = 5.0
 """Degrees. Stain directions closer than this are one stain seen through quantization noise (a
@@ -121,6 +122,53 @@ def check_target_rows(rows: np.ndarray, what: str) -> np.ndarray:
                          f"entry, got {np.round(rows, 4).tolist()}")
     check_separable(rows, what)
     return rows / norms[:, None]
+
+
+class StainImages(NamedTuple):
+    """A normalization with its stains separated (torchstain's ``normalize(I, stains=True)``).
+
+    NumPy: uint8 HxWx3 images and float64 ``(H, W, 2)`` concentrations. Torch: ``(N, 3, H, W)`` images in
+    the input's dtype and value range and ``(N, 2, H, W)`` concentrations in the compute dtype (float32,
+    or float64), without the batch axis for a ``(3, H, W)`` input. ``passed``: the image (bool) or the
+    images (bool tensor ``(N,)``) passed through for lack of tissue, whose concentrations are 0 and whose
+    stain renderings are white."""
+
+    normalized: Any
+    hematoxylin: Any     # the first stain alone, under the target's first stain row
+    eosin: Any           # the second stain alone (DAB for Ruifrok's "hdab")
+    concentrations: Any  # the two stains' concentrations, scaled to the target as the normalization scales them
+    passed: Any
+
+
+def stain_images(t: PixelTransform, image, value_range=None) -> StainImages:
+    """:class:`StainImages` of a uint8 RGB image (exact, per pixel, like ``t.transform(image, exact=True)``)
+    or of a torch batch (the torch engine, differentiable; conventions of :mod:`stainlab.io.arrays`).
+    ``t`` has ``_source`` and ``_scaled_concentrations`` (NumPy) and ``_torch_stains`` (torch)."""
+    t._require_fitted()
+    if is_torch_tensor(image):
+        from stainlab.transforms import torch_engine
+
+        if getattr(t, "_torch_stains", None) is None:
+            raise InputError(f"{t.name}: no torch engine (batched dictionary learning does not pay); "
+                             "pass the images as uint8 HxWx3 NumPy arrays")
+        x, token = torch_unit_batch(image, value_range, f"{t.name} image")
+        if x.shape[0] == 0:
+            raise InputError(f"{t.name}: an empty batch has no stains to separate")
+        stains = t._torch_stains(x)
+        torch_engine.warn_passed(t.name, stains.ok, stacklevel=3)
+        *rendered, conc = torch_engine.separated(x, stains)
+        single = token[0]
+        return StainImages(*(from_unit_batch(r, token) for r in rendered), conc[0] if single else conc,
+                           ~stains.ok[0] if single else ~stains.ok)
+    image = check_rgb8(image)
+    pixels = image.reshape(-1, 3).astype(np.float64)
+    ok, source = t._source_or_none(lambda: t._source(pixels, None))
+    conc, matrix = t._scaled_concentrations(rgb_to_od(pixels), source) if ok else (np.zeros((len(pixels), 2)), None)
+    alone = [to_uint8(od_to_rgb(conc[:, i:i + 1] * matrix[i])) if ok else np.full_like(pixels, 255, np.uint8)
+             for i in range(2)]
+    normalized = to_uint8(od_to_rgb(conc @ matrix)) if ok else image.reshape(-1, 3).copy()
+    return StainImages(*(a.reshape(image.shape) for a in (normalized, *alone)),
+                       conc[:, :2].reshape(*image.shape[:2], 2), not ok)
 
 
 class StainMatrixTransform(PixelTransform):
@@ -220,6 +268,18 @@ class StainMatrixTransform(PixelTransform):
         rows = self.stain_matrix_of(image) if stain_matrix is None else _stain_rows(stain_matrix, "stain_matrix")
         conc = self._concentrations(rgb_to_od(image.reshape(-1, 3)), rows)
         return conc.reshape(image.shape[0], image.shape[1], 2)
+
+    def _scaled_concentrations(self, od, source):
+        """Per-pixel concentrations as :meth:`_map` scales them, and the target rows that render them."""
+        stain_matrix, max_concentrations = source
+        factors = scale_factors(max_concentrations, self.max_concentrations) if self.rescale else np.ones(2)
+        return self._concentrations(od, stain_matrix) * factors, self.stain_matrix
+
+    def stain_images(self, image, *, value_range=None) -> StainImages:
+        """The normalized image with its stains separated: haematoxylin and eosin each rendered alone
+        with the target's stain rows, and their concentrations scaled to the target's, from a uint8 RGB
+        image (exact, per pixel) or a torch batch (the torch engine; Vahadane: NumPy images only)."""
+        return stain_images(self, image, value_range)
 
     # -- persistence -----------------------------------------------------------------------------
     def _get_state(self):

@@ -12,7 +12,9 @@ wheel ships. For each it records
 - fidelity: CIEDE2000 between stainlab's lookup-table path and its exact per-pixel path (mean and
   99th percentile), and between stainlab's output and each peer's for the same method;
 - memory: the peak resident memory a fresh subprocess needs to transform a ~100 MPix image (the
-  slide region tiled), as a multiple of that image's size.
+  slide region tiled), as a multiple of that image's size;
+- small tiles: milliseconds per tile of 128, 256, 512 and 1024 pixels of the same region, each tile
+  with its own statistics, for every per-pixel method beside torchstain's (``benchmarks/tiles.py``).
 
 and writes everything, with the machine, the library versions and the command line, to JSON.
 Run from the repository root in the benchmark environment (see ``benchmarks/README.md``)::
@@ -52,6 +54,8 @@ from stainlab.transforms import PixelTransform, create
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
+from tiles import (QUICK_TILE_SIZES, TILE_SIZES, bench_tiles, tile_ratios, tile_report,  # noqa: E402
+                   tile_targets)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "_work"
@@ -494,12 +498,17 @@ def run(args) -> dict[str, Any]:
     cases = [c for c in torchstain_cases(image, reference) if not args.methods or c.method in args.methods]
     outputs, fitted, peer_outputs, peer_rows = bench_all(names, cases, image, reference, results, args.repeats)
     results["ratios"] = ratios(results["stainlab"], results["peers"])
+    results["tiles"] = bench_tiles(fitted, reference, image, QUICK_TILE_SIZES if args.quick else TILE_SIZES,
+                                   args.repeats, round_robin, log)
+    results["tile_ratios"] = tile_ratios(results["tiles"])
     log("agreement (CIEDE2000)")
     results["agreement"] = agreement(outputs, fitted, peer_outputs, peer_rows, reference)
     for name in (n for n in results["stainlab"] if not args.quick or n in QUICK_MEMORY_METHODS):
         log(f"memory {name} ({args.memory_mpix:g} MPix, fresh process)")
         results["memory"][name] = measure_memory(name, args.memory_mpix)
     results["targets"] = check_targets(results)
+    macenko = results["stainlab"].get("macenko")
+    results["targets"].update(tile_targets(results["tile_ratios"], macenko and macenko["transform_mpix_per_s"]))
     results["load_average_1_5_15_at_end"] = list(os.getloadavg())
     return results
 
@@ -545,6 +554,8 @@ def report(results: dict[str, Any]) -> str:
                      fmt(lut.get("mean"), ".3f"), fmt(lut.get("p99"), ".3f"), fmt(r.get("exact_transform_s"), ".2f")])
     parts.append(table(["method", "implementation", "fit s", "transform s", "MPix/s",
                         "stainlab x faster", "x, fastest runs", "LUT dE mean", "LUT dE p99", "exact s"], rows))
+    region = {f"{lib} {method}": 1e3 * r["transform_s"] for (lib, method), r in speed_of.items()}
+    parts += ["", tile_report(results["tiles"], region, table, fmt)]
     if results["agreement"]:
         parts += ["", table(["method", "a", "b", "mean CIEDE2000", "p99", "fitted H, E angles (deg)",
                              "same pixels H, E angles (deg)"],

@@ -86,6 +86,7 @@ class BackgroundAffine(PixelTransform):
 
     name = "background"
     stats_bits = 8  # per-channel statistics stay exact
+    separable = True
     requires_fit = False
 
     def __init__(self, target=None, lut_bits: int = DEFAULT_BITS) -> None:

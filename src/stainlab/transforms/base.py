@@ -24,6 +24,7 @@ from stainlab.color.tissue import TISSUE_BETA, tissue_mask
 from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFittedError
 from stainlab.io.arrays import check_rgb8, is_torch_tensor, map_rgb8, rgb8_images
 from stainlab.io.atomic import atomic_write_text
+from stainlab.transforms import small
 from stainlab.transforms.checks import check_int, check_saved
 from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram, apply_table, to_uint8
 
@@ -56,13 +57,19 @@ def require_tissue(colors: np.ndarray, weights: np.ndarray | None, what: str,
     of the pixels (an all-white tile has nothing to learn from: torchstain #54, StainTools #34)."""
     mask = tissue_mask(colors)
     w = np.ones(len(colors)) if weights is None else weights
-    fraction = float(w[mask].sum() / max(w.sum(), 1.0))
+    check_tissue_amount(float(w[mask].sum()), float(w.sum()), what, min_fraction)
+    return mask
+
+
+def check_tissue_amount(tissue: float, total: float, what: str, min_fraction: float = MIN_TISSUE_FRACTION) -> None:
+    """:func:`require_tissue`'s rule on counts: :class:`NoTissueError` when ``tissue`` pixels (of
+    ``total``) are under ``min_fraction`` of them, or fewer than two."""
+    fraction = tissue / max(total, 1.0)
     if fraction < min_fraction:
         raise NoTissueError(f"{what}: no tissue ({100 * fraction:.2f}% of pixels have optical density "
                             f"above {TISSUE_BETA} in any channel; need {100 * min_fraction:.1f}%)")
-    if w[mask].sum() < 2:
-        raise NoTissueError(f"{what}: too little to learn from ({w[mask].sum():g} tissue pixel; need at least 2)")
-    return mask
+    if tissue < 2:
+        raise NoTissueError(f"{what}: too little to learn from ({tissue:g} tissue pixel; need at least 2)")
 
 
 class Transform(ABC):
@@ -206,6 +213,7 @@ class PixelTransform(Transform):
 
     per_pixel = True
     stats_bits: ClassVar[int] = STATS_BITS  # lattice of the per-image statistics (8: exact)
+    separable: ClassVar[bool] = False       # True: the map acts on each channel alone
     _EXACT_CHUNK = 1 << 20
 
     def __init__(self, lut_bits: int = DEFAULT_BITS) -> None:
@@ -260,11 +268,28 @@ class PixelTransform(Transform):
         return to_uint8(self._map(colors, source)), self._keep(colors)
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
+        if image.shape[0] * image.shape[1] <= small.SMALL_IMAGE_PIXELS and (self.lut_bits < 8 or self.separable):
+            ok, source = self._source_or_none(lambda: self._small_source(image))
+            return self._small_map(image, source) if ok else image.copy()
         hist = ColorHistogram.of(image, self.lut_bits)
         ok, source = self._source_or_none(lambda: self.source_of(hist))
         if not ok:
             return image.copy()
         return apply_table(image, hist, *self.color_table(hist.colors, source))
+
+    # -- the small-image path (:mod:`stainlab.transforms.small`) ------------------------------------
+    def _small_source(self, image: np.ndarray) -> Any:
+        """Per-image parameters of a small image: from a sample's colour histogram at ``stats_bits``
+        (every pixel's when ``lut_bits`` is 8: exact); methods with compiled statistics override it."""
+        return small.histogram_source(self, image, sample=self.lut_bits < 8)
+
+    def _small_map(self, image: np.ndarray, source: Any) -> np.ndarray:
+        """The map on a small image: three exact tables when ``separable``, else tetrahedral
+        interpolation between the corners of the occupied cells. Methods with a compiled per-pixel
+        kernel override it."""
+        if self.separable:
+            return small.keep_flagged(self, image, small.channel_tables(self, image, source))
+        return small.interpolated(self, image, source)
 
     def _transform_exact(self, image: np.ndarray) -> np.ndarray:
         pixels = image.reshape(-1, 3)

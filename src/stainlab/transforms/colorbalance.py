@@ -45,6 +45,7 @@ class ColorBalance(PixelTransform):
 
     name = "colorbalance"
     stats_bits = 8  # per-channel statistics stay exact
+    separable = True
     requires_fit = False
     uses_reference = False
 

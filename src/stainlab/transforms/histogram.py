@@ -65,6 +65,7 @@ class HistogramMatching(PixelTransform):
 
     name = "histogram"
     stats_bits = 8  # per-channel statistics stay exact
+    separable = True
 
     def __init__(self, mask: bool = False, lut_bits: int = 8) -> None:
         super().__init__(lut_bits)

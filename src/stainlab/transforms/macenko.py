@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from stainlab.color.od import map_od_linear
+from stainlab.color.pixels import od_linear, od_projections, percentiles
 from stainlab.color.stains import order_like
 from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import TISSUE_BETA
@@ -31,8 +32,7 @@ from stainlab.errors import NoTissueError
 from stainlab.transforms.checks import check_float
 from stainlab.transforms.lut import DEFAULT_BITS
 from stainlab.transforms.base import MIN_TISSUE_FRACTION
-from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, MIN_STAIN_ANGLE, StainMatrixTransform,
-                                              scale_factors)
+from stainlab.transforms.stain_matrix import MIN_MAX_CONCENTRATION, MIN_STAIN_ANGLE, StainMatrixTransform
 
 _MIN_PLANE_VARIANCE = 1e-12   # OD^2; the second-largest OD variance of any two-stain image is far above
 
@@ -48,6 +48,14 @@ def macenko_stain_matrix(od: np.ndarray, weights: np.ndarray, alpha: float = 1.0
     total = weights.sum()
     mean = weights @ od / total
     covariance = (od * weights[:, None]).T @ od / total - np.outer(mean, mean)
+    e1, e2 = stain_plane(mean, covariance, what)
+    phi = np.arctan2(od @ e2, od @ e1)
+    return stain_rows(e1, e2, *weighted_percentile(phi, [alpha, 100.0 - alpha], weights))
+
+
+def stain_plane(mean: np.ndarray, covariance: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 3-5: the plane of the two largest eigenvectors of the OD covariance, as unit axes ``e1``
+    (along the mean OD, so angles never wrap around) and ``e2``."""
     variances, directions = np.linalg.eigh(covariance)     # ascending
     if variances[1] <= _MIN_PLANE_VARIANCE:
         raise NoTissueError(f"{what}: optical density varies along fewer than two directions (one colour "
@@ -58,11 +66,27 @@ def macenko_stain_matrix(od: np.ndarray, weights: np.ndarray, alpha: float = 1.0
     if length < 1e-9:
         raise NoTissueError(f"{what}: optical density has no usable stain plane")
     e1 = axis / length
-    e2 = np.cross(normal, e1)
-    phi = np.arctan2(od @ e2, od @ e1)
-    low, high = weighted_percentile(phi, [alpha, 100.0 - alpha], weights)
-    rows = np.array([np.cos(low) * e1 + np.sin(low) * e2, np.cos(high) * e1 + np.sin(high) * e2])
-    return order_like(rows)
+    return e1, np.cross(normal, e1)
+
+
+def stain_rows(e1: np.ndarray, e2: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Step 8: the directions at the robust extreme angles ``low`` and ``high``, labelled H then E."""
+    return order_like(np.array([np.cos(low) * e1 + np.sin(low) * e2, np.cos(high) * e1 + np.sin(high) * e2]))
+
+
+def sample_stain_matrix(pixels: np.ndarray, below: int, moments, alpha: float, what: str) -> np.ndarray:
+    """:func:`macenko_stain_matrix` from the compiled :class:`~stainlab.color.pixels.TissueMoments` of
+    uint8 pixels (the small-image path): the angles' percentiles are exact order statistics, taken on
+    ``tan(phi)`` (the same order, no arctangent per pixel) where every tissue OD lies on the positive
+    side of ``e1``."""
+    e1, e2 = stain_plane(moments.mean, moments.covariance, what)
+    x, y = od_projections(pixels, below, np.stack([e1, e2], axis=1), moments.counts).T
+    q = [alpha, 100.0 - alpha]
+    if (x > 0).all():
+        low, high = percentiles(y / x, q, np.arctan)
+    else:
+        low, high = percentiles(np.arctan2(y, x), q)
+    return stain_rows(e1, e2, low, high)
 
 
 class Macenko(StainMatrixTransform):
@@ -95,8 +119,16 @@ class Macenko(StainMatrixTransform):
                                            min_plane_variance=_MIN_PLANE_VARIANCE, min_stain_angle=MIN_STAIN_ANGLE,
                                            min_max_concentration=MIN_MAX_CONCENTRATION)
 
-    def _map(self, colors, source):
+    def _od_matrix(self, source) -> np.ndarray:
         """Least squares is linear in OD, so the whole map is one 3x3 matrix in OD space."""
-        stain_matrix, max_concentrations = source
-        factors = scale_factors(max_concentrations, self.max_concentrations) if self.rescale else np.ones(2)
-        return map_od_linear(colors, np.linalg.pinv(stain_matrix) @ (factors[:, None] * self.stain_matrix))
+        return np.linalg.pinv(source[0]) @ (self._factors(source)[:, None] * self.stain_matrix)
+
+    def _map(self, colors, source):
+        return map_od_linear(colors, self._od_matrix(source))
+
+    def _small_source(self, image):
+        return self._sample_analysis(image, lambda pixels, below, moments, what: sample_stain_matrix(
+            pixels, below, moments, self.alpha, what))
+
+    def _small_map(self, image, source):
+        return od_linear(image.reshape(-1, 3), self._od_matrix(source)).reshape(image.shape)

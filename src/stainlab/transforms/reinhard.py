@@ -17,9 +17,11 @@ from __future__ import annotations
 import numpy as np
 
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
+from stainlab.color.pixels import lab_affine, lab_moments, tissue_limit
 from stainlab.color.stats import weighted_mean_std
-from stainlab.color.tissue import tissue_mask
-from stainlab.transforms.base import MIN_TISSUE_FRACTION, PixelTransform, require_tissue
+from stainlab.color.tissue import TISSUE_BETA, tissue_mask
+from stainlab.transforms import small
+from stainlab.transforms.base import MIN_TISSUE_FRACTION, PixelTransform, check_tissue_amount, require_tissue
 from stainlab.transforms.checks import check_bool, check_fields, require_color_spread, require_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
 
@@ -63,6 +65,29 @@ class Reinhard(PixelTransform):
 
     def _keep(self, colors):
         return ~tissue_mask(colors) if self.mask else None
+
+    def _small_source(self, image):
+        """:meth:`_source` on the small-image path: the same statistics and checks by one compiled pass
+        over a sample (:func:`small.stats_sample`)."""
+        what = "reinhard source"
+        pixels = small.stats_sample(image.reshape(-1, 3))
+        count, rgb_std, mean, std = lab_moments(pixels, self._below)
+        if self.mask:
+            check_tissue_amount(count, len(pixels), what)
+        require_spread(rgb_std, what)
+        require_spread(std, what, LAB, MIN_STD)
+        return mean, std
+
+    def _small_map(self, image, source):
+        mean, std = source
+        gain = self.target_std / std
+        return lab_affine(image.reshape(-1, 3), gain, self.target_mean - mean * gain,
+                          self._below).reshape(image.shape)
+
+    @property
+    def _below(self) -> int:
+        """Pixels whose darkest channel is below this are matched (and counted): tissue when masked."""
+        return tissue_limit(TISSUE_BETA) if self.mask else 256
 
     def _torch(self, x):
         """The torch engine on a float (N,3,H,W) batch in [0, 1] (``t(tensor)``)."""

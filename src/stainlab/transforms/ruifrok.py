@@ -22,13 +22,15 @@ import numpy as np
 
 from stainlab.color.deconvolution import separate
 from stainlab.color.od import MAX_OD
+from stainlab.color.pixels import od_linear
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
 from stainlab.transforms.base import MIN_TISSUE_FRACTION, PixelTransform
 from stainlab.transforms.checks import check_fields, check_float, check_stains, require_color_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
 from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, StainImages, recompose, robust_max,
-                                              scale_factors, stain_images, tissue_od)
+                                              sample_robust_max, sample_tissue, scale_factors, stain_images,
+                                              tissue_od)
 
 
 class Ruifrok(PixelTransform):
@@ -84,6 +86,19 @@ class Ruifrok(PixelTransform):
 
     def _map(self, colors, source):
         return recompose(separate(colors, self._basis), self._factors(source), self._basis.matrix)
+
+    def _small_source(self, image):
+        """:meth:`_source` on the small-image path (compiled kernels over a sample)."""
+        if self._channel is not None:
+            return None
+        pixels, below, moments = sample_tissue(image, self.beta, "ruifrok source")
+        return sample_robust_max(pixels, below, self._basis.inverse[:, :self.n_stains], self.percentile,
+                                 moments.counts)
+
+    def _small_map(self, image, source):
+        """Deconvolution is linear in optical density: the whole map is one 3x3 matrix."""
+        matrix = self._basis.inverse @ (self._factors(source)[:, None] * self._basis.matrix)
+        return od_linear(image.reshape(-1, 3), matrix).reshape(image.shape)
 
     def _torch_stains(self, x):
         from stainlab.transforms import torch_engine

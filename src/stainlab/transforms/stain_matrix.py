@@ -25,14 +25,16 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from stainlab.color.od import MAX_OD, od_to_rgb, rgb_to_od
+from stainlab.color.pixels import count_below, od_moments, od_projections, percentiles, tissue_limit
 from stainlab.color.stains import MACENKO_REFERENCE_HE, MACENKO_REFERENCE_MAX_C, angle_degrees, normalize_rows
 from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import TISSUE_BETA, tissue_mask
 from stainlab.errors import InputError, NoTissueError
 from stainlab.io.arrays import check_rgb8, from_unit_batch, is_torch_tensor, torch_unit_batch
-from stainlab.transforms.base import PixelTransform, require_tissue
+from stainlab.transforms import small
+from stainlab.transforms.base import PixelTransform, check_tissue_amount, require_tissue
 from stainlab.transforms.checks import (check_bool, check_choice, check_fields, check_float,
-                                        require_color_spread, stored_array)
+                                        require_color_spread, require_spread, stored_array)
 from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram, to_uint8
 
 MIN_STAIN_ANGLE = 5.0
@@ -65,6 +67,31 @@ def tissue_od(colors: np.ndarray, weights: np.ndarray | None, beta: float,
             raise NoTissueError(f"{what}: no tissue (no pixel has optical density above beta={beta})")
     w = np.ones(len(colors)) if weights is None else np.asarray(weights, dtype=np.float64)
     return rgb_to_od(colors[keep]), w[keep]
+
+
+def sample_tissue(image: np.ndarray, beta: float, what: str):
+    """The checks of :func:`tissue_od` and ``require_color_spread`` on the small-image path, by compiled
+    kernels over a :func:`small.stats_sample` of a uint8 image's pixels: returns the sample, the byte
+    bound of tissue at ``beta`` (:func:`~stainlab.color.pixels.tissue_limit`) and its
+    :class:`~stainlab.color.pixels.TissueMoments`."""
+    pixels = small.stats_sample(image.reshape(-1, 3))
+    below = tissue_limit(beta)
+    moments = od_moments(pixels, below)
+    usual = moments.count if beta == TISSUE_BETA else count_below(pixels, tissue_limit(TISSUE_BETA))
+    check_tissue_amount(usual, len(pixels), what)
+    if moments.count < 2:
+        raise NoTissueError(f"{what}: no tissue (no pixel has optical density above beta={beta})")
+    require_spread(moments.rgb_std, what)
+    return pixels, below, moments
+
+
+def sample_robust_max(pixels: np.ndarray, below: int, inverse: np.ndarray, percentile: float,
+                      counts=None) -> np.ndarray:
+    """:func:`robust_max` of the concentrations ``OD @ inverse`` of the tissue pixels (darkest channel
+    under ``below``; ``counts`` as :func:`~stainlab.color.pixels.od_projections` takes), as exact order
+    statistics."""
+    conc = od_projections(pixels, below, inverse, counts)
+    return np.array([percentiles(conc[:, j], [percentile])[0] for j in range(conc.shape[1])])
 
 
 def robust_max(conc: np.ndarray, weights: np.ndarray | None, percentile: float) -> np.ndarray:
@@ -217,6 +244,18 @@ class StainMatrixTransform(PixelTransform):
         check_separable(stain_matrix, what)
         return stain_matrix, robust_max(self._concentrations(od, stain_matrix), w, self.percentile)
 
+    def _sample_analysis(self, image: np.ndarray, estimate) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_analyse` on the small-image path, for methods whose concentrations are least squares
+        (``OD W^+``): the tissue, spread and OD moments of a sample (:func:`sample_tissue`),
+        ``estimate(pixels, below, moments, what)`` for the stain rows, and the robust maxima as exact
+        order statistics."""
+        what = f"{self.name} source"
+        pixels, below, moments = sample_tissue(image, self.beta, what)
+        stain_matrix = estimate(pixels, below, moments, what)
+        check_separable(stain_matrix, what)
+        return stain_matrix, sample_robust_max(pixels, below, np.linalg.pinv(stain_matrix), self.percentile,
+                                               moments.counts)
+
     def _set_target(self, stain_matrix: np.ndarray, max_concentrations: np.ndarray, what: str) -> None:
         """Adopt a target after checking it (the same checks for a fit, a saved file and the standard)."""
         stain_matrix = check_target_rows(stain_matrix, what)
@@ -245,11 +284,14 @@ class StainMatrixTransform(PixelTransform):
     def _source(self, colors, weights):
         return self._analyse(colors, weights, f"{self.name} source")
 
+    def _factors(self, source) -> np.ndarray:
+        """The per-stain multipliers of a source's concentrations: the robust-maximum ratios to the
+        target's (:func:`scale_factors`), or ones without ``rescale``."""
+        return scale_factors(source[1], self.max_concentrations) if self.rescale else np.ones(2)
+
     def _map(self, colors, source):
-        stain_matrix, max_concentrations = source
-        conc = self._concentrations(rgb_to_od(colors), stain_matrix)
-        factors = scale_factors(max_concentrations, self.max_concentrations) if self.rescale else np.ones(2)
-        return recompose(conc, factors, self.stain_matrix)
+        conc = self._concentrations(rgb_to_od(colors), source[0])
+        return recompose(conc, self._factors(source), self.stain_matrix)
 
     # -- what users ask for: the image's own stains and its separated channels --------------------
     def stain_matrix_of(self, image: np.ndarray) -> np.ndarray:
@@ -271,9 +313,7 @@ class StainMatrixTransform(PixelTransform):
 
     def _scaled_concentrations(self, od, source):
         """Per-pixel concentrations as :meth:`_map` scales them, and the target rows that render them."""
-        stain_matrix, max_concentrations = source
-        factors = scale_factors(max_concentrations, self.max_concentrations) if self.rescale else np.ones(2)
-        return self._concentrations(od, stain_matrix) * factors, self.stain_matrix
+        return self._concentrations(od, source[0]) * self._factors(source), self.stain_matrix
 
     def stain_images(self, image, *, value_range=None) -> StainImages:
         """The normalized image with its stains separated: haematoxylin and eosin each rendered alone

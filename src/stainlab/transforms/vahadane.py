@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stainlab.color.pixels import od_nonnegative
 from stainlab.color.stains import normalize_rows, order_like
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.transforms.checks import check_float, check_int
@@ -124,4 +125,9 @@ class Vahadane(StainMatrixTransform):
 
     def _concentrations(self, od, stain_matrix):
         return nonnegative_concentrations(od, stain_matrix)
+
+    def _small_map(self, image, source):
+        """Non-negative least squares per pixel, by a compiled kernel."""
+        return od_nonnegative(image.reshape(-1, 3), source[0], self._factors(source),
+                              self.stain_matrix).reshape(image.shape)
 

@@ -1,0 +1,379 @@
+"""Compiled per-pixel maps and statistics of uint8 RGB pixels, driven by tables instead of logarithms
+and powers.
+
+An 8-bit channel has 256 values, so its optical density (:mod:`stainlab.color.od`) and its linear sRGB
+intensity (:mod:`stainlab.color.lab`) are tables of 256 entries; the functions applied after a linear
+step (``256 exp(-s) - 1`` back from optical density, the CIELAB cube root, the sRGB transfer curve) are
+smooth on fine grids, where linear interpolation is within 1e-3 grey levels of the formula (the grid
+steps below are chosen for that: the interpolation error is at most ``h^2 / 8 max|f''|``). A pixel
+then costs a few table reads and multiply-adds, which is what makes a 256 x 256 tile take well under a
+millisecond (the small-image path of :mod:`stainlab.transforms.small`).
+
+Every kernel takes ``(M, 3)`` uint8 pixels and splits them into ``parts`` slices that run in parallel.
+Tissue is the rule of :mod:`stainlab.color.tissue` (optical density above ``beta`` in any channel),
+which on bytes is ``min(R, G, B) < tissue_limit(beta)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from stainlab.color.lab import _DELTA, _KAPPA, _RGB_TO_XYZ, _WHITE, _XYZ_TO_RGB
+from stainlab.color.od import BACKGROUND, MAX_OD, rgb_to_od
+
+OD_OF_BYTE = rgb_to_od(np.arange(256.0))
+"""Optical density of each 8-bit value (``-ln((v + 1) / 256)``)."""
+_TO_WHITE_XYZ = _RGB_TO_XYZ / _WHITE[:, None]   # linear sRGB -> X/Xn, Y/Yn, Z/Zn
+_FROM_WHITE_XYZ = _XYZ_TO_RGB * _WHITE[None, :]  # and back
+_levels = np.arange(256.0) / 255.0
+LINEAR_OF_BYTE = np.where(_levels > 0.04045, ((_levels + 0.055) / 1.055) ** 2.4, _levels / 12.92)
+"""Linear sRGB intensity of each 8-bit value (IEC 61966-2-1)."""
+
+# 256 exp(-s) - 1 for s in [0, ln 256], already rounded to bytes, every 1/16384: |f'| <= 256 levels, so
+# a pixel is off the formula's rounding by one level only within 1/64 level of a rounding boundary.
+_RENDER_STEPS = 16384
+_RENDER = np.rint((BACKGROUND + 1.0) * np.exp(-np.arange(int(MAX_OD * _RENDER_STEPS) + 2) / _RENDER_STEPS)
+                  - 1.0).clip(0, 255).astype(np.uint8)
+# CIE f(t) for t in [0, 1.1] (every sRGB colour's X/Xn, Y/Yn, Z/Zn): |f''| <= 584 above the linear part,
+# so a step of 1/8192 errs by < 2e-6 (a hundredth of a thousandth of L*).
+_CBRT_STEPS = 8192
+_t = np.arange(int(1.1 * _CBRT_STEPS) + 2) / _CBRT_STEPS
+_CBRT = np.where(_t > _DELTA ** 3, np.cbrt(_t), _KAPPA * _t + 4.0 / 29.0)
+# 255 times the sRGB transfer curve for linear v in [0, 1], rounded to bytes, every 1/65536: |f'| <= 3295
+# levels near black, so a pixel is off the formula's rounding by one level only within 0.05 level of a
+# rounding boundary.
+_GAMMA_STEPS = 65536
+_v = np.arange(_GAMMA_STEPS + 1) / _GAMMA_STEPS
+_GAMMA = np.rint(255.0 * np.where(_v > 0.0031308, 1.055 * _v ** (1.0 / 2.4) - 0.055, 12.92 * _v)).astype(np.uint8)
+
+def tissue_limit(beta: float) -> int:
+    """The number of byte values whose optical density exceeds ``beta``: a pixel is tissue exactly when
+    its darkest channel is below it."""
+    return int(np.count_nonzero(OD_OF_BYTE > beta))
+
+
+def parts() -> int:
+    """How many slices a kernel runs in parallel: numba's current thread count."""
+    return numba.get_num_threads()
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath=True, error_model="numpy")
+def _interp(table, steps, x):  # pragma: no cover - compiled
+    """``table`` sampled every ``1/steps`` from 0, linearly interpolated at ``x``, held at both ends."""
+    pos = x * steps
+    if pos <= 0.0:
+        return table[0]
+    k = int(pos)
+    if k >= table.shape[0] - 1:
+        return table[table.shape[0] - 1]
+    return table[k] + (pos - k) * (table[k + 1] - table[k])
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath=True, error_model="numpy")
+def _nearest(table, steps, x):  # pragma: no cover - compiled
+    """``table`` sampled every ``1/steps`` from 0, its nearest entry to ``x`` (held at both ends)."""
+    return table[min(max(int(x * steps + 0.5), 0), table.shape[0] - 1)]
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath=True, error_model="numpy")
+def _lab(p0, p1, p2, linear, m, cbrt):  # pragma: no cover - compiled
+    """CIELAB of one uint8 pixel (the formulas of :mod:`stainlab.color.lab`; ``m`` is ``_TO_WHITE_XYZ``)."""
+    r, g, b = linear[p0], linear[p1], linear[p2]
+    fx = _interp(cbrt, _CBRT_STEPS, m[0, 0] * r + m[0, 1] * g + m[0, 2] * b)
+    fy = _interp(cbrt, _CBRT_STEPS, m[1, 0] * r + m[1, 1] * g + m[1, 2] * b)
+    fz = _interp(cbrt, _CBRT_STEPS, m[2, 0] * r + m[2, 1] * g + m[2, 2] * b)
+    return 116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath=True, error_model="numpy")
+def _f_inverse(f):  # pragma: no cover - compiled
+    return f * f * f if f > _DELTA else (f - 4.0 / 29.0) / _KAPPA
+
+
+# -- maps ------------------------------------------------------------------------------------------
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+def _od_linear(pixels, od_of_byte, matrix, render, out, parts):  # pragma: no cover - compiled
+    n = pixels.shape[0]
+    for part in prange(parts):
+        for i in range(n * part // parts, n * (part + 1) // parts):
+            o0, o1, o2 = od_of_byte[pixels[i, 0]], od_of_byte[pixels[i, 1]], od_of_byte[pixels[i, 2]]
+            for c in range(3):
+                s = o0 * matrix[0, c] + o1 * matrix[1, c] + o2 * matrix[2, c]
+                out[i, c] = _nearest(render, _RENDER_STEPS, s)
+
+
+def od_linear(pixels: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``to_uint8(map_od_linear(pixels, matrix))`` of :mod:`stainlab.color.od` for uint8 pixels
+    ``(M, 3)``: optical density by table, one 3x3 matrix, rendered back by the interpolated exponential."""
+    out = np.empty_like(pixels)
+    _od_linear(pixels, OD_OF_BYTE, np.ascontiguousarray(matrix, dtype=np.float64), _RENDER, out, parts())
+    return out
+
+
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+def _od_nonnegative(pixels, od_of_byte, stains, gram_inverse, diag, factors, target, render, out,
+                    parts):  # pragma: no cover - compiled
+    n = pixels.shape[0]
+    for part in prange(parts):
+        for i in range(n * part // parts, n * (part + 1) // parts):
+            o0, o1, o2 = od_of_byte[pixels[i, 0]], od_of_byte[pixels[i, 1]], od_of_byte[pixels[i, 2]]
+            b0 = o0 * stains[0, 0] + o1 * stains[0, 1] + o2 * stains[0, 2]
+            b1 = o0 * stains[1, 0] + o1 * stains[1, 1] + o2 * stains[1, 2]
+            c0 = b0 * gram_inverse[0, 0] + b1 * gram_inverse[1, 0]
+            c1 = b0 * gram_inverse[0, 1] + b1 * gram_inverse[1, 1]
+            if c0 < 0.0 or c1 < 0.0:                 # the minimum lies on the better axis
+                g0, g1 = max(b0, 0.0), max(b1, 0.0)
+                if g1 * g1 / diag[1] > g0 * g0 / diag[0]:
+                    c0, c1 = 0.0, g1 / diag[1]
+                else:
+                    c0, c1 = g0 / diag[0], 0.0
+            c0, c1 = c0 * factors[0], c1 * factors[1]
+            for c in range(3):
+                out[i, c] = _nearest(render, _RENDER_STEPS, c0 * target[0, c] + c1 * target[1, c])
+
+
+def od_nonnegative(pixels: np.ndarray, stains: np.ndarray, factors: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Non-negative least-squares concentrations of two ``stains`` (the rule of
+    :func:`stainlab.transforms.vahadane.nonnegative_concentrations` with no sparsity), scaled by
+    ``factors`` and rendered with the ``target`` stain rows, for uint8 pixels ``(M, 3)``."""
+    gram = stains @ stains.T
+    out = np.empty_like(pixels)
+    _od_nonnegative(pixels, OD_OF_BYTE, np.ascontiguousarray(stains, np.float64), np.linalg.pinv(gram),
+                    np.diag(gram).copy(), np.asarray(factors, np.float64),
+                    np.ascontiguousarray(target, np.float64), _RENDER, out, parts())
+    return out
+
+
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+def _lab_affine(pixels, gain, offset, keep_below, linear, m, cbrt, m_inv, gamma, out, parts):  # pragma: no cover - compiled
+    n = pixels.shape[0]
+    for part in prange(parts):
+        for i in range(n * part // parts, n * (part + 1) // parts):
+            p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+            if min(p0, p1, p2) >= keep_below:
+                out[i, 0], out[i, 1], out[i, 2] = p0, p1, p2
+                continue
+            l, a, b = _lab(p0, p1, p2, linear, m, cbrt)
+            fy = (l * gain[0] + offset[0] + 16.0) / 116.0
+            x = _f_inverse(fy + (a * gain[1] + offset[1]) / 500.0)
+            y = _f_inverse(fy)
+            z = _f_inverse(fy - (b * gain[2] + offset[2]) / 200.0)
+            for c in range(3):
+                v = min(max(m_inv[c, 0] * x + m_inv[c, 1] * y + m_inv[c, 2] * z, 0.0), 1.0)
+                out[i, c] = _nearest(gamma, _GAMMA_STEPS, v)
+
+
+def lab_affine(pixels: np.ndarray, gain, offset, keep_below: int = 256) -> np.ndarray:
+    """Per-channel affine map in CIELAB, ``lab * gain + offset``, back to uint8 sRGB (clipped to the RGB
+    cube as :func:`stainlab.color.lab.lab_to_rgb` does); pixels whose darkest channel is at least
+    ``keep_below`` (glass, with ``tissue_limit``) keep their bytes."""
+    out = np.empty_like(pixels)
+    _lab_affine(pixels, np.asarray(gain, np.float64), np.asarray(offset, np.float64), keep_below,
+                LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, _FROM_WHITE_XYZ, _GAMMA, out, parts())
+    return out
+
+
+# -- statistics ------------------------------------------------------------------------------------
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+def _lab_moments(pixels, below, linear, m, cbrt, acc):  # pragma: no cover - compiled
+    parts, n = acc.shape[0], pixels.shape[0]
+    for part in prange(parts):
+        for i in range(n * part // parts, n * (part + 1) // parts):
+            p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+            if min(p0, p1, p2) >= below:
+                continue
+            l, a, b = _lab(p0, p1, p2, linear, m, cbrt)
+            acc[part, 0] += 1.0
+            acc[part, 1] += p0
+            acc[part, 2] += p1
+            acc[part, 3] += p2
+            acc[part, 4] += float(p0) * p0
+            acc[part, 5] += float(p1) * p1
+            acc[part, 6] += float(p2) * p2
+            acc[part, 7] += l
+            acc[part, 8] += a
+            acc[part, 9] += b
+            acc[part, 10] += l * l
+            acc[part, 11] += a * a
+            acc[part, 12] += b * b
+
+
+def _mean_std(count, sums, squares):
+    mean = sums / count
+    return mean, np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+
+
+def lab_moments(pixels: np.ndarray, below: int = 256) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Over the pixels whose darkest channel is under ``below`` (all by default): their number, the
+    standard deviation of R, G and B, and the mean and standard deviation of L*, a*, b*."""
+    acc = np.zeros((parts(), 13))
+    _lab_moments(pixels, below, LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, acc)
+    total = acc.sum(axis=0)
+    count = total[0]
+    if count == 0:
+        return 0, np.zeros(3), np.zeros(3), np.zeros(3)
+    rgb_std = _mean_std(count, total[1:4], total[4:7])[1]
+    return int(count), rgb_std, *_mean_std(count, total[7:10], total[10:13])
+
+
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+def _od_moments(pixels, below, od_of_byte, acc):  # pragma: no cover - compiled
+    parts, n = acc.shape[0], pixels.shape[0]
+    for part in prange(parts):
+        for i in range(n * part // parts, n * (part + 1) // parts):
+            p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+            acc[part, 1] += p0
+            acc[part, 2] += p1
+            acc[part, 3] += p2
+            acc[part, 4] += float(p0) * p0
+            acc[part, 5] += float(p1) * p1
+            acc[part, 6] += float(p2) * p2
+            if min(p0, p1, p2) >= below:
+                continue
+            o0, o1, o2 = od_of_byte[p0], od_of_byte[p1], od_of_byte[p2]
+            acc[part, 0] += 1.0
+            acc[part, 7] += o0
+            acc[part, 8] += o1
+            acc[part, 9] += o2
+            acc[part, 10] += o0 * o0
+            acc[part, 11] += o0 * o1
+            acc[part, 12] += o0 * o2
+            acc[part, 14] += o1 * o1
+            acc[part, 15] += o1 * o2
+            acc[part, 18] += o2 * o2
+
+
+class TissueMoments(NamedTuple):
+    """What :func:`od_moments` finds: the tissue pixels (darkest channel under ``below``) and their
+    optical densities' mean and (population) covariance, with the spread of R, G and B over **all**
+    pixels; ``counts``, tissue pixels per kernel slice, lets :func:`od_projections` skip its count."""
+
+    count: int
+    rgb_std: np.ndarray
+    mean: np.ndarray
+    covariance: np.ndarray
+    counts: np.ndarray
+
+
+def od_moments(pixels: np.ndarray, below: int) -> TissueMoments:
+    """:class:`TissueMoments` of uint8 pixels ``(M, 3)``, tissue being under ``below`` (``tissue_limit``)."""
+    acc = np.zeros((parts(), 19))
+    _od_moments(pixels, below, OD_OF_BYTE, acc)
+    total = acc.sum(axis=0)
+    rgb_std = _mean_std(len(pixels), total[1:4], total[4:7])[1]
+    count, counts = int(total[0]), acc[:, 0].astype(np.int64)
+    if count == 0:
+        return TissueMoments(0, rgb_std, np.zeros(3), np.zeros((3, 3)), counts)
+    mean = total[7:10] / count
+    second = total[10:19].reshape(3, 3)
+    second = np.triu(second) + np.triu(second, 1).T      # the kernel sums the upper triangle only
+    return TissueMoments(count, rgb_std, mean, second / count - np.outer(mean, mean), counts)
+
+
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+def _od_projections(pixels, below, od_of_byte, matrix, offsets, out):  # pragma: no cover - compiled
+    parts, n = offsets.shape[0] - 1, pixels.shape[0]
+    for part in prange(parts):
+        j = offsets[part]
+        for i in range(n * part // parts, n * (part + 1) // parts):
+            p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+            if min(p0, p1, p2) >= below:
+                continue
+            o0, o1, o2 = od_of_byte[p0], od_of_byte[p1], od_of_byte[p2]
+            for k in range(matrix.shape[1]):
+                out[j, k] = o0 * matrix[0, k] + o1 * matrix[1, k] + o2 * matrix[2, k]
+            j += 1
+
+
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+def _count_below(pixels, below, counts):  # pragma: no cover - compiled
+    parts, n = counts.shape[0], pixels.shape[0]
+    for part in prange(parts):
+        for i in range(n * part // parts, n * (part + 1) // parts):
+            if min(pixels[i, 0], pixels[i, 1], pixels[i, 2]) < below:
+                counts[part] += 1
+
+
+def count_below(pixels: np.ndarray, below: int) -> int:
+    """How many pixels have their darkest channel under ``below``."""
+    counts = np.zeros(parts(), dtype=np.int64)
+    _count_below(pixels, below, counts)
+    return int(counts.sum())
+
+
+def od_projections(pixels: np.ndarray, below: int, matrix: np.ndarray, counts=None) -> np.ndarray:
+    """``OD @ matrix`` (matrix ``(3, k)``) of every pixel whose darkest channel is under ``below``, in
+    pixel order: ``(T, k)`` float64. ``counts``: those pixels per slice, as :func:`od_moments` gives."""
+    if counts is None or len(counts) != parts():
+        counts = np.zeros(parts(), dtype=np.int64)
+        _count_below(pixels, below, counts)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    out = np.empty((offsets[-1], matrix.shape[1]))
+    _od_projections(pixels, below, OD_OF_BYTE, np.ascontiguousarray(matrix, np.float64), offsets, out)
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bucket(v, low, scale, buckets):  # pragma: no cover - compiled
+    return min(int((v - low) * scale), buckets - 1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _order_statistics(values, ranks):  # pragma: no cover - compiled
+    """The ``ranks``-th smallest of ``values`` (0-based), exactly, in O(n): values are counted into
+    buckets between their extremes and only the buckets holding a rank are gathered and sorted."""
+    n = values.shape[0]
+    low, high = values[0], values[0]
+    for v in values:
+        low, high = min(low, v), max(high, v)
+    out = np.empty(ranks.shape[0])
+    if high == low:
+        out[:] = low
+        return out
+    buckets = min(4096, n // 4 + 1)
+    scale = buckets / (high - low)
+    starts = np.zeros(buckets + 1, dtype=np.int64)
+    for v in values:
+        starts[_bucket(v, low, scale, buckets) + 1] += 1
+    starts = np.cumsum(starts)
+    wanted = np.full(buckets, -1, dtype=np.int64)      # bucket -> where its values go in `gathered`
+    size = 0
+    for r in ranks:
+        b = np.searchsorted(starts, r, side="right") - 1
+        if wanted[b] < 0:
+            wanted[b] = size
+            size += starts[b + 1] - starts[b]
+    gathered = np.empty(size)
+    fill = wanted.copy()
+    for v in values:
+        b = _bucket(v, low, scale, buckets)
+        if fill[b] >= 0:
+            gathered[fill[b]] = v
+            fill[b] += 1
+    for b in range(buckets):
+        if wanted[b] >= 0:
+            gathered[wanted[b]:fill[b]].sort()
+    for j in range(ranks.shape[0]):
+        b = np.searchsorted(starts, ranks[j], side="right") - 1
+        out[j] = gathered[wanted[b] + ranks[j] - starts[b]]
+    return out
+
+
+def percentiles(values: np.ndarray, q, increasing=None) -> np.ndarray:
+    """``np.percentile(values, q)`` (linear interpolation) of a 1-D float array, in linear time; with
+    an increasing function ``increasing``, ``np.percentile(increasing(values), q)`` evaluating it only
+    at the order statistics."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    pos = np.asarray(q, dtype=np.float64) / 100.0 * (len(values) - 1)
+    below = np.floor(pos).astype(np.int64)
+    ranks = np.concatenate([below, np.minimum(below + 1, len(values) - 1)])
+    stats = _order_statistics(values, ranks)
+    if increasing is not None:
+        stats = increasing(stats)
+    low, high = stats[:len(below)], stats[len(below):]
+    return low + (pos - below) * (high - low)
+

@@ -1,0 +1,154 @@
+"""The small-image path (tiles of a training pipeline): its compiled kernels against the formulas they
+replace, and its outputs against the exact per-pixel path."""
+
+import numpy as np
+import pytest
+
+import stainlab
+from stainlab.color import pixels as px
+from stainlab.color.lab import lab_to_rgb, rgb_to_lab
+from stainlab.color.od import map_od_linear, rgb_to_od
+from stainlab.color.tissue import tissue_mask
+from stainlab.metrics.pixel import ciede2000
+from stainlab.transforms import small
+from stainlab.transforms.lut import to_uint8
+from synth import he_image
+
+
+@pytest.fixture(scope="module")
+def random_pixels():
+    return np.random.default_rng(0).integers(0, 256, (60_000, 3)).astype(np.uint8)
+
+
+def off_by_one_at_most(got, expected, share):
+    """Every value within one level of the formula's rounding, and at most ``share`` of them off."""
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert diff.max() <= 1
+    assert (diff > 0).mean() <= share
+
+
+def test_od_linear_is_the_formula_rounded(random_pixels):
+    matrix = np.array([[1.1, 0.1, -0.05], [0.05, 0.9, 0.1], [0.0, 0.2, 1.2]])
+    expected = to_uint8(map_od_linear(random_pixels.astype(float), matrix))
+    off_by_one_at_most(px.od_linear(random_pixels, matrix), expected, 0.005)
+
+
+def test_lab_affine_is_the_formula_rounded_and_keeps_glass(random_pixels):
+    gain, offset = np.array([1.1, 0.9, 1.2]), np.array([-3.0, 2.0, 5.0])
+    expected = to_uint8(lab_to_rgb(rgb_to_lab(random_pixels.astype(float)) * gain + offset))
+    off_by_one_at_most(px.lab_affine(random_pixels, gain, offset), expected, 0.005)
+    limit = px.tissue_limit(0.15)
+    kept = px.lab_affine(random_pixels, gain, offset, limit)
+    glass = random_pixels.min(axis=1) >= limit
+    assert glass.any() and (kept[glass] == random_pixels[glass]).all()
+    assert (kept[~glass] == px.lab_affine(random_pixels, gain, offset)[~glass]).all()
+
+
+def test_tissue_limit_is_the_tissue_rule(random_pixels):
+    for beta in (0.05, 0.15, 0.6):
+        limit = px.tissue_limit(beta)
+        np.testing.assert_array_equal(random_pixels.min(axis=1) < limit, tissue_mask(random_pixels.astype(float), beta))
+
+
+def test_moments_and_projections_equal_numpy(random_pixels):
+    limit = px.tissue_limit(0.15)
+    tissue = random_pixels.min(axis=1) < limit
+    od = rgb_to_od(random_pixels[tissue].astype(float))
+    moments = px.od_moments(random_pixels, limit)
+    assert moments.count == tissue.sum() == moments.counts.sum()
+    np.testing.assert_allclose(moments.mean, od.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(moments.covariance, np.cov(od.T, bias=True), atol=1e-12)
+    np.testing.assert_allclose(moments.rgb_std, random_pixels.std(axis=0), rtol=1e-9)
+    matrix = np.array([[0.3, -1.0], [0.5, 2.0], [0.2, 0.1]])
+    np.testing.assert_allclose(px.od_projections(random_pixels, limit, matrix), od @ matrix, atol=1e-12)
+    np.testing.assert_allclose(px.od_projections(random_pixels, limit, matrix, moments.counts), od @ matrix,
+                               atol=1e-12)
+    count, rgb_std, mean, std = px.lab_moments(random_pixels, limit)
+    lab = rgb_to_lab(random_pixels[tissue].astype(float))
+    assert count == tissue.sum()
+    np.testing.assert_allclose(mean, lab.mean(axis=0), atol=1e-4)   # L* to a ten-thousandth
+    np.testing.assert_allclose(std, lab.std(axis=0), atol=1e-4)
+    np.testing.assert_allclose(rgb_std, random_pixels[tissue].std(axis=0), rtol=1e-9)
+
+
+@pytest.mark.parametrize("values", [
+    np.random.default_rng(1).normal(size=50_001),
+    np.round(np.random.default_rng(2).normal(size=3000), 1),        # many ties
+    np.full(100, 2.5), np.array([7.0]), np.array([3.0, -1.0]),
+])
+def test_percentiles_are_numpys(values):
+    q = [0, 1, 37.3, 50, 99, 100]
+    np.testing.assert_array_equal(px.percentiles(values, q), np.percentile(values, q))
+    np.testing.assert_allclose(px.percentiles(values, q, np.arctan), np.percentile(np.arctan(values), q),
+                               rtol=0, atol=1e-15)
+
+
+@pytest.fixture(scope="module")
+def tile():
+    """A small H&E tile with glass, unlike the reference."""
+    return he_image(seed=5, scale=(0.7, 1.3))
+
+
+# (method, parameters, mean CIEDE2000 to the exact path at most): compiled kernels are exact up to a
+# level here and there; separable maps go through exact tables; Vahadane's statistics come from the
+# colour lattice, as on the large path.
+SMALL_PATHS = [("macenko", {}, 0.02), ("ruifrok", {}, 0.02), ("reinhard", {}, 0.02),
+               ("reinhard", {"mask": True}, 0.02), ("vahadane", {}, 0.15), ("histogram", {}, 0.0),
+               ("histogram", {"mask": True}, 0.0), ("colorbalance", {}, 0.0), ("background", {}, 0.0),
+               ("grayscale", {}, 0.02)]
+
+
+@pytest.mark.parametrize("name,params,bound", SMALL_PATHS)
+def test_small_path_agrees_with_the_exact_path(he_reference, tile, name, params, bound):
+    t = stainlab.load(name, **params).fit(he_reference)
+    assert tile.shape[0] * tile.shape[1] <= small.SMALL_IMAGE_PIXELS
+    assert ciede2000(t(tile), t.transform(tile, exact=True)) <= bound
+
+
+@pytest.mark.parametrize("name", ["reinhard", "histogram"])
+def test_masked_small_path_keeps_glass_bytes(he_reference, tile, name):
+    t = stainlab.load(name, mask=True).fit(he_reference)
+    glass = ~tissue_mask(tile.astype(float))
+    assert glass.mean() > 0.1
+    np.testing.assert_array_equal(t(tile)[glass], tile[glass])
+
+
+def test_tetrahedral_interpolation_reproduces_an_affine_map(tile):
+    """A map that is affine in RGB is exact on every tetrahedron: only the final rounding differs."""
+
+    class Affine(stainlab.transforms.PixelTransform):
+        name = "affine-test"
+        requires_fit = False
+
+        def _map(self, colors, source):
+            return colors @ np.array([[0.8, 0.1, 0.0], [0.1, 0.7, 0.2], [0.0, 0.1, 0.75]]) + 10.0
+
+    t = Affine()
+    assert np.abs(t(tile).astype(int) - t.transform(tile, exact=True)).max() <= 1
+
+
+def test_small_and_large_paths_agree(he_reference, monkeypatch):
+    """The same image through the small path and, with the threshold lowered, the lookup table."""
+    image = he_image(seed=9, shape=(256, 320))
+    t = stainlab.load("macenko").fit(he_reference)
+    small_out = t(image)
+    monkeypatch.setattr(small, "SMALL_IMAGE_PIXELS", 0)
+    assert ciede2000(small_out, t(image)) < 0.5
+
+
+def test_a_sampled_tile_gives_statistics_near_the_full_ones(he_reference, monkeypatch):
+    """Above ``STATS_SAMPLE`` pixels the statistics come from a strided sample."""
+    image = he_image(seed=4, shape=(256, 256))
+    t = stainlab.load("macenko").fit(he_reference)
+    full = t._small_source(image)
+    monkeypatch.setattr(small, "STATS_SAMPLE", 16384)
+    rows, maxima = t._small_source(image)
+    assert np.degrees(np.arccos(np.clip(np.sum(rows * full[0], axis=1), -1, 1))).max() < 1.0
+    np.testing.assert_allclose(maxima, full[1], rtol=0.05)
+
+
+def test_no_tissue_tile_passes_through(he_reference):
+    t = stainlab.load("macenko").fit(he_reference)
+    glass = np.full((128, 128, 3), 246, np.uint8)
+    with pytest.warns(stainlab.errors.NoTissueWarning):
+        np.testing.assert_array_equal(t(glass), glass)

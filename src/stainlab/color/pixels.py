@@ -318,48 +318,51 @@ def od_projections(pixels: np.ndarray, below: int, matrix: np.ndarray, counts=No
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _bucket(v, low, scale, buckets):  # pragma: no cover - compiled
-    return min(int((v - low) * scale), buckets - 1)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def _order_statistics(values, ranks):  # pragma: no cover - compiled
-    """The ``ranks``-th smallest of ``values`` (0-based), exactly, in O(n): values are counted into
-    buckets between their extremes and only the buckets holding a rank are gathered and sorted."""
+    """The ``ranks``-th smallest of ``values`` (0-based, ascending ranks), exactly, in one pass (Floyd
+    and Rivest's selection): a sorted strided sample brackets each rank between two of its values
+    (three standard deviations of the sample's rank either side), overlapping brackets merge, the values
+    inside a bracket are gathered and sorted, and those below it only counted. A rank its bracket misses
+    (improbable) is taken from a full sort."""
     n = values.shape[0]
-    low, high = values[0], values[0]
-    for v in values:
-        low, high = min(low, v), max(high, v)
-    out = np.empty(ranks.shape[0])
-    if high == low:
-        out[:] = low
-        return out
-    buckets = min(4096, n // 4 + 1)
-    scale = buckets / (high - low)
-    starts = np.zeros(buckets + 1, dtype=np.int64)
-    for v in values:
-        starts[_bucket(v, low, scale, buckets) + 1] += 1
-    starts = np.cumsum(starts)
-    wanted = np.full(buckets, -1, dtype=np.int64)      # bucket -> where its values go in `gathered`
-    size = 0
+    sample = np.sort(values[::max(n // 1024, 1)])
+    m = sample.shape[0]
+    lows, highs = np.empty(ranks.shape[0]), np.empty(ranks.shape[0])
+    brackets = 0
     for r in ranks:
-        b = np.searchsorted(starts, r, side="right") - 1
-        if wanted[b] < 0:
-            wanted[b] = size
-            size += starts[b + 1] - starts[b]
-    gathered = np.empty(size)
-    fill = wanted.copy()
+        share = r / max(n - 1, 1)
+        k, margin = share * (m - 1), 3.0 * np.sqrt(m * share * (1.0 - share)) + 2.0
+        low = sample[int(k - margin)] if k - margin > 0 else -np.inf
+        high = sample[min(int(k + margin) + 1, m - 1)] if k + margin < m - 1 else np.inf
+        if brackets and low <= highs[brackets - 1]:
+            highs[brackets - 1] = max(high, highs[brackets - 1])
+        else:
+            lows[brackets], highs[brackets] = low, high
+            brackets += 1
+    below = np.zeros(brackets, dtype=np.int64)
+    inside = np.empty((brackets, n))
+    count = np.zeros(brackets, dtype=np.int64)
     for v in values:
-        b = _bucket(v, low, scale, buckets)
-        if fill[b] >= 0:
-            gathered[fill[b]] = v
-            fill[b] += 1
-    for b in range(buckets):
-        if wanted[b] >= 0:
-            gathered[wanted[b]:fill[b]].sort()
+        for b in range(brackets):
+            if v < lows[b]:
+                below[b] += 1
+            elif v <= highs[b]:
+                inside[b, count[b]] = v
+                count[b] += 1
+    for b in range(brackets):
+        inside[b, :count[b]].sort()
+    out = np.empty(ranks.shape[0])
+    everything = np.empty(0)
     for j in range(ranks.shape[0]):
-        b = np.searchsorted(starts, ranks[j], side="right") - 1
-        out[j] = gathered[wanted[b] + ranks[j] - starts[b]]
+        b = 0
+        while b < brackets - 1 and ranks[j] >= below[b] + count[b]:
+            b += 1
+        if below[b] <= ranks[j] < below[b] + count[b]:
+            out[j] = inside[b, ranks[j] - below[b]]
+        else:
+            if everything.shape[0] == 0:
+                everything = np.sort(values)
+            out[j] = everything[ranks[j]]
     return out
 
 
@@ -371,7 +374,9 @@ def percentiles(values: np.ndarray, q, increasing=None) -> np.ndarray:
     pos = np.asarray(q, dtype=np.float64) / 100.0 * (len(values) - 1)
     below = np.floor(pos).astype(np.int64)
     ranks = np.concatenate([below, np.minimum(below + 1, len(values) - 1)])
-    stats = _order_statistics(values, ranks)
+    order = np.argsort(ranks, kind="stable")
+    stats = np.empty(len(ranks))
+    stats[order] = _order_statistics(values, ranks[order])
     if increasing is not None:
         stats = increasing(stats)
     low, high = stats[:len(below)], stats[len(below):]

@@ -32,7 +32,8 @@ from stainlab.errors import NoTissueError
 from stainlab.transforms.checks import check_float
 from stainlab.transforms.lut import DEFAULT_BITS
 from stainlab.transforms.base import MIN_TISSUE_FRACTION
-from stainlab.transforms.stain_matrix import MIN_MAX_CONCENTRATION, MIN_STAIN_ANGLE, StainMatrixTransform
+from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, MIN_STAIN_ANGLE, StainMatrixTransform,
+                                              check_separable, exact_robust_max, sample_tissue)
 
 _MIN_PLANE_VARIANCE = 1e-12   # OD^2; the second-largest OD variance of any two-stain image is far above
 
@@ -74,21 +75,6 @@ def stain_rows(e1: np.ndarray, e2: np.ndarray, low: float, high: float) -> np.nd
     return order_like(np.array([np.cos(low) * e1 + np.sin(low) * e2, np.cos(high) * e1 + np.sin(high) * e2]))
 
 
-def sample_stain_matrix(pixels: np.ndarray, below: int, moments, alpha: float, what: str) -> np.ndarray:
-    """:func:`macenko_stain_matrix` from the compiled :class:`~stainlab.color.pixels.TissueMoments` of
-    uint8 pixels (the small-image path): the angles' percentiles are exact order statistics, taken on
-    ``tan(phi)`` (the same order, no arctangent per pixel) where every tissue OD lies on the positive
-    side of ``e1``."""
-    e1, e2 = stain_plane(moments.mean, moments.covariance, what)
-    x, y = od_projections(pixels, below, np.stack([e1, e2], axis=1), moments.counts).T
-    q = [alpha, 100.0 - alpha]
-    if (x > 0).all():
-        low, high = percentiles(y / x, q, np.arctan)
-    else:
-        low, high = percentiles(np.arctan2(y, x), q)
-    return stain_rows(e1, e2, low, high)
-
-
 class Macenko(StainMatrixTransform):
     """Macenko 2009: H&E stain vectors from robust extreme angles of optical density in its SVD plane."""
 
@@ -127,8 +113,20 @@ class Macenko(StainMatrixTransform):
         return map_od_linear(colors, self._od_matrix(source))
 
     def _small_source(self, image):
-        return self._sample_analysis(image, lambda pixels, below, moments, what: sample_stain_matrix(
-            pixels, below, moments, self.alpha, what))
+        """:meth:`_analyse` on the small-image path, by compiled passes over a sample: the moments give the
+        plane, one projection onto it the angles (exact order statistics of ``tan(phi)``, the same order
+        without an arctangent per pixel, where all tissue lies on the positive side of ``e1``) and the
+        concentrations too, since the stain rows lie in the plane: ``OD W^+ = (x e1 + y e2) W^+``."""
+        what = f"{self.name} source"
+        pixels, below, moments = sample_tissue(image, self.beta, what)
+        plane = np.stack(stain_plane(moments.mean, moments.covariance, what), axis=1)
+        xy = od_projections(pixels, below, plane, moments.counts)
+        q = [self.alpha, 100.0 - self.alpha]
+        x, y = xy.T
+        angles = percentiles(y / x, q, np.arctan) if (x > 0).all() else percentiles(np.arctan2(y, x), q)
+        rows = stain_rows(*plane.T, *angles)
+        check_separable(rows, what)
+        return rows, exact_robust_max(xy @ (plane.T @ np.linalg.pinv(rows)), self.percentile)
 
     def _small_map(self, image, source):
         return od_linear(image.reshape(-1, 3), self._od_matrix(source)).reshape(image.shape)

@@ -22,14 +22,14 @@ import numpy as np
 
 from stainlab.color.deconvolution import separate
 from stainlab.color.od import MAX_OD
-from stainlab.color.pixels import od_linear
+from stainlab.color.pixels import od_linear, od_projections
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
 from stainlab.transforms.base import MIN_TISSUE_FRACTION, PixelTransform
 from stainlab.transforms.checks import check_fields, check_float, check_stains, require_color_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
 from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, StainImages, recompose, robust_max,
-                                              sample_robust_max, sample_tissue, scale_factors, stain_images,
+                                              exact_robust_max, sample_tissue, scale_factors, stain_images,
                                               tissue_od)
 
 
@@ -92,8 +92,8 @@ class Ruifrok(PixelTransform):
         if self._channel is not None:
             return None
         pixels, below, moments = sample_tissue(image, self.beta, "ruifrok source")
-        return sample_robust_max(pixels, below, self._basis.inverse[:, :self.n_stains], self.percentile,
-                                 moments.counts)
+        conc = od_projections(pixels, below, self._basis.inverse[:, :self.n_stains], moments.counts)
+        return exact_robust_max(conc, self.percentile)
 
     def _small_map(self, image, source):
         """Deconvolution is linear in optical density: the whole map is one 3x3 matrix."""

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from stainlab.color.od import MAX_OD, od_to_rgb, rgb_to_od
-from stainlab.color.pixels import count_below, od_moments, od_projections, percentiles, tissue_limit
+from stainlab.color.pixels import count_below, od_moments, percentiles, tissue_limit
 from stainlab.color.stains import MACENKO_REFERENCE_HE, MACENKO_REFERENCE_MAX_C, angle_degrees, normalize_rows
 from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import TISSUE_BETA, tissue_mask
@@ -85,12 +85,8 @@ def sample_tissue(image: np.ndarray, beta: float, what: str):
     return pixels, below, moments
 
 
-def sample_robust_max(pixels: np.ndarray, below: int, inverse: np.ndarray, percentile: float,
-                      counts=None) -> np.ndarray:
-    """:func:`robust_max` of the concentrations ``OD @ inverse`` of the tissue pixels (darkest channel
-    under ``below``; ``counts`` as :func:`~stainlab.color.pixels.od_projections` takes), as exact order
-    statistics."""
-    conc = od_projections(pixels, below, inverse, counts)
+def exact_robust_max(conc: np.ndarray, percentile: float) -> np.ndarray:
+    """:func:`robust_max` of unweighted concentrations ``(M, k)`` by exact linear-time order statistics."""
     return np.array([percentiles(conc[:, j], [percentile])[0] for j in range(conc.shape[1])])
 
 
@@ -243,18 +239,6 @@ class StainMatrixTransform(PixelTransform):
         stain_matrix = self._estimate(od, w, what)
         check_separable(stain_matrix, what)
         return stain_matrix, robust_max(self._concentrations(od, stain_matrix), w, self.percentile)
-
-    def _sample_analysis(self, image: np.ndarray, estimate) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_analyse` on the small-image path, for methods whose concentrations are least squares
-        (``OD W^+``): the tissue, spread and OD moments of a sample (:func:`sample_tissue`),
-        ``estimate(pixels, below, moments, what)`` for the stain rows, and the robust maxima as exact
-        order statistics."""
-        what = f"{self.name} source"
-        pixels, below, moments = sample_tissue(image, self.beta, what)
-        stain_matrix = estimate(pixels, below, moments, what)
-        check_separable(stain_matrix, what)
-        return stain_matrix, sample_robust_max(pixels, below, np.linalg.pinv(stain_matrix), self.percentile,
-                                               moments.counts)
 
     def _set_target(self, stain_matrix: np.ndarray, max_concentrations: np.ndarray, what: str) -> None:
         """Adopt a target after checking it (the same checks for a fit, a saved file and the standard)."""

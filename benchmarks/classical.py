@@ -499,7 +499,7 @@ def run(args) -> dict[str, Any]:
     outputs, fitted, peer_outputs, peer_rows = bench_all(names, cases, image, reference, results, args.repeats)
     results["ratios"] = ratios(results["stainlab"], results["peers"])
     results["tiles"] = bench_tiles(fitted, reference, image, QUICK_TILE_SIZES if args.quick else TILE_SIZES,
-                                   args.repeats, round_robin, log)
+                                   args.repeats, round_robin, log, ciede2000)
     results["tile_ratios"] = tile_ratios(results["tiles"])
     log("agreement (CIEDE2000)")
     results["agreement"] = agreement(outputs, fitted, peer_outputs, peer_rows, reference)

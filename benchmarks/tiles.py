@@ -26,6 +26,7 @@ MIN_TISSUE = 0.5
 TILE_TARGETS = {("macenko", "torchstain-numpy"): 5.0, ("macenko", "torchstain-torch"): 10.0,
                 ("reinhard", "torchstain-numpy"): 10.0, ("reinhard", "torchstain-torch"): 10.0}
 TARGET_SIZES = (256, 512)
+FIDELITY_TILES = 4                 # tiles per size whose output is compared with the exact per-pixel path
 REGION_MACENKO_MPIX_PER_S = 85.0   # "no slower than today" on the whole region (issue 15)
 
 
@@ -69,9 +70,10 @@ def tile_inputs(tiles: list[np.ndarray], library: str) -> list:
 
 
 def bench_tiles(fitted: dict[str, Any], reference: np.ndarray, image: np.ndarray, sizes, repeats: int,
-                round_robin, log) -> dict[str, Any]:
+                round_robin, log, ciede2000) -> dict[str, Any]:
     """Per-tile milliseconds of every per-pixel method in ``fitted`` (name -> fitted stainlab transform)
-    and of torchstain's, for each tile size; failures are recorded, not raised."""
+    and of torchstain's, for each tile size, and how far stainlab's tile outputs are from its exact
+    per-pixel path (mean CIEDE2000 over ``FIDELITY_TILES`` tiles); failures are recorded, not raised."""
     import torch
 
     try:
@@ -98,8 +100,11 @@ def bench_tiles(fitted: dict[str, Any], reference: np.ndarray, image: np.ndarray
             calls[key] = lambda fn=fn, inputs=inputs: [fn(tile) for tile in inputs]
         with torch.inference_mode():
             times = round_robin({" ".join(k): call for k, call in calls.items()}, repeats)
+        fidelity = {name: float(np.mean([ciede2000(t(tile), t.transform(tile, exact=True))["mean"]
+                                         for tile in tiles[:FIDELITY_TILES]]))
+                    for (_, name), t in ours.items() if f"stainlab {name}" not in failed}
         out["sizes"][str(side)] = {
-            "tiles": len(tiles), "failed": failed,
+            "tiles": len(tiles), "failed": failed, "vs_exact_mean_ciede2000": fidelity,
             "ms_per_tile": {k: 1e3 * statistics.median(v) / len(tiles) for k, v in times.items()},
             "ms_per_tile_fastest": {k: 1e3 * min(v) / len(tiles) for k, v in times.items()}}
     return out
@@ -139,6 +144,12 @@ def tile_report(tiles: dict[str, Any], region: dict[str, float], table, fmt) -> 
     sizes = list(tiles["sizes"])
     keys = sorted({k for rec in tiles["sizes"].values() for k in rec["ms_per_tile"]},
                   key=lambda k: (k.split(" ")[1], k.split(" ")[0] != "stainlab", k))
+    def fidelity(key):
+        library, method = key.split(" ")
+        values = [tiles["sizes"][s]["vs_exact_mean_ciede2000"].get(method) for s in sizes] if library == "stainlab" else []
+        return fmt(max((v for v in values if v is not None), default=None), ".3f")
+
     rows = [[k.split(" ")[1], k.split(" ")[0], *(fmt(tiles["sizes"][s]["ms_per_tile"].get(k), ".2f") for s in sizes),
-             fmt(region.get(k), ".0f")] for k in keys]
-    return table(["method", "implementation", *(f"{s} px ms/tile" for s in sizes), "region ms"], rows)
+             fmt(region.get(k), ".0f"), fidelity(k)] for k in keys]
+    return table(["method", "implementation", *(f"{s} px ms/tile" for s in sizes), "region ms",
+                  "tiles vs exact, worst mean dE"], rows)

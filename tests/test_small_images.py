@@ -60,8 +60,8 @@ def test_moments_and_projections_equal_numpy(random_pixels):
     np.testing.assert_allclose(moments.covariance, np.cov(od.T, bias=True), atol=1e-12)
     np.testing.assert_allclose(moments.rgb_std, random_pixels.std(axis=0), rtol=1e-9)
     matrix = np.array([[0.3, -1.0], [0.5, 2.0], [0.2, 0.1]])
-    np.testing.assert_allclose(px.od_projections(random_pixels, limit, matrix), od @ matrix, atol=1e-12)
-    np.testing.assert_allclose(px.od_projections(random_pixels, limit, matrix, moments.counts), od @ matrix,
+    np.testing.assert_allclose(px.od_projections(random_pixels, limit, matrix), (od @ matrix).T, atol=1e-12)
+    np.testing.assert_allclose(px.od_projections(random_pixels, limit, matrix, moments.counts), (od @ matrix).T,
                                atol=1e-12)
     count, rgb_std, mean, std = px.lab_moments(random_pixels, limit)
     lab = rgb_to_lab(random_pixels[tissue].astype(float))

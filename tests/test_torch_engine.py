@@ -43,12 +43,12 @@ def fitted(he_reference):
 @pytest.mark.parametrize("name, kw", ENGINES)
 def test_engine_agrees_with_the_numpy_exact_path_and_keeps_statistics_per_image(fitted, images, name, kw):
     t = fitted[name, tuple(kw.items())]
-    out = t(to_tensor(images))
+    out = t(to_tensor(images), engine="torch")
     for i, (got, image) in enumerate(zip(to_rgb8(out), images)):
         exact = t.transform(image, exact=True)
         assert ciede2000(got, exact) < 0.05, (name, kw, i)           # the issue's bound is 0.5
         assert np.abs(got.astype(int) - exact).max() <= 1
-        alone = t(to_tensor([image]))                                # each image's statistics are its own
+        alone = t(to_tensor([image]), engine="torch")               # each image's statistics are its own
         torch.testing.assert_close(out[i:i + 1], alone, atol=1e-5, rtol=0)
 
 
@@ -97,7 +97,8 @@ def test_images_without_tissue_pass_through_with_one_warning(fitted, images):
         with pytest.warns(NoTissueWarning, match=r"2 of 4 images of the batch .* passed through unchanged"):
             out = t(batch)
         assert torch.equal(out[1:3], batch[1:3])
-        torch.testing.assert_close(out[[0, 3]], t(to_tensor([images[0], images[1]])), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out[[0, 3]], t(to_tensor([images[0], images[1]]), engine="torch"),
+                                   atol=1e-5, rtol=0)
         (grad,) = torch.autograd.grad(out.sum(), batch)
         assert torch.isfinite(grad).all() and torch.equal(grad[1:3], torch.ones_like(grad[1:3]))
 
@@ -105,7 +106,7 @@ def test_images_without_tissue_pass_through_with_one_warning(fitted, images):
 def test_inseparable_stains_pass_through(fitted):
     one_stain = he_image((64, 64), seed=2, scale=(1.0, 0.0))        # haematoxylin only
     with pytest.warns(NoTissueWarning, match="1 of 1 images"):
-        out = fitted["macenko", ()](to_tensor([one_stain]))
+        out = fitted["macenko", ()](to_tensor([one_stain]), engine="torch")
     assert torch.equal(out, to_tensor([one_stain]))
 
 
@@ -177,3 +178,21 @@ def test_vahadane_has_no_torch_engine(he_reference, images):
         t.stain_images(to_tensor(images[:1]))
     out = t(to_tensor(images[:1], torch.uint8))                        # the NumPy path, as before
     np.testing.assert_array_equal(out[0].permute(1, 2, 0).numpy(), t(images[0]))
+
+
+def test_auto_takes_the_engine_for_gradients_and_accelerators_and_the_compiled_path_on_the_cpu(fitted, images,
+                                                                                                 monkeypatch):
+    """``engine="auto"``: a CPU batch without gradient goes through the compiled uint8 path (the fastest
+    there); a batch that needs a gradient through the torch engine; both within a level of each other."""
+    t = fitted["macenko", ()]
+    batch = to_tensor(images)
+    calls = []
+    monkeypatch.setattr(type(t), "_torch", lambda self, x: calls.append(x.shape) or x)
+    t(batch)
+    assert calls == []
+    t(batch.clone().requires_grad_())
+    assert len(calls) == 1
+    monkeypatch.undo()
+    with torch.no_grad():
+        auto, engine = t(batch), t(batch, engine="torch")
+    torch.testing.assert_close(auto, engine, atol=1.01 / 255, rtol=0)

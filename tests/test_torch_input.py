@@ -33,9 +33,9 @@ def sources(he_source, ihc_image):
 
 @pytest.mark.parametrize("value_range", [(-1, 1), (0, 255), (-0.5, 2.0)])
 def test_declared_range_gives_the_same_pixels_and_keeps_the_range(macenko, sources, value_range):
-    unit = macenko(to_tensor(sources))
+    unit = macenko(to_tensor(sources), engine="torch")
     batch = to_tensor(sources, value_range=value_range)
-    out = macenko(batch, value_range=value_range)
+    out = macenko(batch, value_range=value_range, engine="torch")
     assert out.shape == batch.shape and out.dtype == batch.dtype and out.device == batch.device
     low, high = value_range
     torch.testing.assert_close((out - low) / (high - low), unit, atol=1e-5, rtol=0)  # float32 engine
@@ -49,7 +49,7 @@ def test_uint8_tensor_equals_the_numpy_path_exactly(macenko, sources):
     for got, image in zip(out, sources):
         np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), macenko(image))
     np.testing.assert_array_equal(macenko(batch[0], engine="numpy").numpy(), out[0].numpy())
-    engine = macenko(batch)                                     # the torch engine: the exact path, rounded
+    engine = macenko(batch, engine="torch")                     # the torch engine: the exact path, rounded
     assert engine.dtype == torch.uint8 and engine.shape == batch.shape
     for got, image in zip(engine, sources):
         exact = macenko.transform(image, exact=True).astype(int)
@@ -58,10 +58,10 @@ def test_uint8_tensor_equals_the_numpy_path_exactly(macenko, sources):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_keeps_its_dtype(macenko, sources, dtype):
-    for engine in ("auto", "numpy"):
+    for engine in ("torch", "numpy"):
         out = macenko(to_tensor(sources, dtype), engine=engine)
         assert out.dtype == dtype
-        expected = to_tensor([macenko.transform(im, exact=engine == "auto") for im in sources])
+        expected = to_tensor([macenko.transform(im, exact=engine == "torch") for im in sources])
         torch.testing.assert_close(out.float(), expected, atol=1.5 / 255, rtol=0)
 
 
@@ -149,8 +149,10 @@ def test_gradients_are_refused_on_the_numpy_path_not_silently_cut(macenko, sourc
         torch.testing.assert_close(macenko(batch, engine="numpy"), expected, atol=0, rtol=0)
     assert not expected.requires_grad
     assert macenko(batch).requires_grad                         # the torch engine keeps the graph
-    with pytest.raises(InputError, match="engine must be 'auto' or 'numpy'"):
+    with pytest.raises(InputError, match="engine must be one of auto, torch, numpy"):
         macenko(batch, engine="cuda")
+    with pytest.raises(InputError, match="histogram has no torch engine"):
+        histogram(batch.detach(), engine="torch")
 
 
 def test_meta_tensor_is_refused(macenko):

@@ -178,28 +178,60 @@ def lab_affine(pixels: np.ndarray, gain, offset, keep_below: int = 256) -> np.nd
 
 
 # -- statistics ------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always")
+def _add_rgb(sums, p0, p1, p2):  # pragma: no cover - compiled
+    """Running sums and sums of squares of R, G and B (a tuple, so it stays in registers)."""
+    return (sums[0] + p0, sums[1] + p1, sums[2] + p2, sums[3] + p0 * p0, sums[4] + p1 * p1, sums[5] + p2 * p2)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_moments(sums, v0, v1, v2):  # pragma: no cover - compiled
+    """Running count, sums and sums of products (upper triangle) of a three-vector."""
+    return (sums[0] + 1.0, sums[1] + v0, sums[2] + v1, sums[3] + v2, sums[4] + v0 * v0, sums[5] + v0 * v1,
+            sums[6] + v0 * v2, sums[7] + v1 * v1, sums[8] + v1 * v2, sums[9] + v2 * v2)
+
+
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def _lab_moments(pixels, below, linear, m, cbrt, acc):  # pragma: no cover - compiled
+def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc):  # pragma: no cover - compiled
+    """Per slice: R, G, B sums and squares (of every pixel with ``rgb_of_all``, else of those under
+    ``below``) in ``acc[:, :6]``, and the count, sums and products of the CIELAB values (``lab``) or
+    optical densities of the pixels under ``below`` in ``acc[:, 6:]``."""
     parts, n = acc.shape[0], pixels.shape[0]
     for part in prange(parts):
+        rgb = (0, 0, 0, 0, 0, 0)
+        sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         for i in range(n * part // parts, n * (part + 1) // parts):
-            p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
-            if min(p0, p1, p2) >= below:
-                continue
-            l, a, b = _lab(p0, p1, p2, linear, m, cbrt)
-            acc[part, 0] += 1.0
-            acc[part, 1] += p0
-            acc[part, 2] += p1
-            acc[part, 3] += p2
-            acc[part, 4] += float(p0) * p0
-            acc[part, 5] += float(p1) * p1
-            acc[part, 6] += float(p2) * p2
-            acc[part, 7] += l
-            acc[part, 8] += a
-            acc[part, 9] += b
-            acc[part, 10] += l * l
-            acc[part, 11] += a * a
-            acc[part, 12] += b * b
+            p0, p1, p2 = np.int64(pixels[i, 0]), np.int64(pixels[i, 1]), np.int64(pixels[i, 2])
+            inside = min(p0, p1, p2) < below
+            if rgb_of_all or inside:
+                rgb = _add_rgb(rgb, p0, p1, p2)
+            if inside:
+                if lab:
+                    v0, v1, v2 = _lab(p0, p1, p2, linear, m, cbrt)
+                else:
+                    v0, v1, v2 = od_of_byte[p0], od_of_byte[p1], od_of_byte[p2]
+                sums = _add_moments(sums, v0, v1, v2)
+        for k in range(6):
+            acc[part, k] = rgb[k]
+        for k in range(10):
+            acc[part, 6 + k] = sums[k]
+
+
+def _run_moments(pixels, below, rgb_of_all: bool, lab: bool):
+    """:func:`_moments` summed over slices: (count, RGB std, mean, covariance, count per slice)."""
+    acc = np.zeros((parts(), 16))
+    _moments(pixels, below, rgb_of_all, lab, OD_OF_BYTE, LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, acc)
+    total = acc.sum(axis=0)
+    count = int(total[6])
+    rgb_count = len(pixels) if rgb_of_all else count
+    rgb_std = _mean_std(max(rgb_count, 1), total[0:3], total[3:6])[1]
+    if count == 0:
+        return 0, rgb_std, np.zeros(3), np.zeros((3, 3)), acc[:, 6].astype(np.int64)
+    mean = total[7:10] / count
+    upper = np.zeros((3, 3))
+    upper[np.triu_indices(3)] = total[10:16]
+    second = upper + np.triu(upper, 1).T
+    return count, rgb_std, mean, second / count - np.outer(mean, mean), acc[:, 6].astype(np.int64)
 
 
 def _mean_std(count, sums, squares):
@@ -210,41 +242,8 @@ def _mean_std(count, sums, squares):
 def lab_moments(pixels: np.ndarray, below: int = 256) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """Over the pixels whose darkest channel is under ``below`` (all by default): their number, the
     standard deviation of R, G and B, and the mean and standard deviation of L*, a*, b*."""
-    acc = np.zeros((parts(), 13))
-    _lab_moments(pixels, below, LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, acc)
-    total = acc.sum(axis=0)
-    count = total[0]
-    if count == 0:
-        return 0, np.zeros(3), np.zeros(3), np.zeros(3)
-    rgb_std = _mean_std(count, total[1:4], total[4:7])[1]
-    return int(count), rgb_std, *_mean_std(count, total[7:10], total[10:13])
-
-
-@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def _od_moments(pixels, below, od_of_byte, acc):  # pragma: no cover - compiled
-    parts, n = acc.shape[0], pixels.shape[0]
-    for part in prange(parts):
-        for i in range(n * part // parts, n * (part + 1) // parts):
-            p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
-            acc[part, 1] += p0
-            acc[part, 2] += p1
-            acc[part, 3] += p2
-            acc[part, 4] += float(p0) * p0
-            acc[part, 5] += float(p1) * p1
-            acc[part, 6] += float(p2) * p2
-            if min(p0, p1, p2) >= below:
-                continue
-            o0, o1, o2 = od_of_byte[p0], od_of_byte[p1], od_of_byte[p2]
-            acc[part, 0] += 1.0
-            acc[part, 7] += o0
-            acc[part, 8] += o1
-            acc[part, 9] += o2
-            acc[part, 10] += o0 * o0
-            acc[part, 11] += o0 * o1
-            acc[part, 12] += o0 * o2
-            acc[part, 14] += o1 * o1
-            acc[part, 15] += o1 * o2
-            acc[part, 18] += o2 * o2
+    count, rgb_std, mean, covariance, _ = _run_moments(pixels, below, False, True)
+    return count, rgb_std, mean, np.sqrt(np.maximum(np.diag(covariance), 0.0))
 
 
 class TissueMoments(NamedTuple):
@@ -261,17 +260,7 @@ class TissueMoments(NamedTuple):
 
 def od_moments(pixels: np.ndarray, below: int) -> TissueMoments:
     """:class:`TissueMoments` of uint8 pixels ``(M, 3)``, tissue being under ``below`` (``tissue_limit``)."""
-    acc = np.zeros((parts(), 19))
-    _od_moments(pixels, below, OD_OF_BYTE, acc)
-    total = acc.sum(axis=0)
-    rgb_std = _mean_std(len(pixels), total[1:4], total[4:7])[1]
-    count, counts = int(total[0]), acc[:, 0].astype(np.int64)
-    if count == 0:
-        return TissueMoments(0, rgb_std, np.zeros(3), np.zeros((3, 3)), counts)
-    mean = total[7:10] / count
-    second = total[10:19].reshape(3, 3)
-    second = np.triu(second) + np.triu(second, 1).T      # the kernel sums the upper triangle only
-    return TissueMoments(count, rgb_std, mean, second / count - np.outer(mean, mean), counts)
+    return TissueMoments(*_run_moments(pixels, below, True, False))
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
@@ -285,7 +274,7 @@ def _od_projections(pixels, below, od_of_byte, matrix, offsets, out):  # pragma:
                 continue
             o0, o1, o2 = od_of_byte[p0], od_of_byte[p1], od_of_byte[p2]
             for k in range(matrix.shape[1]):
-                out[j, k] = o0 * matrix[0, k] + o1 * matrix[1, k] + o2 * matrix[2, k]
+                out[k, j] = o0 * matrix[0, k] + o1 * matrix[1, k] + o2 * matrix[2, k]
             j += 1
 
 
@@ -306,13 +295,14 @@ def count_below(pixels: np.ndarray, below: int) -> int:
 
 
 def od_projections(pixels: np.ndarray, below: int, matrix: np.ndarray, counts=None) -> np.ndarray:
-    """``OD @ matrix`` (matrix ``(3, k)``) of every pixel whose darkest channel is under ``below``, in
-    pixel order: ``(T, k)`` float64. ``counts``: those pixels per slice, as :func:`od_moments` gives."""
+    """``(OD @ matrix).T`` (matrix ``(3, k)``) of the pixels whose darkest channel is under ``below``, in
+    pixel order: ``(k, T)`` float64, each projection contiguous. ``counts``: those pixels per slice, as
+    :func:`od_moments` gives."""
     if counts is None or len(counts) != parts():
         counts = np.zeros(parts(), dtype=np.int64)
         _count_below(pixels, below, counts)
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    out = np.empty((offsets[-1], matrix.shape[1]))
+    out = np.empty((matrix.shape[1], offsets[-1]))
     _od_projections(pixels, below, OD_OF_BYTE, np.ascontiguousarray(matrix, np.float64), offsets, out)
     return out
 
@@ -340,24 +330,28 @@ def _order_statistics(values, ranks):  # pragma: no cover - compiled
             lows[brackets], highs[brackets] = low, high
             brackets += 1
     below = np.zeros(brackets, dtype=np.int64)
-    inside = np.empty((brackets, n))
     count = np.zeros(brackets, dtype=np.int64)
-    for v in values:
-        for b in range(brackets):
-            if v < lows[b]:
-                below[b] += 1
-            elif v <= highs[b]:
-                inside[b, count[b]] = v
-                count[b] += 1
-    for b in range(brackets):
-        inside[b, :count[b]].sort()
+    room = min(n, 16 * int(n / m * (2.0 * 3.0 * np.sqrt(m) + 8.0) / 16) + 64)  # a bracket's values, amply
+    inside = np.empty((brackets, room))
+    for b in range(brackets):   # one pass a bracket, its counters in registers
+        low, high, under, within = lows[b], highs[b], 0, 0
+        for v in values:
+            if v < low:
+                under += 1
+            elif v <= high:
+                if within < room:
+                    inside[b, within] = v
+                within += 1
+        below[b], count[b] = under, within
+        if within <= room:
+            inside[b, :within].sort()
     out = np.empty(ranks.shape[0])
     everything = np.empty(0)
     for j in range(ranks.shape[0]):
         b = 0
         while b < brackets - 1 and ranks[j] >= below[b] + count[b]:
             b += 1
-        if below[b] <= ranks[j] < below[b] + count[b]:
+        if below[b] <= ranks[j] < below[b] + count[b] and count[b] <= room:
             out[j] = inside[b, ranks[j] - below[b]]
         else:
             if everything.shape[0] == 0:

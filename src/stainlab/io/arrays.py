@@ -112,10 +112,10 @@ def _check_values(x, low: float, high: float, what: str) -> None:
     import torch
 
     x = x.detach()
-    if not torch.isfinite(x).all():
+    lo, hi = (float(v) for v in torch.aminmax(x))     # NaN propagates into them, and so does inf
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         bad = int((~torch.isfinite(x)).sum())
         raise InputError(f"{what}: {bad} NaN or infinite values")
-    lo, hi = (float(v) for v in torch.aminmax(x))
     slack = RANGE_SLACK * (high - low)
     if lo < low - slack or hi > high + slack:
         raise InputError(f"{what}: values in [{lo:.6g}, {hi:.6g}] fall outside the declared range "
@@ -148,9 +148,11 @@ def _float_to_uint8(x, low: float, high: float, what: str):
 
     _check_values(x, low, high, what)
     x = x.detach()
-    if x.dtype not in (torch.float32, torch.float64):
-        x = x.float()
-    return ((x - low) * (255 / (high - low))).round().clamp(0, 255).to(torch.uint8)
+    scale = 255 / (high - low)
+    y = x.float() * scale if x.dtype != torch.float64 else x * scale   # a new tensor: the rest works in place
+    if low:
+        y.sub_(low * scale)
+    return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def torch_unit_batch(batch, value_range=None, what: str = "torch input"):
@@ -201,8 +203,12 @@ def rgb8_to_torch_batch(images: list[np.ndarray], token: tuple):
     single, shape, dtype, device, low, high = token
     if not images:
         return torch.empty(shape, dtype=dtype, device=device)
-    u8 = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    x = u8 if dtype == torch.uint8 else u8.double() * (high - low) / 255 + low
+    u8 = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    if dtype == torch.uint8:
+        x = u8
+    else:   # float64 keeps its precision; the others are made in float32 (exact for k / 255)
+        x = u8.to(torch.float64 if dtype == torch.float64 else torch.float32).mul_((high - low) / 255)
+        x = x.add_(low) if low else x
     x = x.to(device=device, dtype=dtype)
     return x[0] if single else x
 

@@ -20,15 +20,19 @@ The residual channel of a two-stain set is never perturbed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numba import njit, prange
 
 from stainlab.color.od import rgb_to_od
 from stainlab.color.tissue import TISSUE_BETA
-from stainlab.errors import InputError
-from stainlab.io.arrays import check_rgb8, is_torch_tensor, map_rgb8, map_torch
-from stainlab.transforms.base import Transform
+from stainlab.io.arrays import check_rgb8, map_rgb8, map_torch
+from stainlab.transforms.base import Transform, torch_engine_wanted
 from stainlab.transforms.checks import MAX_SEED, check_float, check_int, check_stains
+
+if TYPE_CHECKING:
+    import torch
 
 HED_LIGHT = 0.05   # Tellez et al. 2019 "HED-light" jitter range
 _OD_OF_BYTE = rgb_to_od(np.arange(256))
@@ -50,16 +54,14 @@ def augment(image, sigma1: float = HED_LIGHT, sigma2: float = HED_LIGHT, stains=
     ``stains``: ``"hed"``, ``"he"``, ``"hdab"`` or a (2, 3) / (3, 3) stain matrix (e.g. a fitted
     ``Macenko().stain_matrix`` or ``stain_matrix_of(image)``). ``seed``: an int (or a generator: NumPy's
     for NumPy images, torch's CPU one for tensors) makes the result reproducible; ``None`` draws fresh
-    randomness. A tensor goes through the torch engine (``engine="auto"``: the whole batch on its device,
-    differentiable, draws from a CPU ``torch.Generator`` so a seed gives the same jitter on every device,
-    but not NumPy's draws) or, with ``engine="numpy"``, image by image through the NumPy path, which
-    replays the NumPy draws of the same seed and has no gradient.
+    randomness. ``engine`` as ``t(tensor)`` takes it (:meth:`~stainlab.transforms.base.Transform.__call__`):
+    the torch engine maps the whole batch on its device, differentiably, drawing from a CPU
+    ``torch.Generator`` so that a seed gives the same jitter on every device (not NumPy's draws); the
+    NumPy path goes image by image, replays the NumPy draws of the same seed and has no gradient.
     """
     sigma1, sigma2 = _sigmas(sigma1, sigma2)
     basis = check_stains("augment: stains", stains)
-    if engine not in ("auto", "numpy"):
-        raise InputError(f"augment: engine must be 'auto' or 'numpy', got {engine!r}")
-    if is_torch_tensor(image) and engine == "auto":
+    if torch_engine_wanted(image, engine, True, "augment"):
         import torch
 
         generator = seed if isinstance(seed, torch.Generator) else _torch_generator(np.random.default_rng(seed))

@@ -28,6 +28,7 @@ from stainlab.transforms import small
 from stainlab.transforms.checks import check_int, check_saved
 from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram, apply_table, to_uint8
 
+ENGINES = ("auto", "torch", "numpy")   # how ``t(tensor)`` maps a torch batch (see ``Transform.__call__``)
 FORMAT = "stainlab-transform"
 FORMAT_VERSION = 1
 MIN_TISSUE_FRACTION = 0.005
@@ -70,6 +71,30 @@ def check_tissue_amount(tissue: float, total: float, what: str, min_fraction: fl
                             f"above {TISSUE_BETA} in any channel; need {100 * min_fraction:.1f}%)")
     if tissue < 2:
         raise NoTissueError(f"{what}: too little to learn from ({tissue:g} tissue pixel; need at least 2)")
+
+
+def torch_engine_wanted(image, engine: str, has_engine: bool, what: str) -> bool:
+    """Whether ``image`` goes through a method's torch engine under ``engine`` (see
+    :meth:`Transform.__call__`); :class:`InputError` for an unknown engine, for ``"torch"`` without one,
+    and for a tensor that needs a gradient on a path that has none."""
+    if engine not in ENGINES:
+        raise InputError(f"{what}: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if not is_torch_tensor(image):
+        return False
+    import torch
+
+    grad = image.requires_grad and torch.is_grad_enabled()
+    if not has_engine and (engine == "torch" or grad and engine == "auto"):
+        from stainlab.transforms.torch_engine import METHODS
+
+        raise InputError(f"{what} has no torch engine (methods with one: {', '.join(METHODS)}): its path goes "
+                         "through NumPy, which has no gradient (pass tensor.detach(), or call inside torch.no_grad())")
+    if engine == "torch" or engine == "auto" and has_engine and (grad or image.device.type != "cpu"):
+        return True
+    if grad:
+        raise InputError(f"{what}: the tensor requires grad, but engine='numpy' goes through NumPy and has no "
+                         "gradient (pass tensor.detach(), or call inside torch.no_grad())")
+    return False
 
 
 class Transform(ABC):
@@ -129,33 +154,27 @@ class Transform(ABC):
         same shape, dtype, device and value range.
 
         Float tensors are read in [0, 1] unless ``value_range`` declares another, e.g. ``(-1, 1)`` or
-        ``(0, 255)``; uint8 tensors are 0-255. With ``engine="auto"`` a method that has a torch engine
-        (Reinhard, Macenko, Ruifrok, the HED augmentation, the simplest colour balance) maps the whole
-        batch on the tensor's device, differentiably: gradients flow to the input
-        (:mod:`stainlab.transforms.torch_engine`). ``engine="numpy"``, and every other method, takes each
-        image through the uint8 NumPy path on the CPU, which has no gradient: there a tensor that requires
-        grad is refused. Channels-last tensors, NaN or infinite values, values outside the declared range
-        and meta tensors raise :class:`InputError`; an empty batch (N = 0) returns an empty batch. See
-        :mod:`stainlab.io.arrays`.
-        """
-        if engine not in ("auto", "numpy"):
-            raise InputError(f"{self.name}: engine must be 'auto' or 'numpy', got {engine!r}")
-        if is_torch_tensor(image):
-            import torch
+        ``(0, 255)``; uint8 tensors are 0-255. Two engines:
 
+        - ``"torch"``: methods with a torch engine (Reinhard, Macenko, Ruifrok, the HED augmentation,
+          the simplest colour balance) map the whole batch on the tensor's device in its float
+          precision, differentiably: gradients flow to the input (:mod:`stainlab.transforms.torch_engine`);
+        - ``"numpy"``: each image, rounded to 8 bits, goes through the compiled uint8 path on the CPU
+          (the fastest there, :mod:`stainlab.transforms.small`), which has no gradient: a tensor that
+          requires grad is refused.
+
+        ``"auto"`` (default) takes the torch engine where it has one and the batch is on an accelerator
+        or needs a gradient, and the NumPy path otherwise (a CPU batch under ``torch.no_grad()``, a
+        DataLoader worker's). The two agree within a grey level. Channels-last tensors, NaN or infinite
+        values, values outside the declared range and meta tensors raise :class:`InputError`; an empty
+        batch (N = 0) returns an empty batch. See :mod:`stainlab.io.arrays`.
+        """
+        engine_fn = getattr(self, "_torch", None)   # float (N,3,H,W) in [0, 1] -> the same, if any
+        if torch_engine_wanted(image, engine, engine_fn is not None, self.name):
             from stainlab.io.arrays import map_torch
 
-            engine_fn = getattr(self, "_torch", None)   # float (N,3,H,W) in [0, 1] -> the same, if any
-            if engine == "auto" and engine_fn is not None:
-                self._require_fitted()
-                return map_torch(engine_fn, image, value_range)
-            if image.requires_grad and torch.is_grad_enabled():
-                from stainlab.transforms.torch_engine import METHODS
-
-                why = ("engine='numpy' goes" if engine_fn is not None else
-                       f"{self.name} has no torch engine (methods with one: {', '.join(METHODS)}), so it goes")
-                raise InputError(f"{self.name}: the tensor requires grad, but {why} through NumPy and has no "
-                                 "gradient (pass tensor.detach(), or call inside torch.no_grad())")
+            self._require_fitted()
+            return map_torch(engine_fn, image, value_range)
         return map_rgb8(self.transform, image, value_range)
 
     def transform(self, image: np.ndarray) -> np.ndarray:

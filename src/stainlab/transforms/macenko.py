@@ -122,11 +122,11 @@ class Macenko(StainMatrixTransform):
         plane = np.stack(stain_plane(moments.mean, moments.covariance, what), axis=1)
         xy = od_projections(pixels, below, plane, moments.counts)
         q = [self.alpha, 100.0 - self.alpha]
-        x, y = xy.T
+        x, y = xy
         angles = percentiles(y / x, q, np.arctan) if (x > 0).all() else percentiles(np.arctan2(y, x), q)
         rows = stain_rows(*plane.T, *angles)
         check_separable(rows, what)
-        return rows, exact_robust_max(xy @ (plane.T @ np.linalg.pinv(rows)), self.percentile)
+        return rows, exact_robust_max((plane.T @ np.linalg.pinv(rows)).T @ xy, self.percentile)
 
     def _small_map(self, image, source):
         return od_linear(image.reshape(-1, 3), self._od_matrix(source)).reshape(image.shape)

@@ -86,8 +86,9 @@ def sample_tissue(image: np.ndarray, beta: float, what: str):
 
 
 def exact_robust_max(conc: np.ndarray, percentile: float) -> np.ndarray:
-    """:func:`robust_max` of unweighted concentrations ``(M, k)`` by exact linear-time order statistics."""
-    return np.array([percentiles(conc[:, j], [percentile])[0] for j in range(conc.shape[1])])
+    """:func:`robust_max` of unweighted concentrations ``(k, M)`` (one row a stain), by exact
+    linear-time order statistics."""
+    return np.array([percentiles(row, [percentile])[0] for row in conc])
 
 
 def robust_max(conc: np.ndarray, weights: np.ndarray | None, percentile: float) -> np.ndarray:

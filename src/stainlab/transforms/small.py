@@ -26,9 +26,12 @@ from stainlab.transforms.lut import ColorHistogram, to_uint8
 SMALL_IMAGE_PIXELS = 1 << 20
 """Images of at most this many pixels (1024 x 1024) take the small-image path."""
 STATS_SAMPLE = 1 << 17
-"""Per-image statistics of a small image are taken on at most this many of its pixels, evenly strided:
-all of a 256 x 256 tile. Macenko's 1st and 99th percentiles are noisy (a quarter of a 256 x 256 tile
-moves its output by about 1 CIEDE2000 from the exact path; half of a 512 x 512 one by about 0.3)."""
+MAX_STRIDE = 4
+"""Per-image statistics of a small image are taken on every pixel up to ``STATS_SAMPLE`` pixels (a
+256 x 256 tile), above that on an evenly strided sample of about ``STATS_SAMPLE`` pixels but never fewer
+than one in ``MAX_STRIDE``. Macenko's 1st and 99th percentiles are noisy: a quarter of a 256 x 256 tile
+moves its output by about 1 CIEDE2000 from the exact path, half of a 512 x 512 one by 0.3, a quarter
+of a 1024 x 1024 one by 0.15 (an eighth: 0.4)."""
 CORNER_BITS = 5
 _SIDE = (1 << CORNER_BITS) + 1
 _POSITION = np.arange(256) * ((1 << CORNER_BITS) / 255.0)   # corners at k * 255 / 32, k = 0..32
@@ -37,8 +40,9 @@ _FRACTION = _POSITION - _CELL
 
 
 def stats_sample(pixels: np.ndarray) -> np.ndarray:
-    """At most ``STATS_SAMPLE`` of the ``(M, 3)`` pixels, evenly strided (all of them when few)."""
-    step = -(-len(pixels) // STATS_SAMPLE)
+    """About ``STATS_SAMPLE`` of the ``(M, 3)`` pixels, evenly strided (all of them when few; at least one
+    in ``MAX_STRIDE``)."""
+    step = min(-(-len(pixels) // STATS_SAMPLE), MAX_STRIDE)
     return pixels if step == 1 else np.ascontiguousarray(pixels[::step])
 
 

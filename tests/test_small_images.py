@@ -1,6 +1,8 @@
 """The small-image path (tiles of a training pipeline): its compiled kernels against the formulas they
 replace, and its outputs against the exact per-pixel path."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from stainlab.color.od import map_od_linear, rgb_to_od
 from stainlab.color.tissue import tissue_mask
 from stainlab.metrics.pixel import ciede2000
 from stainlab.transforms import small
+from stainlab.transforms.channels import split_pixels
 from stainlab.transforms.lut import to_uint8
 from synth import he_image
 
@@ -152,3 +155,31 @@ def test_no_tissue_tile_passes_through(he_reference):
     glass = np.full((128, 128, 3), 246, np.uint8)
     with pytest.warns(stainlab.errors.NoTissueWarning):
         np.testing.assert_array_equal(t(glass), glass)
+
+
+@pytest.mark.parametrize("name,params", [("histogram", {}), ("histogram", {"mask": True}), ("colorbalance", {}),
+                                         ("background", {})])
+@pytest.mark.parametrize("glass", [0.25, 0.0])
+def test_per_level_counts_give_the_statistics_of_the_colours(he_reference, name, params, glass):
+    """Separable methods take a small image's statistics from per-level counts: the same numbers as from
+    its colours, with and without glass (the background method then falls back, with its warning)."""
+    image = he_image(seed=7, glass=glass)
+    t = stainlab.load(name, **params)
+    if t.requires_fit:
+        t.fit(he_reference)
+    pixels = image.reshape(-1, 3)
+    with warnings.catch_warnings(record=True) as from_colors_warnings:
+        warnings.simplefilter("always")
+        expected = t._source(pixels.astype(float), None)
+    with warnings.catch_warnings(record=True) as from_counts_warnings:
+        warnings.simplefilter("always")
+        got = t._channel_source(*split_pixels(pixels))
+    assert [str(w.message) for w in from_counts_warnings] == [str(w.message) for w in from_colors_warnings]
+    np.testing.assert_allclose(numbers(got), numbers(expected), rtol=1e-12)
+
+
+def numbers(x):
+    """Every number of a nested tuple or list of arrays, in order."""
+    if isinstance(x, (list, tuple)):
+        return np.concatenate([numbers(v) for v in x])
+    return np.ravel(np.asarray(x, dtype=float))

@@ -276,6 +276,26 @@ def _count_below(pixels, below, counts):  # pragma: no cover - compiled
                 counts[part] += 1
 
 
+@njit(cache=True, parallel=True)
+def _channel_counts(pixels, below, counts):  # pragma: no cover - compiled
+    parts, n = counts.shape[0], pixels.shape[0]
+    for part in prange(parts):
+        for i in range(n * part // parts, n * (part + 1) // parts):
+            p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+            k = 0 if min(p0, p1, p2) < below else 1
+            counts[part, k, 0, p0] += 1
+            counts[part, k, 1, p1] += 1
+            counts[part, k, 2, p2] += 1
+
+
+def channel_counts(pixels: np.ndarray, below: int) -> np.ndarray:
+    """``(2, 3, 256)`` per-level counts of R, G and B: ``[0]`` of the pixels whose darkest channel is
+    under ``below`` (tissue, with ``tissue_limit``), ``[1]`` of the others."""
+    counts = np.zeros((parts(), 2, 3, 256), dtype=np.int64)
+    _channel_counts(pixels, below, counts)
+    return counts.sum(axis=0).astype(np.float64)
+
+
 def count_below(pixels: np.ndarray, below: int) -> int:
     """How many pixels have their darkest channel under ``below``."""
     counts = np.zeros(parts(), dtype=np.int64)

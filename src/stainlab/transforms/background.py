@@ -32,9 +32,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from stainlab.color.stats import weighted_percentile
-from stainlab.color.tissue import tissue_mask
 from stainlab.errors import InputError, NoBackgroundWarning, NoTissueError
 from stainlab.transforms.base import PixelTransform
+from stainlab.transforms.channels import merged, split_colors, total
 from stainlab.transforms.checks import brief, check_fields, check_float, require_color_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
 
@@ -58,12 +58,15 @@ def glass_peak(values, weights=None) -> float:
 
 def estimate_background(colors, weights=None, what: str = "image") -> np.ndarray:
     """Representative background RGB colour of float RGB ``colors`` (module docstring, steps 1-4)."""
-    colors = np.asarray(colors, dtype=np.float64)
-    w = np.ones(len(colors)) if weights is None else np.asarray(weights, dtype=np.float64)
-    background = ~tissue_mask(colors)
-    if w[background].sum() >= MIN_BACKGROUND_FRACTION * w.sum():
-        return np.array([glass_peak(colors[background, c], w[background]) for c in range(3)])
-    brightest = np.array([weighted_percentile(colors[:, c], BRIGHTEST_PERCENTILE, w) for c in range(3)])
+    return background_color(*split_colors(np.asarray(colors, dtype=np.float64), weights), what)
+
+
+def background_color(tissue, glass, what: str = "image") -> np.ndarray:
+    """:func:`estimate_background` from the per-channel distributions of the tissue and the glass
+    (:mod:`stainlab.transforms.channels`)."""
+    if total(glass) >= MIN_BACKGROUND_FRACTION * (total(tissue) + total(glass)):
+        return np.array([glass_peak(v, w) for v, w in glass])
+    brightest = np.array([weighted_percentile(v, BRIGHTEST_PERCENTILE, w) for v, w in merged(tissue, glass)])
     if (brightest < MIN_BACKGROUND_LEVEL).any():
         raise NoTissueError(f"background: {what} has no usable background (its brightest pixels, "
                             f"{np.round(brightest, 1).tolist()}, are too dark to be the light source)")
@@ -100,6 +103,9 @@ class BackgroundAffine(PixelTransform):
 
     def _source(self, colors, weights):
         return estimate_background(colors, weights)
+
+    def _channel_source(self, tissue, glass):
+        return background_color(tissue, glass)
 
     def _map(self, colors, source):
         return colors * (self.target_color / source)

@@ -25,6 +25,7 @@ from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFitte
 from stainlab.io.arrays import check_rgb8, is_torch_tensor, map_rgb8, rgb8_images
 from stainlab.io.atomic import atomic_write_text
 from stainlab.transforms import small
+from stainlab.transforms.channels import split_pixels
 from stainlab.transforms.checks import check_int, check_saved
 from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram, apply_table, to_uint8
 
@@ -232,7 +233,8 @@ class PixelTransform(Transform):
 
     per_pixel = True
     stats_bits: ClassVar[int] = STATS_BITS  # lattice of the per-image statistics (8: exact)
-    separable: ClassVar[bool] = False       # True: the map acts on each channel alone
+    separable: ClassVar[bool] = False       # True: the map acts on each channel alone, and
+    # ``_channel_source(tissue, glass)`` gives the per-image parameters from per-channel distributions
     _EXACT_CHUNK = 1 << 20
 
     def __init__(self, lut_bits: int = DEFAULT_BITS) -> None:
@@ -299,7 +301,12 @@ class PixelTransform(Transform):
     # -- the small-image path (:mod:`stainlab.transforms.small`) ------------------------------------
     def _small_source(self, image: np.ndarray) -> Any:
         """Per-image parameters of a small image: from a sample's colour histogram at ``stats_bits``
-        (every pixel's when ``lut_bits`` is 8: exact); methods with compiled statistics override it."""
+        (every pixel's when ``lut_bits`` is 8: exact), or for ``separable`` methods from the per-level
+        counts of each channel (:mod:`stainlab.transforms.channels`); methods with compiled statistics
+        override it."""
+        if self.separable:
+            pixels = image.reshape(-1, 3)
+            return self._channel_source(*split_pixels(small.stats_sample(pixels) if self.lut_bits < 8 else pixels))
         return small.histogram_source(self, image, sample=self.lut_bits < 8)
 
     def _small_map(self, image: np.ndarray, source: Any) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 
 from stainlab.errors import InputError
 from stainlab.transforms.base import PixelTransform
+from stainlab.transforms.channels import merged, split_colors
 from stainlab.transforms.checks import check_float
 from stainlab.transforms.histogram import weighted_cdf
 
@@ -57,7 +58,10 @@ class ColorBalance(PixelTransform):
             raise InputError(f"colorbalance: need s1 + s2 < 100 (percent), got s1={s1}, s2={s2}")
 
     def _source(self, colors, weights):
-        bounds = np.array([saturation_bounds(colors[:, c], weights, self.s1, self.s2) for c in range(3)])
+        return self._channel_source(*split_colors(colors, weights))
+
+    def _channel_source(self, tissue, glass):
+        bounds = np.array([saturation_bounds(v, w, self.s1, self.s2) for v, w in merged(tissue, glass)])
         lo, hi = bounds[:, 0], bounds[:, 1]
         flat = hi <= lo
         return np.where(flat, 0.0, lo), np.where(flat, 255.0, hi - lo)

@@ -29,9 +29,9 @@ import numpy as np
 from stainlab.color.stats import weighted_mean_std
 from stainlab.color.tissue import tissue_mask
 from stainlab.errors import InputError
-from stainlab.transforms.base import PixelTransform, require_tissue
-from stainlab.transforms.checks import (check_bool, check_fields, require_color_spread, require_spread,
-                                        stored_array)
+from stainlab.transforms.base import PixelTransform, check_tissue_amount
+from stainlab.transforms.channels import merged, spread, split_colors, total
+from stainlab.transforms.checks import check_bool, check_fields, require_spread, stored_array
 
 LEVELS = 256
 MAX_COUNT = 2.0 ** 53  # pixels a channel's histogram may hold: counts stay exact in float64
@@ -42,12 +42,6 @@ def weighted_cdf(values, weights=None) -> tuple[np.ndarray, np.ndarray]:
     levels, inverse = np.unique(np.asarray(values, dtype=np.float64), return_inverse=True)
     counts = np.bincount(inverse, weights=weights, minlength=len(levels))
     return levels, np.cumsum(counts)
-
-
-def channel_histograms(colors, weights=None) -> np.ndarray:
-    """(3, 256) weighted pixel counts per channel of RGB values in [0, 255] (rounded to levels)."""
-    levels = np.clip(np.rint(colors), 0, LEVELS - 1).astype(np.intp)
-    return np.stack([np.bincount(levels[:, c], weights=weights, minlength=LEVELS) for c in range(3)])
 
 
 def match_channel(values, source_cdf, target_counts) -> np.ndarray:
@@ -72,20 +66,25 @@ class HistogramMatching(PixelTransform):
         self.mask = check_bool("histogram: mask", mask)
         self.target_counts: np.ndarray | None = None
 
-    def _matched(self, colors, weights, what):
-        """The colours whose distribution is matched (tissue only when masked); no channel may be flat."""
+    def _matched(self, tissue, glass, what):
+        """The per-channel distributions matched (:mod:`stainlab.transforms.channels`): the tissue's when
+        masked, else all pixels'; no channel may be flat."""
         if self.mask:
-            keep = require_tissue(colors, weights, what)
-            colors, weights = colors[keep], None if weights is None else weights[keep]
-        require_color_spread(colors, weights, what)
-        return colors, weights
+            check_tissue_amount(total(tissue), total(tissue) + total(glass), what)
+        channels = tissue if self.mask else merged(tissue, glass)
+        require_spread(spread(channels), what)
+        return channels
 
     def _fit_colors(self, colors, weights):
-        self.target_counts = channel_histograms(*self._matched(colors, weights, "histogram reference"))
+        channels = self._matched(*split_colors(colors, weights), "histogram reference")
+        self.target_counts = np.stack([np.bincount(np.clip(np.rint(v), 0, LEVELS - 1).astype(np.intp), weights=w,
+                                                   minlength=LEVELS) for v, w in channels])
 
     def _source(self, colors, weights):
-        colors, weights = self._matched(colors, weights, "histogram source")
-        return [weighted_cdf(colors[:, c], weights) for c in range(3)]
+        return self._channel_source(*split_colors(colors, weights))
+
+    def _channel_source(self, tissue, glass):
+        return [weighted_cdf(v, w) for v, w in self._matched(tissue, glass, "histogram source")]
 
     def _map(self, colors, source):
         return np.stack([match_channel(colors[:, c], source[c], self.target_counts[c]) for c in range(3)],

@@ -3,8 +3,8 @@ of ``torch_engine.py`` (32 tiles of 256 px from the CMU-1 region and the shared 
 torch engine against torchstain's torch backend (looped over the batch), Macenko and Reinhard, plus the
 engine's agreement with the NumPy exact path. Under 5 minutes on one GPU.
 
-    benchmarks/_work/venv/bin/python benchmarks/gpu_check.py                      # CUDA; prints JSON
-    benchmarks/_work/venv/bin/python benchmarks/gpu_check.py --device cpu --quick # the same code on the CPU
+    benchmarks/_work/venv/bin/python benchmarks/gpu_check.py                      # CUDA -> results/gpu_check.json
+    benchmarks/_work/venv/bin/python benchmarks/gpu_check.py --device cpu --quick # the same code on the CPU, printed
 
 Without a CUDA device it says so and exits with status 2.
 """
@@ -22,10 +22,14 @@ import numpy as np
 import torch
 
 import stainlab
+from stainlab.io.atomic import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch_engine import (METHODS, SHARED, agreement, as_batch, grid_tiles, load_slide, random_tiles,  # noqa: E402
-                          read_rgb, torchstain_normalizers)
+from provenance import provenance  # noqa: E402
+from torch_engine import (METHODS, ROOT, SHARED, agreement, as_batch, grid_tiles, load_slide,  # noqa: E402
+                          random_tiles, read_rgb, torchstain_normalizers)
+
+RESULTS = ROOT / "benchmarks" / "results" / "gpu_check.json"
 
 
 def timed(fn, device: torch.device, repeats: int) -> list[float]:
@@ -47,7 +51,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="4 tiles of 128 px, 2 repeats")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON results (default on CUDA without --quick: {RESULTS.relative_to(ROOT)}; else printed only)")
     args = parser.parse_args()
+    started = provenance()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"gpu_check: no CUDA device here (torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
               "run it on a GPU machine, or pass --device cpu --quick to try the code path", file=sys.stderr)
@@ -72,7 +79,11 @@ def main() -> int:
             row["speedup_x"] = row["stainlab_torch_tiles_per_s"] / row["torchstain_torch_tiles_per_s"]
             report["speed"].setdefault(method, {})[name] = row
             report["agreement"].setdefault(method, {})[name] = agreement(t, tiles, str(device))["mean"]
+    report["provenance"] = provenance(started)
     print(json.dumps(report, indent=1))
+    out = args.out or (RESULTS if device.type == "cuda" and not args.quick else None)
+    if out is not None:
+        atomic_write_text(out, json.dumps(report, indent=1) + "\n")
     return 0
 
 

@@ -44,9 +44,6 @@ README = ROOT / "README.md"
 # Results files produced from a dirty tree or before provenance was recorded: {path: why it is accepted}.
 # Re-run the benchmark from a clean commit (benchmarks/README.md, "Provenance") and delete the entry.
 KNOWN_DIRTY = {
-    "benchmarks/results/classical.json":
-        "run at 9a91c57 with uncommitted changes under src/ (stainlab_git.src_uncommitted_changes: true); "
-        "its speed ratios need an idle 2-core machine to re-measure, which the shared machine was not",
     "benchmarks/results/learned.json":
         "written before benchmarks recorded provenance; a 30-minute single-thread run with tiles/s figures "
         "that need an idle machine",

@@ -138,7 +138,8 @@ def od_nonnegative(pixels: np.ndarray, stains: np.ndarray, factors: np.ndarray, 
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def _lab_affine(pixels, gain, offset, keep_below, linear, m, cbrt, m_inv, gamma, out, parts):  # pragma: no cover - compiled
+def _lab_affine(pixels, kept, gain, offset, keep_below, linear, m, cbrt, m_inv, gamma, out,
+                parts):  # pragma: no cover - compiled
     n = pixels.shape[0]
     for part in prange(parts):
         for i in range(n * part // parts, n * (part + 1) // parts):
@@ -146,7 +147,10 @@ def _lab_affine(pixels, gain, offset, keep_below, linear, m, cbrt, m_inv, gamma,
             if min(p0, p1, p2) >= keep_below:
                 out[i, 0], out[i, 1], out[i, 2] = p0, p1, p2
                 continue
-            l, a, b = _lab(p0, p1, p2, linear, m, cbrt)
+            if kept.shape[0]:
+                l, a, b = np.float64(kept[i, 0]), np.float64(kept[i, 1]), np.float64(kept[i, 2])
+            else:
+                l, a, b = _lab(p0, p1, p2, linear, m, cbrt)
             fy = (l * gain[0] + offset[0] + 16.0) / 116.0
             x = _f_inverse(fy + (a * gain[1] + offset[1]) / 500.0)
             y = _f_inverse(fy)
@@ -156,12 +160,14 @@ def _lab_affine(pixels, gain, offset, keep_below, linear, m, cbrt, m_inv, gamma,
                 out[i, c] = _nearest(gamma, _GAMMA_STEPS, v)
 
 
-def lab_affine(pixels: np.ndarray, gain, offset, keep_below: int = 256) -> np.ndarray:
+def lab_affine(pixels: np.ndarray, gain, offset, keep_below: int = 256, kept: np.ndarray | None = None) -> np.ndarray:
     """Per-channel affine map in CIELAB, ``lab * gain + offset``, back to uint8 sRGB (clipped to the RGB
     cube as :func:`stainlab.color.lab.lab_to_rgb` does); pixels whose darkest channel is at least
-    ``keep_below`` (glass, with ``tissue_limit``) keep their bytes."""
+    ``keep_below`` (glass, with ``tissue_limit``) keep their bytes. ``kept``: the pixels' CIELAB values
+    as :func:`lab_moments` keeps them (computed here otherwise)."""
     out = np.empty_like(pixels)
-    _lab_affine(pixels, np.asarray(gain, np.float64), np.asarray(offset, np.float64), keep_below,
+    kept = np.empty((0, 3), np.float32) if kept is None else kept
+    _lab_affine(pixels, kept, np.asarray(gain, np.float64), np.asarray(offset, np.float64), keep_below,
                 LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, _FROM_WHITE_XYZ, _GAMMA, out, parts())
     return out
 
@@ -181,10 +187,11 @@ def _add_moments(sums, v0, v1, v2):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc):  # pragma: no cover - compiled
+def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc, kept):  # pragma: no cover - compiled
     """Per slice: R, G, B sums and squares (of every pixel with ``rgb_of_all``, else of those under
     ``below``) in ``acc[:, :6]``, and the count, sums and products of the CIELAB values (``lab``) or
-    optical densities of the pixels under ``below`` in ``acc[:, 6:]``."""
+    optical densities of the pixels under ``below`` in ``acc[:, 6:]``; those values also in ``kept``
+    (float32 ``(M, 3)``) unless it is empty."""
     parts, n = acc.shape[0], pixels.shape[0]
     for part in prange(parts):
         rgb = (0, 0, 0, 0, 0, 0)
@@ -200,16 +207,19 @@ def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc): 
                 else:
                     v0, v1, v2 = od_of_byte[p0], od_of_byte[p1], od_of_byte[p2]
                 sums = _add_moments(sums, v0, v1, v2)
+                if kept.shape[0]:
+                    kept[i, 0], kept[i, 1], kept[i, 2] = v0, v1, v2
         for k in range(6):
             acc[part, k] = rgb[k]
         for k in range(10):
             acc[part, 6 + k] = sums[k]
 
 
-def _run_moments(pixels, below, rgb_of_all: bool, lab: bool):
+def _run_moments(pixels, below, rgb_of_all: bool, lab: bool, kept=None):
     """:func:`_moments` summed over slices: (count, RGB std, mean, covariance, count per slice)."""
     acc = np.zeros((parts(), 16))
-    _moments(pixels, below, rgb_of_all, lab, OD_OF_BYTE, LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, acc)
+    kept = np.empty((0, 3), np.float32) if kept is None else kept
+    _moments(pixels, below, rgb_of_all, lab, OD_OF_BYTE, LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, acc, kept)
     total = acc.sum(axis=0)
     count = int(total[6])
     rgb_count = len(pixels) if rgb_of_all else count
@@ -228,10 +238,12 @@ def _mean_std(count, sums, squares):
     return mean, np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
 
 
-def lab_moments(pixels: np.ndarray, below: int = 256) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+def lab_moments(pixels: np.ndarray, below: int = 256, kept: np.ndarray | None = None
+                ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """Over the pixels whose darkest channel is under ``below`` (all by default): their number, the
-    standard deviation of R, G and B, and the mean and standard deviation of L*, a*, b*."""
-    count, rgb_std, mean, covariance, _ = _run_moments(pixels, below, False, True)
+    standard deviation of R, G and B, and the mean and standard deviation of L*, a*, b*. With ``kept``
+    (float32 ``(M, 3)``) those pixels' CIELAB values are written there too, for :func:`lab_affine`."""
+    count, rgb_std, mean, covariance, _ = _run_moments(pixels, below, False, True, kept)
     return count, rgb_std, mean, np.sqrt(np.maximum(np.diag(covariance), 0.0))
 
 

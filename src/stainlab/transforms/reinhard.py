@@ -68,21 +68,23 @@ class Reinhard(PixelTransform):
 
     def _small_source(self, image):
         """:meth:`_source` on the small-image path: the same statistics and checks by one compiled pass
-        over a sample (:func:`small.stats_sample`)."""
+        over a sample (:func:`small.stats_sample`), which keeps the CIELAB values for the map when the
+        sample is the whole image."""
         what = "reinhard source"
         pixels = small.stats_sample(image.reshape(-1, 3))
-        count, rgb_std, mean, std = lab_moments(pixels, self._below)
+        kept = np.empty((len(pixels), 3), np.float32) if len(pixels) == image.shape[0] * image.shape[1] else None
+        count, rgb_std, mean, std = lab_moments(pixels, self._below, kept)
         if self.mask:
             check_tissue_amount(count, len(pixels), what)
         require_spread(rgb_std, what)
         require_spread(std, what, LAB, MIN_STD)
-        return mean, std
+        return mean, std, kept
 
     def _small_map(self, image, source):
-        mean, std = source
+        mean, std, kept = source
         gain = self.target_std / std
-        return lab_affine(image.reshape(-1, 3), gain, self.target_mean - mean * gain,
-                          self._below).reshape(image.shape)
+        return lab_affine(image.reshape(-1, 3), gain, self.target_mean - mean * gain, self._below,
+                          kept).reshape(image.shape)
 
     @property
     def _below(self) -> int:

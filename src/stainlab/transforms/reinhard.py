@@ -20,7 +20,6 @@ from stainlab.color.lab import lab_to_rgb, rgb_to_lab
 from stainlab.color.pixels import lab_affine, lab_moments, tissue_limit
 from stainlab.color.stats import weighted_mean_std
 from stainlab.color.tissue import TISSUE_BETA, tissue_mask
-from stainlab.transforms import small
 from stainlab.transforms.base import MIN_TISSUE_FRACTION, PixelTransform, check_tissue_amount, require_tissue
 from stainlab.transforms.checks import check_bool, check_fields, require_color_spread, require_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
@@ -68,11 +67,11 @@ class Reinhard(PixelTransform):
 
     def _small_source(self, image):
         """:meth:`_source` on the small-image path: the same statistics and checks by one compiled pass
-        over a sample (:func:`small.stats_sample`), which keeps the CIELAB values for the map when the
-        sample is the whole image."""
+        over every pixel, which keeps their CIELAB values for the map (so the statistics cost a sum
+        each, and no sample is needed)."""
         what = "reinhard source"
-        pixels = small.stats_sample(image.reshape(-1, 3))
-        kept = np.empty((len(pixels), 3), np.float32) if len(pixels) == image.shape[0] * image.shape[1] else None
+        pixels = image.reshape(-1, 3)
+        kept = np.empty((len(pixels), 3), np.float32)
         count, rgb_std, mean, std = lab_moments(pixels, self._below, kept)
         if self.mask:
             check_tissue_amount(count, len(pixels), what)

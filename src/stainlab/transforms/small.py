@@ -5,9 +5,12 @@ images amortise: on a 256 x 256 tile most of its time went to cache misses in a 
 to evaluating the map once per occupied cell, nearly once per pixel. Images of at most
 ``SMALL_IMAGE_PIXELS`` pixels take this path instead:
 
-- per-image statistics from a strided sample of at most ``STATS_SAMPLE`` pixels (methods with compiled
-  statistics, :mod:`stainlab.color.pixels`, take them exactly on that sample; others on its colour
-  histogram at their ``stats_bits``);
+- per-image statistics on every pixel up to ``STATS_SAMPLE`` pixels, above that on an evenly strided
+  sample (:func:`stats_sample`): by compiled passes (:mod:`stainlab.color.pixels`) with exact order
+  statistics for Macenko, Ruifrok and Reinhard (whose pass keeps each pixel's CIELAB values for the
+  map, so it takes every pixel), from per-level channel counts for the per-channel methods
+  (:mod:`stainlab.transforms.channels`), and from the sample's colour histogram at ``stats_bits`` for
+  the rest;
 - the map either by a compiled per-pixel kernel where the method has one (stain-matrix methods whose map
   is linear in optical density, Reinhard's CIELAB map), by three exact 256-entry tables where the map is
   per channel (``separable``), or otherwise evaluated at the corners of the occupied cells of a 32-level

@@ -1,7 +1,9 @@
 """The torch engine: Reinhard, Macenko, Ruifrok, the HED augmentation and the simplest colour balance on
 float ``(N, 3, H, W)`` batches in [0, 1], on the batch's device, differentiable with respect to it.
 
-``t(tensor)`` lands here for the methods that have an engine (``Transform.__call__``, conversions in
+``t(tensor)`` lands here for the methods that have an engine when the batch lives on an accelerator or
+needs a gradient, or with ``engine="torch"`` (``Transform.__call__``; a CPU batch without gradient
+takes the faster compiled uint8 path of :mod:`stainlab.transforms.small`; conversions in
 :mod:`stainlab.io.arrays`); each function below is also usable on its own. They compute, per image and
 for the whole batch at once, exactly what the NumPy exact path ``t.transform(image, exact=True)``
 computes: the same statistics over the same pixels, the same guards, the same rendering (differences

@@ -6,16 +6,16 @@ to evaluating the map once per occupied cell, nearly once per pixel. Images of a
 ``SMALL_IMAGE_PIXELS`` pixels take this path instead:
 
 - per-image statistics on every pixel up to ``STATS_SAMPLE`` pixels, above that on an evenly strided
-  sample (:func:`stats_sample`): by compiled passes (:mod:`stainlab.color.pixels`) with exact order
-  statistics for Macenko, Ruifrok and Reinhard (whose pass keeps each pixel's CIELAB values for the
-  map, so it takes every pixel), from per-level channel counts for the per-channel methods
-  (:mod:`stainlab.transforms.channels`), and from the sample's colour histogram at ``stats_bits`` for
-  the rest;
-- the map either by a compiled per-pixel kernel where the method has one (stain-matrix methods whose map
-  is linear in optical density, Reinhard's CIELAB map), by three exact 256-entry tables where the map is
-  per channel (``separable``), or otherwise evaluated at the corners of the occupied cells of a 32-level
-  lattice and interpolated tetrahedrally between them (as colour-management engines apply 3-D tables:
-  four corners a pixel, every map here is smooth on a cell 8 levels wide).
+  sample (:func:`stats_sample`): by compiled passes (:mod:`stainlab.color.pixels`) for Macenko and
+  Ruifrok (percentiles as exact order statistics) and Reinhard (whose pass keeps each pixel's CIELAB
+  values for the map, so it always takes every pixel), from per-level channel counts for the
+  per-channel methods (:mod:`stainlab.transforms.channels`), and from the sample's colour histogram at
+  ``stats_bits`` for the rest;
+- the map by a compiled per-pixel kernel where the method has one (Macenko, Ruifrok and Vahadane in
+  optical density, Reinhard in CIELAB), by three exact 256-entry tables where the map is per channel
+  (``separable``), or otherwise evaluated at the corners of the occupied cells of a 32-level lattice
+  and interpolated tetrahedrally between them (as colour-management engines apply 3-D tables: four
+  corners a pixel, every map here is smooth on a cell 8 levels wide).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit, prange
 
-from stainlab.color.od import rgb_to_od
+from stainlab.color.pixels import OD_OF_BYTE
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.io.arrays import check_rgb8, map_rgb8, map_torch
 from stainlab.transforms.base import Transform, torch_engine_wanted
@@ -35,8 +35,7 @@ if TYPE_CHECKING:
     import torch
 
 HED_LIGHT = 0.05   # Tellez et al. 2019 "HED-light" jitter range
-_OD_OF_BYTE = rgb_to_od(np.arange(256))
-_FADE_OF_BYTE = np.clip(2.0 * _OD_OF_BYTE / TISSUE_BETA - 1.0, 0.0, 1.0)   # beta's weight, by darkest channel
+_FADE_OF_BYTE = np.clip(2.0 * OD_OF_BYTE / TISSUE_BETA - 1.0, 0.0, 1.0)   # beta's weight, by darkest channel
 
 
 def _sigmas(sigma1, sigma2) -> tuple[float, float]:
@@ -94,7 +93,7 @@ def _augment(image: np.ndarray, sigma1: float, sigma2: float, basis, rng: np.ran
     scale = (basis.inverse * alpha) @ basis.matrix      # OD' = OD M^-1 diag(alpha) M + fade * beta M
     shift = beta @ basis.matrix
     out = np.empty_like(image)
-    _jitter(image.reshape(-1, 3), _OD_OF_BYTE, _FADE_OF_BYTE, scale, shift, out.reshape(-1, 3))
+    _jitter(image.reshape(-1, 3), OD_OF_BYTE, _FADE_OF_BYTE, scale, shift, out.reshape(-1, 3))
     return out
 
 

@@ -37,15 +37,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from stainlab.color.od import rgb_to_od
+from stainlab.color.pixels import tissue_limit
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
 
 DEFAULT_TILE = 512      # paper 000, Sec. IV (Fig. 3 right): 512x512 patches
 DEFAULT_OVERLAP = 64    # context on each side of a core for context-aware transforms (our choice)
 DEFAULT_MIN_TISSUE = 0.01  # fraction of tissue pixels below which a core is background, not transformed
-# optical density falls as the value rises: a channel is dense exactly below this value
-_DENSE_BELOW = int(np.count_nonzero(rgb_to_od(np.arange(256, dtype=np.float64)) > TISSUE_BETA))
+_DENSE_BELOW = tissue_limit(TISSUE_BETA)   # a pixel is tissue exactly when its darkest channel is below this
 
 
 def tissue_fraction(image: np.ndarray) -> float:

@@ -50,7 +50,7 @@ def test_histogram_weights_give_the_pixel_answer():
     image = render(separable_maps(4), SOURCE_STAINS)
     t = Macenko()
     from_histogram = t.stain_matrix_of(image)                           # distinct colours + counts
-    from_pixels, max_c = t._source(image.reshape(-1, 3).astype(float), None)   # every pixel, no weights
+    from_pixels, max_c, _ = t._source(image.reshape(-1, 3).astype(float), None)   # every pixel, no weights
     np.testing.assert_allclose(from_histogram, from_pixels, atol=1e-9)
     np.testing.assert_allclose(t.fit(image).max_concentrations, max_c, rtol=1e-9)
 

@@ -55,29 +55,40 @@ class Light(NamedTuple):
         return f"no glass found (fully covered by tissue?): light taken as white ({shown})"
 
 
-def estimate_light(image) -> Light:
-    """The :class:`Light` of a uint8 RGB image (``(H, W, 3)`` or pixels ``(M, 3)``)."""
+def estimate_light(image, weights=None) -> Light:
+    """The :class:`Light` of a uint8 RGB image (``(H, W, 3)`` or pixels ``(M, 3)``), or of colours
+    ``(M, 3)`` in [0, 255] with ``weights`` (a colour histogram's counts: the same answer, within the
+    width of its cells)."""
     pixels = np.asarray(image).reshape(-1, 3)
-    if len(pixels) > SAMPLE:
+    if weights is None and len(pixels) > SAMPLE:
         pixels = pixels[::-(-len(pixels) // SAMPLE)]
-    brightness = (pixels.astype(np.int32).sum(axis=1) + 1) // 3
-    counts = np.bincount(brightness, minlength=256)
+    w = np.ones(len(pixels)) if weights is None else np.asarray(weights, dtype=np.float64)
+    brightness = np.clip(np.rint(pixels.sum(axis=1, dtype=np.float64) / 3.0), 0, 255).astype(np.int64)
+    counts = np.bincount(brightness, w, minlength=256)
     peak = MIN_GLASS_BRIGHTNESS + int(np.argmax(counts[MIN_GLASS_BRIGHTNESS:]))
     low, high = peak - PEAK_HALF_WIDTH, peak + PEAK_HALF_WIDTH
     width = high - low + 1
     inside = counts[low:high + 1].sum()
     below = counts[max(low - width, 0):low].sum()
     above = counts[high + 1:high + 1 + width].sum()
-    fraction = inside / max(len(pixels), 1)
+    fraction = float(inside / max(w.sum(), 1e-12))
     # A peak at the top of the scale has no upper shoulder (glass clipped to white): only the lower counts.
     shoulder = max(below, above) if high + width <= 255 else below
     if fraction < MIN_GLASS_FRACTION or inside < MIN_SHARPNESS * shoulder:
-        return Light(WHITE.copy(), False, float(fraction))
-    glass = pixels[(brightness >= low) & (brightness <= high)].astype(np.float64)
-    median = np.median(glass, axis=0)
-    if (np.median(np.abs(glass - median), axis=0) > MAX_GLASS_MAD).any():
-        return Light(WHITE.copy(), False, float(fraction))
-    return Light(np.clip(median, 1.0, BACKGROUND), True, float(fraction))
+        return Light(WHITE.copy(), False, fraction)
+    near = (brightness >= low) & (brightness <= high)
+    glass, gw = pixels[near].astype(np.float64), w[near]
+    median = np.array([_weighted_median(glass[:, c], gw) for c in range(3)])
+    spread = np.array([_weighted_median(np.abs(glass[:, c] - median[c]), gw) for c in range(3)])
+    if (spread > MAX_GLASS_MAD).any():
+        return Light(WHITE.copy(), False, fraction)
+    return Light(np.clip(median, 1.0, BACKGROUND), True, fraction)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
 def resolve_light(light, image=None, what: str = "light") -> Light:

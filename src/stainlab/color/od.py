@@ -20,39 +20,46 @@ MAX_OD = float(np.log(BACKGROUND + 1.0))
 """ln 256: the optical density of a black pixel, the largest any 8-bit channel has."""
 
 
-def rgb_to_od(rgb, background: float = BACKGROUND) -> np.ndarray:
-    """Optical density of RGB values in [0, 255] (any shape ending in 3); never negative, never inf."""
+def rgb_to_od(rgb, background=BACKGROUND) -> np.ndarray:
+    """Optical density of RGB values in [0, 255] (any shape ending in 3) against the light
+    ``background`` (one value, or one per channel: :mod:`stainlab.color.light`); never negative, never inf."""
     rgb = np.asarray(rgb, dtype=np.float64)
     od = -np.log((rgb + 1.0) / (background + 1.0))
     return np.maximum(od, 0.0, out=od)
 
 
-def od_to_rgb(od, background: float = BACKGROUND) -> np.ndarray:
-    """Inverse of :func:`rgb_to_od`: float RGB in [0, 255]; negative densities render as background."""
+def od_to_rgb(od, background=BACKGROUND) -> np.ndarray:
+    """Inverse of :func:`rgb_to_od`: float RGB in [0, 255] under the light ``background``; zero density
+    renders as the light (the glass), negative densities brighter, up to 255."""
     od = np.asarray(od, dtype=np.float64)
     rgb = (background + 1.0) * np.exp(-od) - 1.0
     return np.clip(rgb, 0.0, 255.0, out=rgb)
 
 
 @njit(cache=True, parallel=True)
-def _od_linear(rgb, matrix, background, out):  # pragma: no cover - compiled
-    scale = background + 1.0
+def _od_linear(rgb, matrix, background, background_out, out):  # pragma: no cover - compiled
     for i in prange(rgb.shape[0]):
         od = np.empty(3)
         for c in range(3):
-            od[c] = max(-np.log((rgb[i, c] + 1.0) / scale), 0.0)
+            od[c] = max(-np.log((rgb[i, c] + 1.0) / (background[c] + 1.0)), 0.0)
         for c in range(3):
-            v = scale * np.exp(-(od[0] * matrix[0, c] + od[1] * matrix[1, c] + od[2] * matrix[2, c])) - 1.0
+            v = (background_out[c] + 1.0) * np.exp(-(od[0] * matrix[0, c] + od[1] * matrix[1, c]
+                                                     + od[2] * matrix[2, c])) - 1.0
             out[i, c] = min(max(v, 0.0), 255.0)
 
 
-def map_od_linear(rgb, matrix, background: float = BACKGROUND) -> np.ndarray:
-    """``od_to_rgb(rgb_to_od(rgb) @ matrix)`` for RGB rows (M, 3), fused in one compiled pass.
+def map_od_linear(rgb, matrix, background=BACKGROUND, background_out=None) -> np.ndarray:
+    """``od_to_rgb(rgb_to_od(rgb, background) @ matrix, background_out)`` for RGB rows (M, 3), fused in
+    one compiled pass (``background_out`` defaults to ``background``).
 
     Stain normalizations whose concentrations are linear in optical density (Macenko's least squares,
-    Ruifrok's deconvolution) are this map with a 3x3 matrix: ``W_src^+ diag(scale) W_target``.
+    Ruifrok's deconvolution) are this map with a 3x3 matrix: ``W_src^+ diag(scale) W_target``; the
+    optical density is taken against the source's light and rendered under the target's.
     """
     rgb = np.ascontiguousarray(rgb, dtype=np.float64).reshape(-1, 3)
     out = np.empty_like(rgb)
-    _od_linear(rgb, np.ascontiguousarray(matrix, dtype=np.float64), float(background), out)
+    background = np.broadcast_to(np.asarray(background, dtype=np.float64), (3,)).copy()
+    background_out = background if background_out is None else \
+        np.broadcast_to(np.asarray(background_out, dtype=np.float64), (3,)).copy()
+    _od_linear(rgb, np.ascontiguousarray(matrix, dtype=np.float64), background, background_out, out)
     return out

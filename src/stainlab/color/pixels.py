@@ -10,8 +10,11 @@ and multiply-adds, which is what makes a 256 x 256 tile take a few milliseconds 
 small-image path of :mod:`stainlab.transforms.small`).
 
 Every kernel takes ``(M, 3)`` uint8 pixels and splits them into ``parts`` slices that run in parallel.
-Tissue is the rule of :mod:`stainlab.color.tissue` (optical density above ``beta`` in any channel),
-which on bytes is ``min(R, G, B) < tissue_limit(beta)``.
+Optical density is read from a per-channel table against the image's light (:func:`od_table`; white
+unless given, :mod:`stainlab.color.light`). Tissue is the rule of :mod:`stainlab.color.tissue` (optical
+density above ``beta`` in any channel), which on bytes is a channel under its limit
+(:func:`tissue_limits`; against white, ``min(R, G, B) < tissue_limit(beta)``). A tissue bound ``below``
+is one byte limit for all channels or three.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from stainlab.color.od import BACKGROUND, MAX_OD, rgb_to_od
 
 OD_OF_BYTE = rgb_to_od(np.arange(256.0))
 """Optical density of each 8-bit value (``-ln((v + 1) / 256)``)."""
+_WHITE_TABLE = np.ascontiguousarray(np.repeat(OD_OF_BYTE[None, :], 3, axis=0))
 _TO_WHITE_XYZ = _RGB_TO_XYZ / _WHITE[:, None]   # linear sRGB -> X/Xn, Y/Yn, Z/Zn
 _FROM_WHITE_XYZ = _XYZ_TO_RGB * _WHITE[None, :]  # and back
 _levels = np.arange(256.0) / 255.0
@@ -57,6 +61,34 @@ def tissue_limit(beta: float) -> int:
     return int(np.count_nonzero(OD_OF_BYTE > beta))
 
 
+def od_table(light=None, clip: bool = True) -> np.ndarray:
+    """``(3, 256)``: the optical density of each byte value in each channel against ``light`` (the RGB
+    of the glass, :mod:`stainlab.color.light`; ``None``: white), never negative unless ``clip`` is off."""
+    if light is None and clip:
+        return _WHITE_TABLE
+    background = BACKGROUND if light is None else np.asarray(light, dtype=np.float64)
+    od = -np.log((np.arange(256.0)[:, None] + 1.0) / (background + 1.0))
+    return np.ascontiguousarray((np.maximum(od, 0.0) if clip else od).T)
+
+
+def tissue_limits(beta: float, light=None) -> np.ndarray:
+    """Per channel, the number of byte values whose optical density against ``light`` exceeds ``beta``:
+    a pixel is tissue exactly when some channel is below its limit (the rule of
+    :mod:`stainlab.color.tissue` judged against the image's own glass)."""
+    return np.count_nonzero(od_table(light) > beta, axis=1).astype(np.int64)
+
+
+def _limits(below) -> np.ndarray:
+    """A tissue bound as the kernels take it: one byte limit per channel (a single number applies to all)."""
+    return np.broadcast_to(np.asarray(below, dtype=np.int64), (3,)).copy()
+
+
+def _shift(light_out) -> np.ndarray:
+    """The optical density (against white) of the light an output is rendered under, added before the
+    rendering table (which is against white): ``(I0 + 1) exp(-s) - 1 = 256 exp(-(s + OD(I0))) - 1``."""
+    return np.zeros(3) if light_out is None else rgb_to_od(np.asarray(light_out, dtype=np.float64))
+
+
 def parts() -> int:
     """How many slices a kernel runs in parallel: numba's current thread count."""
     return numba.get_num_threads()
@@ -85,31 +117,33 @@ def _f_inverse(f):  # pragma: no cover - compiled
 
 # -- maps ------------------------------------------------------------------------------------------
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def _od_linear(pixels, od_of_byte, matrix, render, out, parts):  # pragma: no cover - compiled
+def _od_linear(pixels, od_of_byte, matrix, shift, render, out, parts):  # pragma: no cover - compiled
     n = pixels.shape[0]
     for part in prange(parts):
         for i in range(n * part // parts, n * (part + 1) // parts):
-            o0, o1, o2 = od_of_byte[pixels[i, 0]], od_of_byte[pixels[i, 1]], od_of_byte[pixels[i, 2]]
+            o0, o1, o2 = od_of_byte[0, pixels[i, 0]], od_of_byte[1, pixels[i, 1]], od_of_byte[2, pixels[i, 2]]
             for c in range(3):
-                s = o0 * matrix[0, c] + o1 * matrix[1, c] + o2 * matrix[2, c]
+                s = o0 * matrix[0, c] + o1 * matrix[1, c] + o2 * matrix[2, c] + shift[c]
                 out[i, c] = _nearest(render, _RENDER_STEPS, s)
 
 
-def od_linear(pixels: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """``to_uint8(map_od_linear(pixels, matrix))`` of :mod:`stainlab.color.od` for uint8 pixels
-    ``(M, 3)``: optical density by table, one 3x3 matrix, rendered back by the interpolated exponential."""
+def od_linear(pixels: np.ndarray, matrix: np.ndarray, light=None, light_out=None) -> np.ndarray:
+    """``to_uint8(map_od_linear(pixels, matrix, light, light_out))`` of :mod:`stainlab.color.od` for
+    uint8 pixels ``(M, 3)``: optical density against ``light`` by table, one 3x3 matrix, rendered under
+    ``light_out`` by the interpolated exponential (``None``: white)."""
     out = np.empty_like(pixels)
-    _od_linear(pixels, OD_OF_BYTE, np.ascontiguousarray(matrix, dtype=np.float64), _RENDER, out, parts())
+    _od_linear(pixels, od_table(light), np.ascontiguousarray(matrix, dtype=np.float64), _shift(light_out),
+               _RENDER, out, parts())
     return out
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def _od_nonnegative(pixels, od_of_byte, stains, gram_inverse, diag, factors, target, render, out,
+def _od_nonnegative(pixels, od_of_byte, stains, gram_inverse, diag, factors, target, shift, render, out,
                     parts):  # pragma: no cover - compiled
     n = pixels.shape[0]
     for part in prange(parts):
         for i in range(n * part // parts, n * (part + 1) // parts):
-            o0, o1, o2 = od_of_byte[pixels[i, 0]], od_of_byte[pixels[i, 1]], od_of_byte[pixels[i, 2]]
+            o0, o1, o2 = od_of_byte[0, pixels[i, 0]], od_of_byte[1, pixels[i, 1]], od_of_byte[2, pixels[i, 2]]
             b0 = o0 * stains[0, 0] + o1 * stains[0, 1] + o2 * stains[0, 2]
             b1 = o0 * stains[1, 0] + o1 * stains[1, 1] + o2 * stains[1, 2]
             c0 = b0 * gram_inverse[0, 0] + b1 * gram_inverse[1, 0]
@@ -122,18 +156,20 @@ def _od_nonnegative(pixels, od_of_byte, stains, gram_inverse, diag, factors, tar
                     c0, c1 = g0 / diag[0], 0.0
             c0, c1 = c0 * factors[0], c1 * factors[1]
             for c in range(3):
-                out[i, c] = _nearest(render, _RENDER_STEPS, c0 * target[0, c] + c1 * target[1, c])
+                out[i, c] = _nearest(render, _RENDER_STEPS, c0 * target[0, c] + c1 * target[1, c] + shift[c])
 
 
-def od_nonnegative(pixels: np.ndarray, stains: np.ndarray, factors: np.ndarray, target: np.ndarray) -> np.ndarray:
+def od_nonnegative(pixels: np.ndarray, stains: np.ndarray, factors: np.ndarray, target: np.ndarray,
+                   light=None, light_out=None) -> np.ndarray:
     """Non-negative least-squares concentrations of two ``stains`` (the rule of
-    :func:`stainlab.transforms.vahadane.nonnegative_concentrations` with no sparsity), scaled by
-    ``factors`` and rendered with the ``target`` stain rows, for uint8 pixels ``(M, 3)``."""
+    :func:`stainlab.transforms.vahadane.nonnegative_concentrations` with no sparsity) in optical density
+    against ``light``, scaled by ``factors`` and rendered with the ``target`` stain rows under
+    ``light_out``, for uint8 pixels ``(M, 3)``."""
     gram = stains @ stains.T
     out = np.empty_like(pixels)
-    _od_nonnegative(pixels, OD_OF_BYTE, np.ascontiguousarray(stains, np.float64), np.linalg.pinv(gram),
+    _od_nonnegative(pixels, od_table(light), np.ascontiguousarray(stains, np.float64), np.linalg.pinv(gram),
                     np.diag(gram).copy(), np.asarray(factors, np.float64),
-                    np.ascontiguousarray(target, np.float64), _RENDER, out, parts())
+                    np.ascontiguousarray(target, np.float64), _shift(light_out), _RENDER, out, parts())
     return out
 
 
@@ -198,14 +234,14 @@ def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc, k
         sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         for i in range(n * part // parts, n * (part + 1) // parts):
             p0, p1, p2 = np.int64(pixels[i, 0]), np.int64(pixels[i, 1]), np.int64(pixels[i, 2])
-            inside = min(p0, p1, p2) < below
+            inside = p0 < below[0] or p1 < below[1] or p2 < below[2]
             if rgb_of_all or inside:
                 rgb = _add_rgb(rgb, p0, p1, p2)
             if inside:
                 if lab:
                     v0, v1, v2 = _lab(p0, p1, p2, linear, m, cbrt)
                 else:
-                    v0, v1, v2 = od_of_byte[p0], od_of_byte[p1], od_of_byte[p2]
+                    v0, v1, v2 = od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2]
                 sums = _add_moments(sums, v0, v1, v2)
                 if kept.shape[0]:
                     kept[i, 0], kept[i, 1], kept[i, 2] = v0, v1, v2
@@ -215,11 +251,12 @@ def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc, k
             acc[part, 6 + k] = sums[k]
 
 
-def _run_moments(pixels, below, rgb_of_all: bool, lab: bool, kept=None):
+def _run_moments(pixels, below, rgb_of_all: bool, lab: bool, kept=None, light=None):
     """:func:`_moments` summed over slices: (count, RGB std, mean, covariance, count per slice)."""
     acc = np.zeros((parts(), 16))
     kept = np.empty((0, 3), np.float32) if kept is None else kept
-    _moments(pixels, below, rgb_of_all, lab, OD_OF_BYTE, LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, acc, kept)
+    _moments(pixels, _limits(below), rgb_of_all, lab, od_table(light), LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, acc,
+             kept)
     total = acc.sum(axis=0)
     count = int(total[6])
     rgb_count = len(pixels) if rgb_of_all else count
@@ -259,9 +296,10 @@ class TissueMoments(NamedTuple):
     counts: np.ndarray
 
 
-def od_moments(pixels: np.ndarray, below: int) -> TissueMoments:
-    """:class:`TissueMoments` of uint8 pixels ``(M, 3)``, tissue being under ``below`` (``tissue_limit``)."""
-    return TissueMoments(*_run_moments(pixels, below, True, False))
+def od_moments(pixels: np.ndarray, below, light=None) -> TissueMoments:
+    """:class:`TissueMoments` of uint8 pixels ``(M, 3)`` in optical density against ``light``, tissue
+    being under ``below`` (``tissue_limit``, or per channel ``tissue_limits``)."""
+    return TissueMoments(*_run_moments(pixels, below, True, False, light=light))
 
 
 @njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
@@ -271,9 +309,9 @@ def _od_projections(pixels, below, od_of_byte, matrix, offsets, out):  # pragma:
         j = offsets[part]
         for i in range(n * part // parts, n * (part + 1) // parts):
             p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
-            if min(p0, p1, p2) >= below:
+            if p0 >= below[0] and p1 >= below[1] and p2 >= below[2]:
                 continue
-            o0, o1, o2 = od_of_byte[p0], od_of_byte[p1], od_of_byte[p2]
+            o0, o1, o2 = od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2]
             for k in range(matrix.shape[1]):
                 out[k, j] = o0 * matrix[0, k] + o1 * matrix[1, k] + o2 * matrix[2, k]
             j += 1
@@ -284,7 +322,7 @@ def _count_below(pixels, below, counts):  # pragma: no cover - compiled
     parts, n = counts.shape[0], pixels.shape[0]
     for part in prange(parts):
         for i in range(n * part // parts, n * (part + 1) // parts):
-            if min(pixels[i, 0], pixels[i, 1], pixels[i, 2]) < below:
+            if pixels[i, 0] < below[0] or pixels[i, 1] < below[1] or pixels[i, 2] < below[2]:
                 counts[part] += 1
 
 
@@ -294,7 +332,7 @@ def _channel_counts(pixels, below, counts):  # pragma: no cover - compiled
     for part in prange(parts):
         for i in range(n * part // parts, n * (part + 1) // parts):
             p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
-            k = 0 if min(p0, p1, p2) < below else 1
+            k = 0 if p0 < below[0] or p1 < below[1] or p2 < below[2] else 1
             counts[part, k, 0, p0] += 1
             counts[part, k, 1, p1] += 1
             counts[part, k, 2, p2] += 1
@@ -304,27 +342,28 @@ def channel_counts(pixels: np.ndarray, below: int) -> np.ndarray:
     """``(2, 3, 256)`` per-level counts of R, G and B: ``[0]`` of the pixels whose darkest channel is
     under ``below`` (tissue, with ``tissue_limit``), ``[1]`` of the others."""
     counts = np.zeros((parts(), 2, 3, 256), dtype=np.int64)
-    _channel_counts(pixels, below, counts)
+    _channel_counts(pixels, _limits(below), counts)
     return counts.sum(axis=0).astype(np.float64)
 
 
 def count_below(pixels: np.ndarray, below: int) -> int:
     """How many pixels have their darkest channel under ``below``."""
     counts = np.zeros(parts(), dtype=np.int64)
-    _count_below(pixels, below, counts)
+    _count_below(pixels, _limits(below), counts)
     return int(counts.sum())
 
 
-def od_projections(pixels: np.ndarray, below: int, matrix: np.ndarray, counts=None) -> np.ndarray:
+def od_projections(pixels: np.ndarray, below, matrix: np.ndarray, counts=None, light=None) -> np.ndarray:
     """``(OD @ matrix).T`` (matrix ``(3, k)``) of the pixels whose darkest channel is under ``below``, in
     pixel order: ``(k, T)`` float64, each projection contiguous. ``counts``: those pixels per slice, as
     :func:`od_moments` gives."""
+    below = _limits(below)
     if counts is None or len(counts) != parts():
         counts = np.zeros(parts(), dtype=np.int64)
         _count_below(pixels, below, counts)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     out = np.empty((matrix.shape[1], offsets[-1]))
-    _od_projections(pixels, below, OD_OF_BYTE, np.ascontiguousarray(matrix, np.float64), offsets, out)
+    _od_projections(pixels, below, od_table(light), np.ascontiguousarray(matrix, np.float64), offsets, out)
     return out
 
 

@@ -54,10 +54,11 @@ def as_image_list(images, what: str = "reference", value_range=None) -> list[np.
 
 
 def require_tissue(colors: np.ndarray, weights: np.ndarray | None, what: str,
-                   min_fraction: float = MIN_TISSUE_FRACTION) -> np.ndarray:
-    """Tissue mask of ``colors``; raise :class:`NoTissueError` when tissue is under ``min_fraction``
-    of the pixels (an all-white tile has nothing to learn from: torchstain #54, StainTools #34)."""
-    mask = tissue_mask(colors)
+                   min_fraction: float = MIN_TISSUE_FRACTION, light=None) -> np.ndarray:
+    """Tissue mask of ``colors`` (against ``light``, the glass; white by default); raise
+    :class:`NoTissueError` when tissue is under ``min_fraction`` of the pixels (an all-white tile has
+    nothing to learn from: torchstain #54, StainTools #34)."""
+    mask = tissue_mask(colors, light=light)
     w = np.ones(len(colors)) if weights is None else weights
     check_tissue_amount(float(w[mask].sum()), float(w.sum()), what, min_fraction)
     return mask

@@ -3,7 +3,8 @@ quantitative analysis", ISBI 2009).
 
 Stain vectors of one image (the paper's eight steps):
 
-1. optical density ``OD = -ln((I + 1) / 256)`` of every colour (:mod:`stainlab.color.od`);
+1. optical density ``OD = -ln((I + 1) / (I0 + 1))`` of every colour (:mod:`stainlab.color.od`), against
+   the image's own light ``I0`` (its glass, :mod:`stainlab.transforms.lighting`; the paper's is fixed);
 2. drop transparent pixels, keeping those whose OD exceeds ``beta = 0.15`` in **any** channel (the
    rule of :mod:`stainlab.color.tissue`; the authors' code keeps a pixel only when all channels pass);
 3-4. the plane of the two largest eigenvectors of the OD covariance;
@@ -15,7 +16,7 @@ Stain vectors of one image (the paper's eight steps):
    H and E directions; a single-channel rule mislabels some images, PEERS.md).
 
 Normalization: concentrations ``C`` solve ``OD = C W`` by least squares, then are rescaled to the
-reference's robust maxima and rendered with its stain vectors (:mod:`stainlab.transforms.stain_matrix`,
+reference's robust maxima and rendered with its stain vectors under its light (:mod:`stainlab.transforms.stain_matrix`,
 which also holds the guards against one-stain and tissue-free images).
 """
 
@@ -32,8 +33,9 @@ from stainlab.errors import NoTissueError
 from stainlab.transforms.checks import check_float
 from stainlab.transforms.lut import DEFAULT_BITS
 from stainlab.transforms.base import MIN_TISSUE_FRACTION
-from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, MIN_STAIN_ANGLE, StainMatrixTransform,
-                                              check_separable, exact_robust_max, sample_tissue)
+from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, MIN_STAIN_ANGLE, Source,
+                                              StainMatrixTransform, check_separable, exact_robust_max,
+                                              sample_tissue)
 
 _MIN_PLANE_VARIANCE = 1e-12   # OD^2; the second-largest OD variance of any two-stain image is far above
 
@@ -81,8 +83,8 @@ class Macenko(StainMatrixTransform):
     name = "macenko"
 
     def __init__(self, alpha: float = 1.0, beta: float = TISSUE_BETA, percentile: float = 99.0,
-                 multi: str = "pool", rescale: bool = True, lut_bits: int = DEFAULT_BITS) -> None:
-        super().__init__(beta, percentile, multi, rescale, lut_bits)
+                 multi: str = "pool", rescale: bool = True, lut_bits: int = DEFAULT_BITS, light="estimate") -> None:
+        super().__init__(beta, percentile, multi, rescale, lut_bits, light)
         self.alpha = check_float("macenko: alpha", alpha, 0.0, 49.0)
 
     def _estimate(self, od, weights, what):
@@ -107,10 +109,10 @@ class Macenko(StainMatrixTransform):
 
     def _od_matrix(self, source) -> np.ndarray:
         """Least squares is linear in OD, so the whole map is one 3x3 matrix in OD space."""
-        return np.linalg.pinv(source[0]) @ (self._factors(source)[:, None] * self.stain_matrix)
+        return np.linalg.pinv(source.stain_matrix) @ (self._factors(source)[:, None] * self.stain_matrix)
 
     def _map(self, colors, source):
-        return map_od_linear(colors, self._od_matrix(source))
+        return map_od_linear(colors, self._od_matrix(source), source.light, self.target_light)
 
     def _small_source(self, image):
         """:meth:`_analyse` on the small-image path, by compiled passes over a sample: the moments give the
@@ -118,15 +120,16 @@ class Macenko(StainMatrixTransform):
         without an arctangent per pixel, where all tissue lies on the positive side of ``e1``) and the
         concentrations too, since the stain rows lie in the plane: ``OD W^+ = (x e1 + y e2) W^+``."""
         what = f"{self.name} source"
-        pixels, below, moments = sample_tissue(image, self.beta, what)
+        pixels, below, moments, light = sample_tissue(image, self.beta, what, self.light_of)
         plane = np.stack(stain_plane(moments.mean, moments.covariance, what), axis=1)
-        xy = od_projections(pixels, below, plane, moments.counts)
+        xy = od_projections(pixels, below, plane, moments.counts, light)
         q = [self.alpha, 100.0 - self.alpha]
         x, y = xy
         angles = percentiles(y / x, q, np.arctan) if (x > 0).all() else percentiles(np.arctan2(y, x), q)
         rows = stain_rows(*plane.T, *angles)
         check_separable(rows, what)
-        return rows, exact_robust_max((plane.T @ np.linalg.pinv(rows)).T @ xy, self.percentile)
+        return Source(rows, exact_robust_max((plane.T @ np.linalg.pinv(rows)).T @ xy, self.percentile), light)
 
     def _small_map(self, image, source):
-        return od_linear(image.reshape(-1, 3), self._od_matrix(source)).reshape(image.shape)
+        return od_linear(image.reshape(-1, 3), self._od_matrix(source), source.light,
+                         self.target_light).reshape(image.shape)

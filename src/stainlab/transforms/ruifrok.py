@@ -20,27 +20,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from stainlab.color.deconvolution import separate
-from stainlab.color.od import MAX_OD
+from stainlab.color.od import MAX_OD, rgb_to_od
 from stainlab.color.pixels import od_linear, od_projections
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
 from stainlab.transforms.base import MIN_TISSUE_FRACTION, PixelTransform
 from stainlab.transforms.checks import check_fields, check_float, check_stains, require_color_spread, stored_array
+from stainlab.transforms.lighting import LightMixin
 from stainlab.transforms.lut import DEFAULT_BITS
-from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, StainImages, recompose, robust_max,
+from stainlab.transforms import small
+from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, Source, StainImages, recompose, robust_max,
                                               exact_robust_max, sample_tissue, scale_factors, stain_images,
                                               tissue_od)
 
 
-class Ruifrok(PixelTransform):
+class Ruifrok(LightMixin, PixelTransform):
     """Ruifrok 2001: fixed stain vectors (H&E, HED, H-DAB); stain amounts matched, or one stain alone."""
 
     name = "ruifrok"
 
     def __init__(self, stains="he", channel: str | int | None = None, percentile: float = 99.0,
-                 beta: float = TISSUE_BETA, lut_bits: int = DEFAULT_BITS) -> None:
+                 beta: float = TISSUE_BETA, lut_bits: int = DEFAULT_BITS, light="estimate") -> None:
         super().__init__(lut_bits)
+        self._init_light(light)
         self._basis = check_stains("ruifrok: stains", stains)
         try:
             self._channel = None if channel is None else self._basis.index(channel)
@@ -58,8 +60,8 @@ class Ruifrok(PixelTransform):
     def n_stains(self) -> int:
         return len(self._basis.stains)
 
-    def _robust_max(self, colors, weights, what: str) -> np.ndarray:
-        od, w = tissue_od(colors, weights, self.beta, what)
+    def _robust_max(self, colors, weights, what: str, light) -> np.ndarray:
+        od, w = tissue_od(colors, weights, self.beta, what, light)
         require_color_spread(colors, weights, what)
         return robust_max((od @ self._basis.inverse)[:, :self.n_stains], w, self.percentile)
 
@@ -68,10 +70,15 @@ class Ruifrok(PixelTransform):
             super()._fit(images)
 
     def _fit_colors(self, colors, weights):
-        self.max_concentrations = self._robust_max(colors, weights, "ruifrok reference")
+        light = self._fit_light(colors, weights, "ruifrok reference")
+        self.max_concentrations = self._robust_max(colors, weights, "ruifrok reference", light)
+        self.target_light = light
 
     def _source(self, colors, weights):
-        return None if self._channel is not None else self._robust_max(colors, weights, "ruifrok source")
+        light = self.light_of(colors, weights)
+        if self._channel is not None:
+            return Source(None, None, light)
+        return Source(None, self._robust_max(colors, weights, "ruifrok source", light), light)
 
     def _factors(self, source) -> np.ndarray:
         """Per-channel multipliers of the concentrations: one-hot for a projection, else the percentile
@@ -81,24 +88,25 @@ class Ruifrok(PixelTransform):
             factors[:] = 0.0
             factors[self._channel] = 1.0
         else:
-            factors[:self.n_stains] = scale_factors(source, self.max_concentrations)
+            factors[:self.n_stains] = scale_factors(source.max_concentrations, self.max_concentrations)
         return factors
 
     def _map(self, colors, source):
-        return recompose(separate(colors, self._basis), self._factors(source), self._basis.matrix)
+        conc = rgb_to_od(colors, source.light) @ self._basis.inverse
+        return recompose(conc, self._factors(source), self._basis.matrix, self.target_light)
 
     def _small_source(self, image):
         """:meth:`_source` on the small-image path (compiled kernels over a sample)."""
         if self._channel is not None:
-            return None
-        pixels, below, moments = sample_tissue(image, self.beta, "ruifrok source")
-        conc = od_projections(pixels, below, self._basis.inverse[:, :self.n_stains], moments.counts)
-        return exact_robust_max(conc, self.percentile)
+            return Source(None, None, self.light_of(small.stats_sample(image.reshape(-1, 3))))
+        pixels, below, moments, light = sample_tissue(image, self.beta, "ruifrok source", self.light_of)
+        conc = od_projections(pixels, below, self._basis.inverse[:, :self.n_stains], moments.counts, light)
+        return Source(None, exact_robust_max(conc, self.percentile), light)
 
     def _small_map(self, image, source):
         """Deconvolution is linear in optical density: the whole map is one 3x3 matrix."""
         matrix = self._basis.inverse @ (self._factors(source)[:, None] * self._basis.matrix)
-        return od_linear(image.reshape(-1, 3), matrix).reshape(image.shape)
+        return od_linear(image.reshape(-1, 3), matrix, source.light, self.target_light).reshape(image.shape)
 
     def _torch_stains(self, x):
         from stainlab.transforms import torch_engine
@@ -124,11 +132,13 @@ class Ruifrok(PixelTransform):
         return stain_images(self, image, value_range)
 
     def _get_state(self):
-        return {} if self._channel is not None else {"max_concentrations": self.max_concentrations}
+        return {} if self._channel is not None else {"max_concentrations": self.max_concentrations,
+                                                     **self._light_state()}
 
     def _set_state(self, state):
         what = "ruifrok fitted state"
-        check_fields(state, () if self._channel is not None else ("max_concentrations",), what)
+        check_fields(state, () if self._channel is not None else ("max_concentrations", "light"), what)
+        self._set_light_state(state, what)
         if self._channel is None:  # no 8-bit colour deconvolves to more than its OD length times ||M^-1||
             bound = np.sqrt(3.0) * MAX_OD * np.linalg.norm(self._basis.inverse, 2)
             self.max_concentrations = stored_array(state, "max_concentrations", (self.n_stains,), what,

@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from stainlab.color.od import MAX_OD, od_to_rgb, rgb_to_od
-from stainlab.color.pixels import count_below, od_moments, percentiles, tissue_limit
+from stainlab.color.od import BACKGROUND, MAX_OD, od_to_rgb, rgb_to_od
+from stainlab.color.pixels import count_below, od_moments, percentiles, tissue_limits
 from stainlab.color.stains import MACENKO_REFERENCE_HE, MACENKO_REFERENCE_MAX_C, angle_degrees, normalize_rows
 from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import TISSUE_BETA, tissue_mask
@@ -33,6 +33,7 @@ from stainlab.errors import InputError, NoTissueError
 from stainlab.io.arrays import check_rgb8, from_unit_batch, is_torch_tensor, torch_unit_batch
 from stainlab.transforms import small
 from stainlab.transforms.base import PixelTransform, check_tissue_amount, require_tissue
+from stainlab.transforms.lighting import LightMixin
 from stainlab.transforms.checks import (check_bool, check_choice, check_fields, check_float,
                                         require_color_spread, require_spread, stored_array)
 from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram, to_uint8
@@ -55,34 +56,37 @@ MULTI_MODES = ("pool", "average")
 
 
 def tissue_od(colors: np.ndarray, weights: np.ndarray | None, beta: float,
-              what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Optical densities and weights of the tissue colours (OD above ``beta`` in any channel).
+              what: str, light=None) -> tuple[np.ndarray, np.ndarray]:
+    """Optical densities (against ``light``, the image's glass; white by default) and weights of the
+    tissue colours (OD above ``beta`` in any channel).
 
     Raises :class:`NoTissueError` when the image has too little tissue (see ``require_tissue``).
     """
-    keep = require_tissue(colors, weights, what)
+    keep = require_tissue(colors, weights, what, light=light)
     if beta != TISSUE_BETA:
-        keep = tissue_mask(colors, beta)
+        keep = tissue_mask(colors, beta, light)
         if np.count_nonzero(keep) < 2:
             raise NoTissueError(f"{what}: no tissue (no pixel has optical density above beta={beta})")
     w = np.ones(len(colors)) if weights is None else np.asarray(weights, dtype=np.float64)
-    return rgb_to_od(colors[keep]), w[keep]
+    return rgb_to_od(colors[keep], BACKGROUND if light is None else light), w[keep]
 
 
-def sample_tissue(image: np.ndarray, beta: float, what: str):
+def sample_tissue(image: np.ndarray, beta: float, what: str, light=None):
     """The checks of :func:`tissue_od` and ``require_color_spread`` on the small-image path, by compiled
-    kernels over a :func:`small.stats_sample` of a uint8 image's pixels: returns the sample, the byte
-    bound of tissue at ``beta`` (:func:`~stainlab.color.pixels.tissue_limit`) and its
-    :class:`~stainlab.color.pixels.TissueMoments`."""
+    kernels over a :func:`small.stats_sample` of a uint8 image's pixels, optical density against
+    ``light`` (a callable of the sample giving it, or None: white): returns the sample, the byte bounds
+    of tissue at ``beta`` (:func:`~stainlab.color.pixels.tissue_limits`), its
+    :class:`~stainlab.color.pixels.TissueMoments` and the light."""
     pixels = small.stats_sample(image.reshape(-1, 3))
-    below = tissue_limit(beta)
-    moments = od_moments(pixels, below)
-    usual = moments.count if beta == TISSUE_BETA else count_below(pixels, tissue_limit(TISSUE_BETA))
+    light = None if light is None else light(pixels)
+    below = tissue_limits(beta, light)
+    moments = od_moments(pixels, below, light)
+    usual = moments.count if beta == TISSUE_BETA else count_below(pixels, tissue_limits(TISSUE_BETA, light))
     check_tissue_amount(usual, len(pixels), what)
     if moments.count < 2:
         raise NoTissueError(f"{what}: no tissue (no pixel has optical density above beta={beta})")
     require_spread(moments.rgb_std, what)
-    return pixels, below, moments
+    return pixels, below, moments, light
 
 
 def exact_robust_max(conc: np.ndarray, percentile: float) -> np.ndarray:
@@ -103,9 +107,10 @@ def scale_factors(source_max: np.ndarray, target_max: np.ndarray) -> np.ndarray:
     return np.where(present, target_max / np.where(present, source_max, 1.0), 1.0)
 
 
-def recompose(conc: np.ndarray, factors: np.ndarray, target_matrix: np.ndarray) -> np.ndarray:
-    """Float RGB of concentrations scaled per stain and rendered with the target stain rows."""
-    return od_to_rgb((conc * factors) @ target_matrix)
+def recompose(conc: np.ndarray, factors: np.ndarray, target_matrix: np.ndarray, light=BACKGROUND) -> np.ndarray:
+    """Float RGB of concentrations scaled per stain and rendered with the target stain rows under
+    ``light`` (the reference's glass)."""
+    return od_to_rgb((conc * factors) @ target_matrix, light)
 
 
 def check_separable(stain_matrix: np.ndarray, what: str) -> None:
@@ -148,6 +153,15 @@ def check_target_rows(rows: np.ndarray, what: str) -> np.ndarray:
     return rows / norms[:, None]
 
 
+class Source(NamedTuple):
+    """The per-image parameters of a stain-matrix method: its (2, 3) stain rows (None where the method's
+    are fixed), the robust maxima of its concentrations and its light (RGB of the glass)."""
+
+    stain_matrix: Any
+    max_concentrations: Any
+    light: np.ndarray
+
+
 class StainImages(NamedTuple):
     """A normalization with its stains separated (torchstain's ``normalize(I, stains=True)``).
 
@@ -187,27 +201,33 @@ def stain_images(t: PixelTransform, image, value_range=None) -> StainImages:
     image = check_rgb8(image)
     pixels = image.reshape(-1, 3).astype(np.float64)
     ok, source = t._source_or_none(lambda: t._source(pixels, None))
-    conc, matrix = t._scaled_concentrations(rgb_to_od(pixels), source) if ok else (np.zeros((len(pixels), 2)), None)
-    alone = [to_uint8(od_to_rgb(conc[:, i:i + 1] * matrix[i])) if ok else np.full_like(pixels, 255, np.uint8)
+    if ok:
+        conc, matrix = t._scaled_concentrations(rgb_to_od(pixels, source.light), source)
+    else:
+        conc, matrix = np.zeros((len(pixels), 2)), None
+    light = t.target_light
+    alone = [to_uint8(od_to_rgb(conc[:, i:i + 1] * matrix[i], light)) if ok else np.full_like(pixels, 255, np.uint8)
              for i in range(2)]
-    normalized = to_uint8(od_to_rgb(conc @ matrix)) if ok else image.reshape(-1, 3).copy()
+    normalized = to_uint8(od_to_rgb(conc @ matrix, light)) if ok else image.reshape(-1, 3).copy()
     return StainImages(*(a.reshape(image.shape) for a in (normalized, *alone)),
                        conc[:, :2].reshape(*image.shape[:2], 2), not ok)
 
 
-class StainMatrixTransform(PixelTransform):
+class StainMatrixTransform(LightMixin, PixelTransform):
     """Base of two-stain (H&E) normalizers: a per-image stain matrix ``W`` (rows H, E) and robust maxima.
 
     Subclasses give ``_estimate`` (stain rows from tissue OD and weights) and ``_concentrations``.
     ``multi`` decides how several references are fitted: ``"pool"`` estimates once from all their
     pixels, ``"average"`` averages the per-reference stain matrices and maxima (torchstain's
     multi-target normalizer). ``rescale=False`` keeps the source's concentrations and only swaps the
-    stain colours (percentile rescaling hurts weakly stained sources, tiatoolbox #289).
+    stain colours (percentile rescaling hurts weakly stained sources, tiatoolbox #289). ``light``: each
+    image's light, see :mod:`stainlab.transforms.lighting`.
     """
 
     def __init__(self, beta: float = TISSUE_BETA, percentile: float = 99.0, multi: str = "pool",
-                 rescale: bool = True, lut_bits: int = DEFAULT_BITS) -> None:
+                 rescale: bool = True, lut_bits: int = DEFAULT_BITS, light="estimate") -> None:
         super().__init__(lut_bits)
+        self._init_light(light)
         self.beta = check_float(f"{self.name}: beta", beta, 0.0, 5.0)
         self.percentile = check_float(f"{self.name}: percentile", percentile, 50.0, 100.0)
         self.multi = check_choice(f"{self.name}: multi", multi, MULTI_MODES)
@@ -233,13 +253,15 @@ class StainMatrixTransform(PixelTransform):
         return t
 
     # -- estimation --------------------------------------------------------------------------------
-    def _analyse(self, colors, weights, what: str) -> tuple[np.ndarray, np.ndarray]:
-        """Stain matrix and robust maximum concentrations of one image's colours."""
-        od, w = tissue_od(colors, weights, self.beta, what)
+    def _analyse(self, colors, weights, what: str, light=None) -> Source:
+        """Stain matrix, robust maximum concentrations and light of one image's colours (``light``:
+        already known, else taken by the option)."""
+        light = self.light_of(colors, weights) if light is None else light
+        od, w = tissue_od(colors, weights, self.beta, what, light)
         require_color_spread(colors, weights, what)
         stain_matrix = self._estimate(od, w, what)
         check_separable(stain_matrix, what)
-        return stain_matrix, robust_max(self._concentrations(od, stain_matrix), w, self.percentile)
+        return Source(stain_matrix, robust_max(self._concentrations(od, stain_matrix), w, self.percentile), light)
 
     def _set_target(self, stain_matrix: np.ndarray, max_concentrations: np.ndarray, what: str) -> None:
         """Adopt a target after checking it (the same checks for a fit, a saved file and the standard)."""
@@ -255,16 +277,19 @@ class StainMatrixTransform(PixelTransform):
         if self.multi == "pool" or len(images) == 1:
             super()._fit(images)
             return
-        fits = [self._analyse(h.colors, h.counts, f"{self.name} reference {i}")
+        fits = [self._analyse(h.colors, h.counts, f"{self.name} reference {i}",
+                              self._fit_light(h.colors, h.counts, f"{self.name} reference {i}"))
                 for i, h in enumerate(ColorHistogram.of(im, 8) for im in images)]
         what = f"{self.name} references"
-        rows = np.mean([absorbing_rows(f[0], what) for f in fits], axis=0)
-        self._set_target(normalize_rows(rows), np.mean([f[1] for f in fits], axis=0), what)
+        rows = np.mean([absorbing_rows(f.stain_matrix, what) for f in fits], axis=0)
+        self._set_target(normalize_rows(rows), np.mean([f.max_concentrations for f in fits], axis=0), what)
+        self.target_light = np.mean([f.light for f in fits], axis=0)
 
     def _fit_colors(self, colors, weights) -> None:
         what = f"{self.name} reference"
-        rows, maxima = self._analyse(colors, weights, what)
-        self._set_target(absorbing_rows(rows, what), maxima, what)
+        fit = self._analyse(colors, weights, what, self._fit_light(colors, weights, what))
+        self._set_target(absorbing_rows(fit.stain_matrix, what), fit.max_concentrations, what)
+        self.target_light = fit.light
 
     def _source(self, colors, weights):
         return self._analyse(colors, weights, f"{self.name} source")
@@ -275,25 +300,27 @@ class StainMatrixTransform(PixelTransform):
         return scale_factors(source[1], self.max_concentrations) if self.rescale else np.ones(2)
 
     def _map(self, colors, source):
-        conc = self._concentrations(rgb_to_od(colors), source[0])
-        return recompose(conc, self._factors(source), self.stain_matrix)
+        conc = self._concentrations(rgb_to_od(colors, source.light), source.stain_matrix)
+        return recompose(conc, self._factors(source), self.stain_matrix, self.target_light)
 
     # -- what users ask for: the image's own stains and its separated channels --------------------
     def stain_matrix_of(self, image: np.ndarray) -> np.ndarray:
         """(2, 3) stain rows (haematoxylin, eosin) of a uint8 RGB image; needs no fit."""
         hist = ColorHistogram.of(check_rgb8(image), 8)
-        return self._analyse(hist.colors, hist.counts, f"{self.name} image")[0]
+        return self._analyse(hist.colors, hist.counts, f"{self.name} image").stain_matrix
 
     def concentrations(self, image: np.ndarray, stain_matrix=None) -> np.ndarray:
-        """(H, W, 2) haematoxylin and eosin concentrations (OD units) of a uint8 RGB image.
+        """(H, W, 2) haematoxylin and eosin concentrations (OD units, against the image's light) of a
+        uint8 RGB image.
 
         Uses the image's own stain matrix unless ``stain_matrix`` (2, 3) is given (for example the
         fitted ``self.stain_matrix``). Needs no fit. The result is float64 (16 bytes a pixel): take
         whole slides tile by tile.
         """
         image = check_rgb8(image)
+        pixels = image.reshape(-1, 3)
         rows = self.stain_matrix_of(image) if stain_matrix is None else _stain_rows(stain_matrix, "stain_matrix")
-        conc = self._concentrations(rgb_to_od(image.reshape(-1, 3)), rows)
+        conc = self._concentrations(rgb_to_od(pixels, self.light_of(pixels)), rows)
         return conc.reshape(image.shape[0], image.shape[1], 2)
 
     def _scaled_concentrations(self, od, source):
@@ -308,11 +335,13 @@ class StainMatrixTransform(PixelTransform):
 
     # -- persistence -----------------------------------------------------------------------------
     def _get_state(self):
-        return {"stain_matrix": self.stain_matrix, "max_concentrations": self.max_concentrations}
+        return {"stain_matrix": self.stain_matrix, "max_concentrations": self.max_concentrations,
+                **self._light_state()}
 
     def _set_state(self, state):
         what = f"{self.name} fitted state"
-        check_fields(state, ("stain_matrix", "max_concentrations"), what)
+        check_fields(state, ("stain_matrix", "max_concentrations", "light"), what)
         self._set_target(stored_array(state, "stain_matrix", (2, 3), what, 0.0, 1.0 + UNIT_TOLERANCE),
                          stored_array(state, "max_concentrations", (2,), what, MIN_MAX_CONCENTRATION,
                                       MAX_CONCENTRATION), what)
+        self._set_light_state(state, what)

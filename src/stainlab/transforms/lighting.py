@@ -1,0 +1,70 @@
+"""The ``light`` option of the optical-density methods (Macenko, Vahadane, Ruifrok, the optimal-transport
+map): optical density against each image's own light, the output rendered under the reference's.
+
+``light="estimate"`` (default) takes every source's and reference's light from its glass
+(:func:`stainlab.color.light.estimate_light`; white when an image has no glass, with a warning at fit);
+``"fixed"`` takes white (255) for all, the convention of stainlab before per-image light and of most
+peers; an ``(R, G, B)`` triple is the light of every image (a scanner's measured glass, or one estimated
+over a whole slide). The reference's light is fitted state (``target_light``): the glass of a normalized
+image is the reference's glass.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from stainlab.color.light import WHITE, check_light_rgb, estimate_light
+from stainlab.errors import InputError
+from stainlab.transforms.checks import stored_array
+
+LIGHT_MODES = ("estimate", "fixed")
+
+
+def check_light(what: str, light):
+    """A ``light`` parameter as stored: ``"estimate"``, ``"fixed"`` or a list of three numbers in [1, 255]."""
+    if isinstance(light, str):
+        if light not in LIGHT_MODES:
+            raise InputError(f"{what}: expected 'estimate', 'fixed' or an (R, G, B) light, got {light!r}")
+        return light
+    try:
+        return check_light_rgb(light, what).tolist()
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+
+class LightMixin:
+    """Per-image light for a :class:`~stainlab.transforms.base.PixelTransform` in optical density.
+
+    The class stores the option as ``self.light`` and the reference's light as ``self.target_light``
+    (white until fitted), both set by :meth:`_init_light`."""
+
+    name: str
+
+    def _init_light(self, light) -> None:
+        self.light = check_light(f"{self.name}: light", light)
+        self.target_light = WHITE.copy()
+
+    def light_of(self, colors, weights=None) -> np.ndarray:
+        """The light (RGB, (3,)) of one image's pixels ``(M, 3)``, or of colours with histogram weights."""
+        if self.light == "estimate":
+            return estimate_light(colors, weights).rgb
+        return WHITE.copy() if self.light == "fixed" else np.asarray(self.light, dtype=np.float64)
+
+    def _fit_light(self, colors, weights, what: str) -> np.ndarray:
+        """The reference's light, with a warning when it had to fall back to white."""
+        if self.light != "estimate":
+            return self.light_of(colors, weights)
+        found = estimate_light(colors, weights)
+        if not found.found:
+            warnings.warn(f"{what}: {found.describe()}; pass light=(R, G, B) to set the reference's glass",
+                          UserWarning, stacklevel=5)
+        return found.rgb
+
+    def _light_state(self) -> dict:
+        return {"light": self.target_light}
+
+    def _set_light_state(self, state, what: str) -> None:
+        """The stored reference light (files written before per-image light have none: white)."""
+        self.target_light = stored_array(state, "light", (3,), what, 1.0, 255.0) if "light" in state else WHITE.copy()

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from stainlab.color.light import WHITE, check_light_rgb, estimate_light
-from stainlab.errors import InputError
+from stainlab.errors import InputError, NoBackgroundWarning
 from stainlab.transforms.checks import stored_array
 
 LIGHT_MODES = ("estimate", "fixed")
@@ -59,7 +59,7 @@ class LightMixin:
         found = estimate_light(colors, weights)
         if not found.found:
             warnings.warn(f"{what}: {found.describe()}; pass light=(R, G, B) to set the reference's glass",
-                          UserWarning, stacklevel=5)
+                          NoBackgroundWarning, stacklevel=5)
         return found.rgb
 
     def _light_state(self) -> dict:

@@ -26,6 +26,7 @@ _METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "macenko": ("stainlab.transforms.macenko:Macenko", {}),
     "vahadane": ("stainlab.transforms.vahadane:Vahadane", {}),
     "ruifrok": ("stainlab.transforms.ruifrok:Ruifrok", {}),
+    "linear-ot": ("stainlab.transforms.optimal_transport:LinearOT", {}),
     "histogram": ("stainlab.transforms.histogram:HistogramMatching", {}),
     "colorbalance": ("stainlab.transforms.colorbalance:ColorBalance", {}),
     "background": ("stainlab.transforms.background:BackgroundAffine", {}),

@@ -20,12 +20,13 @@ MAX_OD = float(np.log(BACKGROUND + 1.0))
 """ln 256: the optical density of a black pixel, the largest any 8-bit channel has."""
 
 
-def rgb_to_od(rgb, background=BACKGROUND) -> np.ndarray:
+def rgb_to_od(rgb, background=BACKGROUND, clip: bool = True) -> np.ndarray:
     """Optical density of RGB values in [0, 255] (any shape ending in 3) against the light
-    ``background`` (one value, or one per channel: :mod:`stainlab.color.light`); never negative, never inf."""
+    ``background`` (one value, or one per channel: :mod:`stainlab.color.light`); never inf, and never
+    negative unless ``clip`` is off (pixels brighter than the light: torchstain's convention keeps them)."""
     rgb = np.asarray(rgb, dtype=np.float64)
-    od = -np.log((rgb + 1.0) / (background + 1.0))
-    return np.maximum(od, 0.0, out=od)
+    od = -np.log((rgb + 1.0) / (np.asarray(background, dtype=np.float64) + 1.0))
+    return np.maximum(od, 0.0, out=od) if clip else od
 
 
 def od_to_rgb(od, background=BACKGROUND) -> np.ndarray:
@@ -37,20 +38,20 @@ def od_to_rgb(od, background=BACKGROUND) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True)
-def _od_linear(rgb, matrix, background, background_out, out):  # pragma: no cover - compiled
+def _od_linear(rgb, matrix, background, background_out, floor, out):  # pragma: no cover - compiled
     for i in prange(rgb.shape[0]):
         od = np.empty(3)
         for c in range(3):
-            od[c] = max(-np.log((rgb[i, c] + 1.0) / (background[c] + 1.0)), 0.0)
+            od[c] = max(-np.log((rgb[i, c] + 1.0) / (background[c] + 1.0)), floor)
         for c in range(3):
             v = (background_out[c] + 1.0) * np.exp(-(od[0] * matrix[0, c] + od[1] * matrix[1, c]
                                                      + od[2] * matrix[2, c])) - 1.0
             out[i, c] = min(max(v, 0.0), 255.0)
 
 
-def map_od_linear(rgb, matrix, background=BACKGROUND, background_out=None) -> np.ndarray:
-    """``od_to_rgb(rgb_to_od(rgb, background) @ matrix, background_out)`` for RGB rows (M, 3), fused in
-    one compiled pass (``background_out`` defaults to ``background``).
+def map_od_linear(rgb, matrix, background=BACKGROUND, background_out=None, clip: bool = True) -> np.ndarray:
+    """``od_to_rgb(rgb_to_od(rgb, background, clip) @ matrix, background_out)`` for RGB rows (M, 3), fused
+    in one compiled pass (``background_out`` defaults to ``background``).
 
     Stain normalizations whose concentrations are linear in optical density (Macenko's least squares,
     Ruifrok's deconvolution) are this map with a 3x3 matrix: ``W_src^+ diag(scale) W_target``; the
@@ -61,5 +62,6 @@ def map_od_linear(rgb, matrix, background=BACKGROUND, background_out=None) -> np
     background = np.broadcast_to(np.asarray(background, dtype=np.float64), (3,)).copy()
     background_out = background if background_out is None else \
         np.broadcast_to(np.asarray(background_out, dtype=np.float64), (3,)).copy()
-    _od_linear(rgb, np.ascontiguousarray(matrix, dtype=np.float64), background, background_out, out)
+    _od_linear(rgb, np.ascontiguousarray(matrix, dtype=np.float64), background, background_out,
+               0.0 if clip else -np.inf, out)
     return out

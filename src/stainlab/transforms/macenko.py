@@ -83,8 +83,9 @@ class Macenko(StainMatrixTransform):
     name = "macenko"
 
     def __init__(self, alpha: float = 1.0, beta: float = TISSUE_BETA, percentile: float = 99.0,
-                 multi: str = "pool", rescale: bool = True, lut_bits: int = DEFAULT_BITS, light="estimate") -> None:
-        super().__init__(beta, percentile, multi, rescale, lut_bits, light)
+                 multi: str = "pool", rescale: bool = True, lut_bits: int = DEFAULT_BITS, light="estimate",
+                 convention: str = "stainlab") -> None:
+        super().__init__(beta, percentile, multi, rescale, lut_bits, light, convention)
         self.alpha = check_float("macenko: alpha", alpha, 0.0, 49.0)
 
     def _estimate(self, od, weights, what):
@@ -112,13 +113,16 @@ class Macenko(StainMatrixTransform):
         return np.linalg.pinv(source.stain_matrix) @ (self._factors(source)[:, None] * self.stain_matrix)
 
     def _map(self, colors, source):
-        return map_od_linear(colors, self._od_matrix(source), source.light, self.target_light)
+        return map_od_linear(colors, self._od_matrix(source), source.light, self.target_light, self._clip)
 
     def _small_source(self, image):
         """:meth:`_analyse` on the small-image path, by compiled passes over a sample: the moments give the
         plane, one projection onto it the angles (exact order statistics of ``tan(phi)``, the same order
         without an arctangent per pixel, where all tissue lies on the positive side of ``e1``) and the
-        concentrations too, since the stain rows lie in the plane: ``OD W^+ = (x e1 + y e2) W^+``."""
+        concentrations too, since the stain rows lie in the plane: ``OD W^+ = (x e1 + y e2) W^+``.
+        torchstain's convention takes the generic path (its tissue rule and maxima differ)."""
+        if not self._clip:
+            return super()._small_source(image)
         what = f"{self.name} source"
         pixels, below, moments, light = sample_tissue(image, self.beta, what, self.light_of)
         plane = np.stack(stain_plane(moments.mean, moments.covariance, what), axis=1)
@@ -132,4 +136,6 @@ class Macenko(StainMatrixTransform):
 
     def _small_map(self, image, source):
         return od_linear(image.reshape(-1, 3), self._od_matrix(source), source.light,
+        if not self._clip:
+            return super()._small_map(image, source)
                          self.target_light).reshape(image.shape)

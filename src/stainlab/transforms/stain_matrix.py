@@ -53,6 +53,9 @@ NEGATIVE_OD_NOISE = 0.2
 UNIT_TOLERANCE = 1e-3
 """A stored stain row's length may differ from 1 by this (the published reference rows have 4 digits)."""
 MULTI_MODES = ("pool", "average")
+CONVENTIONS = ("stainlab", "torchstain")
+TORCHSTAIN_LIGHT = np.full(3, 239.0)
+"""torchstain's ``Io = 240`` as a light: its ``-ln((I + 1) / 240)`` is ``-ln((I + 1) / (239 + 1))``."""
 
 
 def tissue_od(colors: np.ndarray, weights: np.ndarray | None, beta: float,
@@ -202,7 +205,7 @@ def stain_images(t: PixelTransform, image, value_range=None) -> StainImages:
     pixels = image.reshape(-1, 3).astype(np.float64)
     ok, source = t._source_or_none(lambda: t._source(pixels, None))
     if ok:
-        conc, matrix = t._scaled_concentrations(rgb_to_od(pixels, source.light), source)
+        conc, matrix = t._scaled_concentrations(rgb_to_od(pixels, source.light, getattr(t, "_clip", True)), source)
     else:
         conc, matrix = np.zeros((len(pixels), 2)), None
     light = t.target_light
@@ -222,12 +225,23 @@ class StainMatrixTransform(LightMixin, PixelTransform):
     multi-target normalizer). ``rescale=False`` keeps the source's concentrations and only swaps the
     stain colours (percentile rescaling hurts weakly stained sources, tiatoolbox #289). ``light``: each
     image's light, see :mod:`stainlab.transforms.lighting`.
+
+    ``convention="torchstain"`` reproduces torchstain's Macenko for people who migrate: a fixed light
+    ``Io = 240`` (``light`` is ignored), optical density not clipped at zero (glass brighter than 240 has
+    negative density and is rendered brighter again), a pixel is tissue only when **all** its channels
+    exceed ``beta`` and the robust maxima are percentiles over **all** pixels, glass included. The
+    default, ``"stainlab"``, uses each image's own light, the "any channel" tissue rule (pale eosin has
+    little red density) and percentiles over tissue, so the amount of glass does not move the maxima.
     """
 
     def __init__(self, beta: float = TISSUE_BETA, percentile: float = 99.0, multi: str = "pool",
-                 rescale: bool = True, lut_bits: int = DEFAULT_BITS, light="estimate") -> None:
+                 rescale: bool = True, lut_bits: int = DEFAULT_BITS, light="estimate",
+                 convention: str = "stainlab") -> None:
         super().__init__(lut_bits)
         self._init_light(light)
+        self.convention = check_choice(f"{self.name}: convention", convention, CONVENTIONS)
+        if self.convention == "torchstain":
+            self.target_light = TORCHSTAIN_LIGHT.copy()
         self.beta = check_float(f"{self.name}: beta", beta, 0.0, 5.0)
         self.percentile = check_float(f"{self.name}: percentile", percentile, 50.0, 100.0)
         self.multi = check_choice(f"{self.name}: multi", multi, MULTI_MODES)
@@ -257,11 +271,37 @@ class StainMatrixTransform(LightMixin, PixelTransform):
         """Stain matrix, robust maximum concentrations and light of one image's colours (``light``:
         already known, else taken by the option)."""
         light = self.light_of(colors, weights) if light is None else light
+        if self.convention == "torchstain":
+            return self._analyse_torchstain(colors, weights, what, light)
         od, w = tissue_od(colors, weights, self.beta, what, light)
         require_color_spread(colors, weights, what)
         stain_matrix = self._estimate(od, w, what)
         check_separable(stain_matrix, what)
         return Source(stain_matrix, robust_max(self._concentrations(od, stain_matrix), w, self.percentile), light)
+
+    def _analyse_torchstain(self, colors, weights, what: str, light) -> Source:
+        """:meth:`_analyse` in torchstain's convention (see the class docstring)."""
+        w = np.ones(len(colors)) if weights is None else np.asarray(weights, dtype=np.float64)
+        od = rgb_to_od(colors, light, clip=False)
+        keep = (od > self.beta).all(axis=1)
+        check_tissue_amount(float(w[keep].sum()), float(w.sum()), what)
+        require_color_spread(colors, weights, what)
+        stain_matrix = self._estimate(od[keep], w[keep], what)
+        check_separable(stain_matrix, what)
+        return Source(stain_matrix, robust_max(self._concentrations(od, stain_matrix), w, self.percentile), light)
+
+    def light_of(self, colors, weights=None) -> np.ndarray:
+        if self.convention == "torchstain":
+            return TORCHSTAIN_LIGHT.copy()
+        return super().light_of(colors, weights)
+
+    def _fit_light(self, colors, weights, what: str) -> np.ndarray:
+        return TORCHSTAIN_LIGHT.copy() if self.convention == "torchstain" else super()._fit_light(colors, weights, what)
+
+    @property
+    def _clip(self) -> bool:
+        """Whether optical density is clipped at zero (not in torchstain's convention)."""
+        return self.convention != "torchstain"
 
     def _set_target(self, stain_matrix: np.ndarray, max_concentrations: np.ndarray, what: str) -> None:
         """Adopt a target after checking it (the same checks for a fit, a saved file and the standard)."""
@@ -300,7 +340,7 @@ class StainMatrixTransform(LightMixin, PixelTransform):
         return scale_factors(source[1], self.max_concentrations) if self.rescale else np.ones(2)
 
     def _map(self, colors, source):
-        conc = self._concentrations(rgb_to_od(colors, source.light), source.stain_matrix)
+        conc = self._concentrations(rgb_to_od(colors, source.light, self._clip), source.stain_matrix)
         return recompose(conc, self._factors(source), self.stain_matrix, self.target_light)
 
     # -- what users ask for: the image's own stains and its separated channels --------------------

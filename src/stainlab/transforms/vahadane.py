@@ -112,8 +112,8 @@ class Vahadane(StainMatrixTransform):
 
     def __init__(self, sparsity: float = SPARSITY, iterations: int = 30, beta: float = TISSUE_BETA,
                  percentile: float = 99.0, multi: str = "pool", rescale: bool = True,
-                 lut_bits: int = DEFAULT_BITS, light="estimate") -> None:
-        super().__init__(beta, percentile, multi, rescale, lut_bits, light)
+                 lut_bits: int = DEFAULT_BITS, light="estimate", convention: str = "stainlab") -> None:
+        super().__init__(beta, percentile, multi, rescale, lut_bits, light, convention)
         self.sparsity = check_float("vahadane: sparsity", sparsity, 0.0, 10.0)
         self.iterations = check_int("vahadane: iterations", iterations, 1, MAX_ITERATIONS)
 
@@ -127,7 +127,10 @@ class Vahadane(StainMatrixTransform):
         return nonnegative_concentrations(od, stain_matrix)
 
     def _small_map(self, image, source):
-        """Non-negative least squares per pixel, by a compiled kernel."""
+        """Non-negative least squares per pixel, by a compiled kernel (on the generic path in
+        torchstain's convention, whose optical density is not clipped)."""
+        if not self._clip:
+            return super()._small_map(image, source)
         return od_nonnegative(image.reshape(-1, 3), source.stain_matrix, self._factors(source),
                               self.stain_matrix, source.light, self.target_light).reshape(image.shape)
 

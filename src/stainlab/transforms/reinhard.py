@@ -30,6 +30,32 @@ MAX_STD = 128.0    # CIELAB units: no channel of the sRGB gamut spreads wider
 LAB_RANGE = (-128.0, 128.0)  # every CIELAB value of an sRGB colour lies inside
 
 
+def lab_stats(colors, weights, what: str, keep=None) -> tuple[np.ndarray, np.ndarray]:
+    """CIELAB mean and standard deviation of float RGB ``colors`` (those flagged in ``keep``) with optional
+    weights; :class:`~stainlab.errors.NoTissueError` naming ``what`` when their colours or a CIELAB channel
+    do not vary (nothing to standardise)."""
+    if keep is not None:
+        colors = colors[keep]
+        weights = None if weights is None else weights[keep]
+    require_color_spread(colors, weights, what)
+    mean, std = weighted_mean_std(rgb_to_lab(colors), weights)
+    require_spread(std, what, LAB, MIN_STD)
+    return mean, std
+
+
+def pixel_lab_stats(pixels: np.ndarray, below, what: str, kept: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lab_stats` of uint8 pixels ``(M, 3)`` by one compiled pass (:func:`lab_moments`): over
+    those with a channel under its bound in ``below`` (tissue bounds, one for all channels or three;
+    256: every pixel), with the same refusals, and too little tissue refused when bounded."""
+    count, rgb_std, mean, std = lab_moments(pixels, below, kept)
+    if np.any(np.asarray(below) < 256):
+        check_tissue_amount(count, len(pixels), what)
+    require_spread(rgb_std, what)
+    require_spread(std, what, LAB, MIN_STD)
+    return mean, std
+
+
 class Reinhard(PixelTransform):
     """Reinhard 2001: match the mean and standard deviation of each CIELAB channel to the reference."""
 
@@ -42,14 +68,7 @@ class Reinhard(PixelTransform):
         self.target_std: np.ndarray | None = None
 
     def _stats(self, colors, weights, what):
-        if self.mask:
-            keep = require_tissue(colors, weights, what)
-            colors = colors[keep]
-            weights = None if weights is None else weights[keep]
-        require_color_spread(colors, weights, what)
-        mean, std = weighted_mean_std(rgb_to_lab(colors), weights)
-        require_spread(std, what, LAB, MIN_STD)
-        return mean, std
+        return lab_stats(colors, weights, what, require_tissue(colors, weights, what) if self.mask else None)
 
     def _fit_colors(self, colors, weights):
         self.target_mean, self.target_std = self._stats(colors, weights, "reinhard reference")
@@ -69,15 +88,9 @@ class Reinhard(PixelTransform):
         """:meth:`_source` on the small-image path: the same statistics and checks by one compiled pass
         over every pixel, which keeps their CIELAB values for the map (so the statistics cost a sum
         each, and no sample is needed)."""
-        what = "reinhard source"
         pixels = image.reshape(-1, 3)
         kept = np.empty((len(pixels), 3), np.float32)
-        count, rgb_std, mean, std = lab_moments(pixels, self._below, kept)
-        if self.mask:
-            check_tissue_amount(count, len(pixels), what)
-        require_spread(rgb_std, what)
-        require_spread(std, what, LAB, MIN_STD)
-        return mean, std, kept
+        return (*pixel_lab_stats(pixels, self._below, "reinhard source", kept), kept)
 
     def _small_map(self, image, source):
         mean, std, kept = source

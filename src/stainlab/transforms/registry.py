@@ -23,6 +23,7 @@ MAX_SAVED_BYTES = 1 << 30  # a saved transform is numbers and at most one embedd
 _METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "reinhard": ("stainlab.transforms.reinhard:Reinhard", {}),
     "reinhard-masked": ("stainlab.transforms.reinhard:Reinhard", {"mask": True}),
+    "reinhard-split": ("stainlab.transforms.reinhard_split:ReinhardSplit", {}),
     "macenko": ("stainlab.transforms.macenko:Macenko", {}),
     "vahadane": ("stainlab.transforms.vahadane:Vahadane", {}),
     "ruifrok": ("stainlab.transforms.ruifrok:Ruifrok", {}),

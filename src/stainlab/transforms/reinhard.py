@@ -5,7 +5,8 @@ Each LAB channel of the source is standardised and given the reference's mean an
 ``out = (x - mu_src) / sd_src * sd_ref + mu_ref`` (Eq. 10-11 of the paper, applied in CIELAB as the
 peer libraries do rather than the paper's l-alpha-beta). The masked variant computes both sets of
 statistics on tissue pixels only and leaves background pixels untouched (HistomicsTK PR #734,
-torch-staintools #2), so glass does not dilute the statistics of sparse tissue.
+torch-staintools #2), so glass does not dilute the statistics of sparse tissue; the split variant
+(:mod:`stainlab.transforms.reinhard_split`) also sends the glass to the reference's glass.
 
 A channel without spread cannot be standardised (issue 12): a reference whose colours or CIELAB channels
 are flat (black, white, one colour, grey) is refused, and such a source is passed through with a

@@ -154,3 +154,18 @@ def test_new_scanner_presets_are_named_and_documented():
     for name in ("scanner-beige", "scanner-crosstalk", "scanner-tone", "scanner-jpeg", "scanner-other"):
         assert PRESETS[name].imitates and PRESETS[name].changes
     assert preset("scanner-beige", 0).light == BEIGE                # no jitter on the glass colour itself
+
+
+def test_a_benchmark_of_a_beige_scan_takes_its_light_once_per_source(tmp_path, conc):
+    """Tiles of a beige-glass slide: the glass tiles are not taken for tissue, the tissue tiles (which
+    have too little glass to estimate from) are separated against the whole slide's light."""
+    from stainlab.data import make_benchmark
+
+    slide = np.full((128, 320, 3), BEIGE, np.uint8)
+    slide[:, :160] = lit(concentration_maps((128, 160), seed=6, glass=0.0), BEIGE)
+    slide[:, 160:192] = lit(conc, BEIGE)[:, :32]
+    out = make_benchmark(slide, "long-he", tmp_path / "bench", tile=64, min_tissue=0.5)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["skipped"]["background"] == 4                            # the two glass-only columns of tiles
+    assert all(entry["source_light"] == list(BEIGE) for entry in meta["images"])
+    assert not estimate_light(slide[:64, :64]).found                      # a tile alone could not tell

@@ -168,28 +168,34 @@ def test_make_benchmark_writes_pairs_and_meta_byte_identically(tmp_path, ihc_ima
     make_benchmark(sources, "scanner-led", first, seed=4)
     make_benchmark(sources, "scanner-led", second, seed=4)
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert [str(p) for p in files] == ["A/he.png", "A/ihc.png", "B/he.png", "B/ihc.png", "meta.json"]
+    # the IHC crop, all tissue, is the representative: held out, its truth the reference
+    assert [str(p) for p in files] == ["A/he.png", "B/he.png", "meta.json", "reference.png"]
     for rel in files:
         assert (first / rel).read_bytes() == (second / rel).read_bytes()
-    assert np.array_equal(read_image(first / "B" / "ihc.png")[0], ihc_image)
+    assert np.array_equal(read_image(first / "reference.png")[0], ihc_image)
+    assert np.array_equal(read_image(first / "B" / "he.png")[0], he_tissue)
     meta = json.loads((first / "meta.json").read_text())
-    assert meta["preset"] == "scanner-led" and meta["seed"] == 4 and len(meta["images"]) == 2
-    entry = meta["images"][1]
-    assert entry["name"] == "ihc"
+    assert meta["preset"] == "scanner-led" and meta["seed"] == 4 and len(meta["images"]) == meta["pairs"] == 1
+    assert meta["reference_image"]["held_out"] == "ihc" and "100% tissue" in meta["reference_image"]["why"]
+    entry = meta["images"][0]
+    assert entry["name"] == "he" and entry["source_light"] == [255.0, 255.0, 255.0]
     staining = Staining.from_dict(entry["staining"])
-    regenerated = restain(ihc_image, staining, np.array(entry["source_stains"]), seed=entry["noise_seed"])
-    assert np.array_equal(regenerated, read_image(first / "A" / "ihc.png")[0])     # meta says it all
+    regenerated = restain(he_tissue, staining, np.array(entry["source_stains"]), seed=entry["noise_seed"],
+                          light=entry["source_light"])
+    assert np.array_equal(regenerated, read_image(first / "A" / "he.png")[0])     # meta says it all
     other = tmp_path / "run3"
     make_benchmark(sources, "scanner-led", other, seed=5)
-    assert (other / "A" / "ihc.png").read_bytes() != (first / "A" / "ihc.png").read_bytes()
+    assert (other / "A" / "he.png").read_bytes() != (first / "A" / "he.png").read_bytes()
     assert not list(tmp_path.glob(".*part"))
 
 
 def test_make_benchmark_reference_staining_and_overwrite(tmp_path, he_tissue):
     out = tmp_path / "bench"
     make_benchmark([he_tissue, he_tissue[::-1]], "long-he", out, reference=Staining(scale=(0.8, 0.8)))
-    truth = read_image(out / "B" / "00000.png")[0]
-    assert mean_od(truth) < mean_od(he_tissue) < mean_od(read_image(out / "A" / "00000.png")[0])
+    kept = json.loads((out / "meta.json").read_text())["images"][0]["name"]
+    truth = read_image(out / "B" / f"{kept}.png")[0]
+    assert mean_od(truth) < mean_od(he_tissue) < mean_od(read_image(out / "A" / f"{kept}.png")[0])
+    assert mean_od(read_image(out / "reference.png")[0]) == pytest.approx(mean_od(truth))  # the same look
     with pytest.raises(FileExistsError):
         make_benchmark(he_tissue, "faded", out)
     make_benchmark(he_tissue, "faded", out, overwrite=True)
@@ -227,14 +233,22 @@ def test_make_benchmark_tiles_sources_and_skips_glass_with_a_note(tmp_path, caps
     out = tmp_path / "bench"
     assert main(["data", "make-benchmark", "--source", str(sources), "--out", str(out)]) == 0
     tissue_tiles = ["slide_y0_x0", "slide_y0_x256", "slide_y256_x0", "slide_y256_x256"]
-    assert sorted(p.stem for p in (out / "A").iterdir()) == tissue_tiles  # 2 glass tiles and white.png left out
-    assert np.array_equal(read_image(out / "B" / "slide_y256_x0.png")[0], image[256:, :256])
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["pairs"] == 4 and meta["skipped"] == {"background": 3, "unseparable": 0}
+    held_out = meta["reference_image"]["held_out"]
+    scored = sorted(p.stem for p in (out / "A").iterdir())
+    assert sorted(scored + [held_out]) == tissue_tiles  # 2 glass tiles and white.png left out, one is the reference
+    def tile(name):
+        y, x = (int(part[1:]) for part in name.split("_")[1:])
+        return image[y:y + 256, x:x + 256]
+
+    assert np.array_equal(read_image(out / "reference.png")[0], tile(held_out))   # the truth: the source as it is
+    assert all(np.array_equal(read_image(out / "B" / f"{name}.png")[0], tile(name)) for name in scored)
+    assert meta["pairs"] == 3 and meta["skipped"] == {"background": 3, "unseparable": 0}
     assert meta["tile"] == 256 and [m["at"] for m in meta["images"]][1] == [0, 256]
     captured = capsys.readouterr()
     assert "white: no tissue" in captured.err
-    assert "wrote 4 pairs" in captured.out and "skipped 3 tile(s): 3 with under 50% tissue" in captured.out
+    assert "wrote 3 pairs" in captured.out and "skipped 3 tile(s): 3 with under 50% tissue" in captured.out
+    assert f"reference {out / 'reference.png'}: held out of the scored pairs, the truth of {held_out}" in captured.out
 
 
 def test_make_benchmark_keeps_whole_images_and_skips_unseparable_ones(tmp_path, he_tissue):

@@ -33,12 +33,12 @@ def run(args) -> int:
         params.setdefault(label, {})[name] = value
     check_methods(methods, params)
     folder.check(out)  # before a preset is rendered into it
-    data = evaluation_data(args.data, args.source, args.seed, out, args.unpaired)
     reference = None
     if args.reference:
         reference, notes = read_image(args.reference)
         for note in notes:
             messages.warn(f"{args.reference}: {note}")
+    data = evaluation_data(args.data, args.source, args.seed, out, args.unpaired, reference)
     metric_names = args.metrics.split(",") if args.metrics else None
     semantic = None
     if args.classifier:
@@ -65,13 +65,18 @@ def add(sub, common) -> None:
         "Run each method on the same paired data (A/ = inputs, B/ = ground truth) and score it against\n"
         "the truth (PSNR, SSIM, CIEDE2000, MAE), with the unnormalized inputs as the baseline. DATA is\n"
         "such a folder, or a simulator preset rendered from --source (scikit-image's IHC image by\n"
-        "default). The reference is -r, or the ground truth of the first pair (then not scored).\n"
+        "default). The reference is -r (a preset's truth is then rendered in its look), else the\n"
+        "benchmark's reference.png (a held-out tile in the truth's look), else the truth with the most\n"
+        "tissue and the most typical colour (then not scored); the report says which and why. A -r whose\n"
+        "tissue colour differs from the truth's is warned about: make a benchmark in its look with\n"
+        "`stainlab data make-benchmark --reference REF`.\n"
         "Writes results.json/.csv/.md and report.html (ranked by the first metric, with the reference,\n"
         "a montage and charts). Re-running into the same folder resumes: a method is scored again only\n"
         "when its spec, parameters, files, the reference or the metrics changed; methods no longer asked\n"
         "for leave the report. REPORT_DIR must be new, empty or an earlier report.",
         "examples:\n  stainlab evaluate --data long-he -o report/\n"
-        "  stainlab evaluate --methods reinhard,macenko --data bench/ -r ref.png -o report/\n"
+        "  stainlab evaluate --data long-he --source tiles/ -r my_reference.png -o report/\n"
+        "  stainlab evaluate --methods reinhard,macenko --data bench/ -o report/\n"
         "  stainlab evaluate --methods macenko,strong=macenko --param strong.alpha=5 --data bench/ -o report/\n"
         "  stainlab evaluate --methods macenko,fitted/vahadane.json,unet:runs/u/student.safetensors \\\n"
         "      --data bench/ -o report/   # labels: macenko, vahadane.json, unet:student\n"
@@ -85,7 +90,8 @@ def add(sub, common) -> None:
     parser.add_argument("--param", action="append", type=method_param, default=[], metavar="METHOD.KEY=VALUE",
                         help="a parameter of one method, by its label in --methods: --param macenko.alpha=2 "
                              "(repeatable; an unknown KEY is refused with a list of the method's parameters)")
-    parser.add_argument("-r", "--reference", metavar="REF", help="reference image (default: see above)")
+    parser.add_argument("-r", "--reference", metavar="REF",
+                        help="reference image (default: see above); with a preset, the truth is rendered in its look")
     parser.add_argument("--source", action="append", metavar="IMG_OR_DIR",
                         help="real tissue for a preset (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="simulator seed for a preset (default: 0)")

@@ -1,10 +1,17 @@
 """Write simulator pairs to a folder: the data a normalizer is scored on against exact ground truth.
 
 ``mode="restain"`` writes ``A/<name>.png`` (the tissue re-stained under a preset: what a normalizer
-sees), ``B/<name>.png`` (the same tissue under the reference staining: the ground truth) and
-``meta.json``. ``mode="ihc"`` writes H&E -> IHC pairs in the BCI layout of paper 002,
-``HE/<split>/00001_<split>_2+.png`` and ``IHC/<split>/00001_<split>_2+.png``, with ``meta_<split>.json``;
-it adds that split to an existing BCI folder and leaves the other splits as they are.
+sees), ``B/<name>.png`` (the same tissue under the truth's staining: the ground truth), ``reference.png``
+and ``meta.json``. The reference is what a fair score needs: an image in the truth's look, so a method
+fitted on it is asked for exactly the look it is scored against. It is either another tissue tile
+rendered under the same truth staining, held out of the scored pairs (the set's representative,
+:func:`stainlab.data.looks.typical`: most tissue, most typical colour), or, when a reference image is
+given, that image itself, with the truth rendered in its look (:func:`stainlab.data.looks.look_of`:
+its stain rows, its stain amounts, its light). ``meta.json`` records which and why.
+
+``mode="ihc"`` writes H&E -> IHC pairs in the BCI layout of paper 002, ``HE/<split>/00001_<split>_2+.png``
+and ``IHC/<split>/00001_<split>_2+.png``, with ``meta_<split>.json``; it adds that split to an existing
+BCI folder and leaves the other splits as they are.
 
 With ``tile`` each source image is cut into ``tile`` x ``tile`` pieces
 (:func:`stainlab.data.tiles.extract_tiles`, no overlap; the last row and column end at the border), one
@@ -27,12 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stainlab.color.deconvolution import separate
 from stainlab.color.tissue import tissue_mask
 from stainlab.data.folders import is_bci_layout
+from stainlab.data.looks import fingerprint, look_of, stain_amounts, staining_for, tissue_colour, typical
 from stainlab.data.presets import PRESETS
 from stainlab.data.presets import preset as preset_staining
-from stainlab.data.simulate import HER2_LEVELS, Staining, he_to_ihc, her2_level, render, source_stain_rows
+from stainlab.data.simulate import (HER2_LEVELS, Staining, concentrations, he_to_ihc, her2_level, render,
+                                    source_light, source_stain_rows)
 from stainlab.data.tiles import extract_tiles, grid_starts
 from stainlab.errors import InputError, StainlabError
 from stainlab.io.arrays import check_rgb8
@@ -41,22 +49,29 @@ from stainlab.io.images import list_images, read_image, write_image
 
 MODES = ("restain", "ihc")
 META = "meta.json"
+REFERENCE = "reference.png"
 
 
 def make_benchmark(source, preset: str | None = "long-he", out=None, seed: int = 0, *,
-                   reference: Staining | str | None = None, mode: str = "restain", levels=None,
-                   split: str = "train", source_stains=None, tile: int | None = None, min_tissue: float = 0.0,
-                   overwrite: bool = False) -> Path:
+                   reference: Staining | str | Path | np.ndarray | None = None, mode: str = "restain",
+                   levels=None, split: str = "train", source_stains=None, tile: int | None = None,
+                   min_tissue: float = 0.0, overwrite: bool = False) -> Path:
     """Write a paired benchmark made from ``source`` to the folder ``out``; returns ``out``.
 
     ``source``: an image file, a folder of images, a uint8 HxWx3 array, or a list of files / arrays
     (arrays are named ``00000``, ``00001``...). ``preset``: a key of :data:`PRESETS`; pair ``i``
     gets the preset with its own jitter, seeded by ``(seed, i)``, so the set is varied and
-    reproducible (the same seed drives its scanner noise). ``reference``: the ground truth's staining
-    (``None``: the source as it is, which is its own staining's exact rendering; or a :class:`Staining`
-    / preset name). ``source_stains``: how each piece is separated (``None`` = Macenko fit per piece,
-    or a named set / matrix). ``tile``: cut sources into pieces of this side (``None``: whole images);
-    ``min_tissue``: the tissue fraction a piece needs (see the module docstring).
+    reproducible (the same seed drives its scanner noise). ``reference``: the ground truth's look.
+    ``None``: the source as it is (its own staining's exact rendering); a :class:`Staining` or preset
+    name: that staining; in these cases one piece, the most representative, is held out and its truth
+    written as ``reference.png``. A reference image (a uint8 array, or the path of an image file): the
+    truth is rendered in its look (:func:`stainlab.data.looks.staining_for`, the amount scale taken
+    over all pieces) and the image itself is ``reference.png``; this is the benchmark on which a method
+    fitted to that image is scored fairly. Each source image is separated against its own light (the
+    colour of its glass, estimated once over the whole image before it is cut). ``source_stains``: how
+    each piece is separated (``None`` = Macenko fit per piece, or a named set / matrix). ``tile``: cut
+    sources into pieces of this side (``None``: whole images); ``min_tissue``: the tissue fraction a
+    piece needs, tissue taken against the source's light (see the module docstring).
 
     ``mode="ihc"``: H&E -> IHC pairs in split ``split``; ``levels`` gives each source image's HER2
     level, which its tiles share (one for all, or one per source image; default: drawn from the seed);
@@ -96,8 +111,11 @@ def make_benchmark(source, preset: str | None = "long-he", out=None, seed: int =
     pieces = itertools.chain([first], pieces)
     settings = {"seed": seed, "tile": tile, "min_tissue": min_tissue}
     if mode == "restain":
+        truth, given = _reference(reference, seed)
+        if given is not None:
+            truth = staining_for(look_of(given), _typical_amounts(items, tile, min_tissue, source_stains))
         with atomic_folder(out) as folder:
-            meta = _write_restain(pieces, preset, seed, reference, folder / "A", folder / "B")
+            meta = _write_restain(pieces, preset, seed, truth, given, folder)
             _write_meta(folder / META, {**meta, **settings}, skipped)
     else:
         with atomic_folder(out / "HE" / split) as he, atomic_folder(out / "IHC" / split) as ihc:
@@ -120,59 +138,96 @@ def _write_meta(path: Path, meta: dict, skipped: Counter) -> None:
 
 # -- pieces: tiles or whole images with tissue enough and separable stains ---------------------------------------
 def _pieces(items, tile: int | None, min_tissue: float, skipped: Counter):
-    """``(pair name, source name, (y, x) or None, image, level)`` of every piece with tissue enough;
-    counts the others in ``skipped["background"]``."""
+    """``(pair name, source name, (y, x) or None, image, level, light)`` of every piece with tissue
+    enough, ``light`` being its source image's (a tile may have no glass of its own); counts the others
+    in ``skipped["background"]``."""
     for name, load, level in items:
         image = load()
+        light = source_light("estimate", image)
         if tile is None or min(image.shape[:2]) < tile:
-            found = [(name, None, image)] if tissue_mask(image).mean() >= min_tissue else []
+            found = [(name, None, image)] if tissue_mask(image, light=light).mean() >= min_tissue else []
             total = 1
         else:
             found = [(f"{name}_y{t.y}_x{t.x}", (t.y, t.x), t.image)
-                     for t in extract_tiles(image, tile, overlap=0, min_tissue=min_tissue)]
+                     for t in extract_tiles(image, tile, overlap=0, min_tissue=min_tissue, light=light)]
             total = len(grid_starts(image.shape[0], tile, tile)) * len(grid_starts(image.shape[1], tile, tile))
         skipped["background"] += total - len(found)
         if not found:
             warnings.warn(f"{name}: no tissue (under {min_tissue:.0%} in all {total} piece(s)); skipped",
                           stacklevel=2)
         for pair_name, at, piece in found:
-            yield pair_name, name, at, piece, level
+            yield pair_name, name, at, piece, level, light
 
 
 def _separable(pieces, source_stains, skipped: Counter):
     """The pieces with their fitted stain rows; a piece whose stains cannot be separated is skipped
     with a warning and counted in ``skipped["unseparable"]``."""
-    for pair_name, name, at, image, level in pieces:
+    for pair_name, name, at, image, level, light in pieces:
         try:
-            rows = source_stain_rows(image, source_stains)
+            rows = source_stain_rows(image, source_stains, light)
         except StainlabError as err:
             warnings.warn(f"{pair_name}: cannot separate its stains ({err}); skipped", stacklevel=2)
             skipped["unseparable"] += 1
             continue
-        yield pair_name, {"source": name, "at": at, "source_stains": rows.tolist()}, image, rows, level
+        record = {"source": name, "at": at, "source_stains": rows.tolist(), "source_light": light.tolist()}
+        yield pair_name, record, image, rows, level, light
+
+
+def _typical_amounts(items, tile: int | None, min_tissue: float, source_stains) -> np.ndarray:
+    """The median over all pieces of each stain's amount (:func:`stainlab.data.looks.stain_amounts`):
+    the sources' typical staining, which a reference's look is scaled against. A first pass over the
+    pieces, quiet (the writing pass reports skipped pieces); ones when no piece is usable (that pass
+    then says so)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        amounts = [stain_amounts(image, rows, light) for _, _, image, rows, _, light
+                   in _separable(_pieces(items, tile, min_tissue, Counter()), source_stains, Counter())]
+    return np.median(amounts, axis=0) if amounts else np.ones(2)
 
 
 # -- writing ----------------------------------------------------------------------------------------------------
-def _write_restain(pieces, preset_name, seed, reference, inputs: Path, truths: Path) -> dict:
-    truth = _reference_staining(reference, seed)
-    images = []
-    for index, (name, record, image, rows, _) in enumerate(pieces):
+def _write_restain(pieces, preset_name, seed, truth: Staining | None, given: np.ndarray | None,
+                   folder: Path) -> dict:
+    """Every pair, then the reference: ``given`` itself, or the representative pair's truth (moved to
+    ``reference.png``, its input deleted) when there are two pairs or more."""
+    images, colours = [], []
+    for index, (name, record, image, rows, _, light) in enumerate(pieces):
         target, noise_seed = _image_staining(preset_name, seed, index), _image_seed(seed, index)
-        conc = separate(image, rows)
-        write_image(inputs / f"{name}.png", render(conc, rows, target, seed=noise_seed))
-        write_image(truths / f"{name}.png", image if truth is None else render(conc, rows, truth))
+        conc = concentrations(image, rows, light)
+        write_image(folder / "A" / f"{name}.png", render(conc, rows, target, noise_seed, light))
+        truth_image = image if truth is None else render(conc, rows, truth, source_light=light)
+        write_image(folder / "B" / f"{name}.png", truth_image)
+        colours.append(tissue_colour(truth_image))
         images.append({"name": name, **record, "staining": target.to_dict(), "noise_seed": noise_seed})
+    if given is not None:
+        write_image(folder / REFERENCE, given)
+        reference = {"given": True, "held_out": None,
+                     "why": "the reference image given; the truth is rendered in its look (its stain rows, stain "
+                            "amounts and light)"}
+    elif len(images) > 1:
+        choice = typical(colours, [entry["name"] for entry in images])
+        held_out = images.pop(choice.index)["name"]
+        given = read_image(folder / "B" / f"{held_out}.png")[0]
+        (folder / "B" / f"{held_out}.png").rename(folder / REFERENCE)
+        (folder / "A" / f"{held_out}.png").unlink()
+        reference = {"given": False, "held_out": held_out,
+                     "why": f"held out of the scored pairs, the truth of {choice.why}"}
+    else:
+        reference = None
+    if reference is not None:
+        reference = {"file": REFERENCE, **reference, "fingerprint": fingerprint(given)}
     return {"mode": "restain", "preset": preset_name, "preset_doc": _preset_doc(preset_name),
-            "reference": None if truth is None else truth.to_dict(), "images": images,
-            "layout": "A/<name>.png = re-stained input, B/<name>.png = ground truth (pixel-aligned)"}
+            "truth_staining": None if truth is None else truth.to_dict(), "reference_image": reference,
+            "images": images, "layout": "A/<name>.png = re-stained input, B/<name>.png = ground truth "
+                                        "(pixel-aligned), reference.png = an image in the truth's look"}
 
 
 def _write_ihc(pieces, seed, split, he: Path, ihc: Path) -> dict:
     images = []
-    for index, (_, record, image, rows, level) in enumerate(pieces):
+    for index, (_, record, image, rows, level, light) in enumerate(pieces):
         bci_name = f"{index + 1:05d}_{split}_{level}.png"
         write_image(he / bci_name, image)
-        write_image(ihc / bci_name, he_to_ihc(image, level, _image_seed(seed, index), rows))
+        write_image(ihc / bci_name, he_to_ihc(image, level, _image_seed(seed, index), rows, light))
         images.append({"name": bci_name, **record, "level": level})
     return {"mode": "ihc", "split": split, "images": images,
             "layout": "HE/<split>/<n>_<split>_<level>.png with IHC/<split>/ of the same name (BCI, paper 002)"}
@@ -187,12 +242,20 @@ def _image_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _reference_staining(reference, seed: int) -> Staining | None:
+def _reference(reference, seed: int) -> tuple[Staining | None, np.ndarray | None]:
+    """The truth's staining (``None``: the sources as they are) and the reference image given, if any."""
     if reference is None or isinstance(reference, Staining):
-        return reference
-    if isinstance(reference, str):
-        return preset_staining(reference, seed)
-    raise InputError(f"reference must be None, a Staining or a preset name, got {type(reference).__name__}")
+        return reference, None
+    if isinstance(reference, str) and reference in PRESETS:
+        return preset_staining(reference, seed), None
+    if isinstance(reference, np.ndarray):
+        return None, check_rgb8(reference, "reference")
+    if isinstance(reference, (str, Path)):
+        if not Path(reference).is_file():
+            raise InputError(f"reference {reference}: neither an image file nor a preset ({', '.join(PRESETS)})")
+        return None, read_image(reference)[0]
+    raise InputError(f"reference must be None, a Staining, a preset name, an image or its path, got "
+                     f"{type(reference).__name__}")
 
 
 def _ihc_levels(levels, count: int, seed: int) -> list[str]:

@@ -36,11 +36,12 @@ class Tile:
 
 
 def extract_tiles(image: np.ndarray, tile: int = 288, overlap: int = 144, min_tissue: float = 0.5,
-                  rotations=(0,)) -> Iterator[Tile]:
+                  rotations=(0,), light=None) -> Iterator[Tile]:
     """Tiles of ``image`` whose tissue fraction is at least ``min_tissue``, each in every rotation.
 
     Defaults follow paper 003 (288 px, 144 overlap); ``rotations=(0, 90, 180, 270)`` is paper 004's
-    augmentation.
+    augmentation. ``light``: the RGB of the image's glass, so that grey-beige glass is not counted as
+    tissue (``None``: white).
     """
     image = check_rgb8(image)
     if not 0 <= overlap < tile:
@@ -51,7 +52,7 @@ def extract_tiles(image: np.ndarray, tile: int = 288, overlap: int = 144, min_ti
     if bad:
         raise InputError(f"rotations must be multiples of 90 degrees in [0, 270], got {sorted(bad)}")
     stride = tile - overlap
-    tissue = tissue_mask(image)
+    tissue = tissue_mask(image, light=light)
     for y in grid_starts(image.shape[0], tile, stride):
         for x in grid_starts(image.shape[1], tile, stride):
             if tissue[y:y + tile, x:x + tile].mean() < min_tissue:

@@ -8,13 +8,15 @@ from pathlib import Path
 from stainlab.errors import InputError
 
 
-def evaluation_data(spec: str, source, seed: int, out, unpaired: bool = False):
+def evaluation_data(spec: str, source, seed: int, out, unpaired: bool = False, reference=None):
     """The data to score: the folder ``spec`` (paired A/ B/; unpaired A/ B/ with ``unpaired``; the HEV
     layout, unpaired HE -> Long HE; the BCI layout's test split), else a simulator preset rendered into
     ``out/data`` from ``source`` (scikit-image's IHC image when none is given), reused when it is
-    already there."""
+    already there. A preset's truth is rendered in the look of ``reference`` (an image) when given, so a
+    user's own reference is scored fairly; else one tile is held out as the reference."""
     from stainlab.data.benchmark import META, make_benchmark
     from stainlab.data.folders import PairedFolders, UnpairedFolders, hev, is_bci_layout, is_hev_layout
+    from stainlab.data.looks import fingerprint
     from stainlab.data.presets import PRESETS
 
     if Path(spec).is_dir():
@@ -34,8 +36,15 @@ def evaluation_data(spec: str, source, seed: int, out, unpaired: bool = False):
         if made.get("preset") != spec or made.get("seed") != seed:
             raise InputError(f"{folder}: holds preset {made.get('preset')!r} seed {made.get('seed')}; "
                              "use another -o or delete it")
+        made_for = made.get("reference_image") or {}
+        had = made_for.get("fingerprint") if made_for.get("given") else None
+        if had != (None if reference is None else fingerprint(reference)):
+            rendered = "for a reference given with -r" if had else "with a tile of its own as the reference"
+            asked = "no -r" if reference is None else "this -r"
+            raise InputError(f"{folder}: its truth was rendered {rendered}, not for {asked}; use another -o or "
+                             "delete it")
     else:
-        make_benchmark(source or demo_tissue(), spec, folder, seed)
+        make_benchmark(source or demo_tissue(), spec, folder, seed, reference=reference)
     return PairedFolders.open(folder)
 
 

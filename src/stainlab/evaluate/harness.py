@@ -8,6 +8,14 @@ and scored with paired metrics; unpaired data (e.g. HEV) is scored by colour-dis
 the target domain. The untouched sources are scored too (``unnormalized``), so every number has its
 baseline.
 
+The reference must look like the truth, or every method is charged for the difference. By default it
+is the benchmark's own ``reference.png`` (an image in the truth's look, :mod:`stainlab.data.benchmark`),
+else the set's representative (:func:`stainlab.data.looks.typical`: of the truths, or of the target
+domain when unpaired), whose pair is then not scored; the report says which and why. A reference given
+by the user whose median tissue colour is more than :data:`~stainlab.data.looks.LOOK_TOLERANCE`
+CIEDE2000 from the truths' (and is not the image the benchmark was rendered for) is scored as given,
+with a warning naming the distance.
+
 Resumable: each method's per-image results are saved (atomically) after every image under
 ``OUT/runs/``; a re-run with the same reference, metrics, spec, parameters and files skips what is done.
 A method that fails is reported with its error and the others go on. The folder must be empty or a
@@ -16,7 +24,6 @@ report (:mod:`stainlab.evaluate.folder`); after a run it holds this run's method
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import warnings
@@ -27,7 +34,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from stainlab import metrics
+from stainlab.data.benchmark import META, REFERENCE
 from stainlab.data.folders import PairedFolders, UnpairedFolders, read_pair
+from stainlab.data.looks import LOOK_TOLERANCE, fingerprint, look_distance, tissue_colour, typical
 from stainlab.errors import InputError
 from stainlab.evaluate import folder
 from stainlab.io.atomic import atomic_write_text
@@ -48,6 +57,7 @@ INPUT_COLUMNS = ("source", "truth")  # montage columns of the inputs; no method 
 MONTAGE_ROWS = 4
 UNPAIRED_METRICS = ("wasserstein",)  # need no pixel correspondence: scored against the pooled target set
 TARGET_POOL_PIXELS = 1 << 18
+LOOK_SAMPLE = 64  # truths (evenly spread) whose median tissue colour a given reference is compared with
 
 
 @dataclass
@@ -73,10 +83,6 @@ class MethodRun:
 
 def score(output: np.ndarray, truth: np.ndarray, metric_names: list[str]) -> dict[str, float]:
     return {m: float(METRICS[m][0](output, truth)) for m in metric_names}
-
-
-def _fingerprint(reference: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(reference).tobytes()).hexdigest()[:16]
 
 
 def short_label(spec: str) -> str:
@@ -179,28 +185,54 @@ class Harness:
             raise InputError("semantic (HER2-level) scores need paired data with ground-truth IHC")
         if semantic is not None:
             self.metric_names = metric_names + [m for m in semantic.names if m not in metric_names]
-        self.reference_source = reference_source
+        self.reference_source, self.reference_warning = reference_source, None
         if self.paired:
             if len(data) == 0:
                 raise InputError(f"{data.root}: no image pairs to evaluate")
             self.pairs = dict(zip((a.stem for a, _ in data.pairs), data.pairs))
+            made = _benchmark_reference(data.root)
             if reference is None:
-                # The ground truth of the first pair is the reference; that pair is not scored.
-                first = next(iter(self.pairs))
-                reference = read_pair(*self.pairs.pop(first))[1]
-                self.reference_source = f"{first} (ground truth of the first pair, not scored)"
-                if not self.pairs:
-                    raise InputError(f"{data.root}: one pair only, which serves as the reference; "
-                                     "give -r or more pairs")
+                reference = self._default_reference(made)
+            elif made is None or made["fingerprint"] != fingerprint(reference):
+                self.reference_warning = self._look_warning(reference)
         else:
             self.pairs = {a.stem: (a, None) for a in data.a}
             self.target = target_pool(data.b)
             if reference is None:
-                reference = read_image(data.b[0])[0]
-                self.reference_source = f"{data.b[0].name} (first image of the target domain)"
+                choice = typical([tissue_colour(read_image(p)[0]) for p in data.b], [p.name for p in data.b])
+                reference = read_image(data.b[choice.index])[0]
+                self.reference_source = f"the target domain's representative, {choice.why}"
         self.reference = reference
         self.montage_keys = list(self.pairs)[:MONTAGE_ROWS]
         folder.claim(self.out)
+
+    def _default_reference(self, made: dict | None) -> np.ndarray:
+        """The benchmark's ``reference.png`` (``made``: its record in meta.json), else the truths'
+        representative, whose pair leaves the scored set."""
+        if made is not None:
+            self.reference_source = f"{REFERENCE} of the benchmark: {made['why']}"
+            return read_image(self.data.root / REFERENCE)[0]
+        keys = list(self.pairs)
+        choice = typical([tissue_colour(read_image(self.pairs[k][1])[0]) for k in keys], keys)
+        self.reference_source = f"the ground truths' representative, not scored: {choice.why}"
+        reference = read_image(self.pairs.pop(keys[choice.index])[1])[0]
+        if not self.pairs:
+            raise InputError(f"{self.data.root}: one pair only, which serves as the reference; give -r or more pairs")
+        return reference
+
+    def _look_warning(self, reference: np.ndarray) -> str | None:
+        """A warning (also issued) when ``reference`` looks unlike the ground truth, else None."""
+        truths = [b for _, b in self.pairs.values()]
+        sample = [truths[i] for i in np.unique(np.linspace(0, len(truths) - 1, LOOK_SAMPLE).astype(int))]
+        distance = look_distance(tissue_colour(reference), [tissue_colour(read_image(p)[0]) for p in sample])
+        if distance <= LOOK_TOLERANCE:
+            return None
+        message = (f"the reference ({self.reference_source}) looks unlike the ground truth: its median tissue "
+                   f"colour is {distance:.1f} CIEDE2000 from the truth's, and every method is charged for that "
+                   "difference; score it on truth rendered in its look (stainlab data make-benchmark --reference "
+                   "REF, or --data PRESET -r REF)")
+        warnings.warn(message, stacklevel=3)
+        return message
 
     def _load(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """Source and what its output is scored against (its truth, or the pooled target domain)."""
@@ -217,9 +249,9 @@ class Harness:
         library."""
         spec, params = self._specs.get(name, (name, {}))
         files = [p for p in {Path(spec), Path(spec.partition(":")[2])} if str(p) not in ("", ".") and p.is_file()]
-        return {"reference": _fingerprint(self.reference), "metrics": self.metric_names, "spec": spec,
+        return {"reference": fingerprint(self.reference), "metrics": self.metric_names, "spec": spec,
                 "params": params, "files": sorted([str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files),
-                "semantic": None if self.semantic is None else _fingerprint(self.semantic.library)}
+                "semantic": None if self.semantic is None else fingerprint(self.semantic.library)}
 
     def _load_run(self, name: str) -> MethodRun:
         path = self._run_file(name)
@@ -314,7 +346,7 @@ class Harness:
                                         for label, spec in methods.items()]
         results = {
             "data": str(self.data.root), "paired": self.paired, "reference": self.reference_source,
-            "reference_image": "reference.png",
+            "reference_image": "reference.png", "reference_warning": self.reference_warning,
             "methods": {label: {"spec": spec, "params": params.get(label, {})} for label, spec in methods.items()},
             "metrics": self.metric_names,
             "higher_is_better": {m: METRICS[m][1] if m in METRICS else True for m in self.metric_names},
@@ -326,6 +358,15 @@ class Harness:
         atomic_write_text(self.out / "results.json", json.dumps(_finite(results), indent=1))
         self._prune(methods)
         return results
+
+
+def _benchmark_reference(root: Path) -> dict | None:
+    """The record of a benchmark folder's ``reference.png`` in its meta.json, when it has one."""
+    try:
+        made = json.loads((root / META).read_text(encoding="utf-8")).get("reference_image")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return made if isinstance(made, dict) and (root / REFERENCE).is_file() else None
 
 
 def folder_name(name: str) -> str:

@@ -161,12 +161,15 @@ def _results_table(results: dict) -> str:
 
 
 def _reference(results: dict, folder: Path) -> str:
-    """The reference image beside the report, shown small (click for full size), and where it came from."""
+    """The reference image beside the report, shown small (click for full size), where it came from and,
+    when it looks unlike the ground truth, the warning that the scores charge methods for that."""
     image = results.get("reference_image")
     shown = (f'<a href="{html.escape(image)}"><img src="{html.escape(image)}" alt="reference" '
              f'style="max-width:{THUMB}px;max-height:{THUMB}px;display:block"></a>'
              if image and (folder / image).is_file() else "")
-    return f"<h2>Reference</h2>{shown}<p>{html.escape(results['reference'])}</p>"
+    warning = results.get("reference_warning")
+    caution = f'<p><b>Warning</b>: {html.escape(warning)}</p>' if warning else ""
+    return f"<h2>Reference</h2>{shown}<p>{html.escape(results['reference'])}</p>{caution}"
 
 
 def _methods(results: dict) -> str:

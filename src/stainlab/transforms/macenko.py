@@ -104,7 +104,8 @@ class Macenko(StainMatrixTransform):
         from stainlab.transforms import torch_engine
 
         return torch_engine.macenko_stains(x, self.stain_matrix, self.max_concentrations, self.alpha, self.beta,
-                                           self.percentile, self.rescale, min_tissue_fraction=MIN_TISSUE_FRACTION,
+                                           self.percentile, self.rescale, light=self.light,
+                                           target_light=self.target_light, min_tissue_fraction=MIN_TISSUE_FRACTION,
                                            min_plane_variance=_MIN_PLANE_VARIANCE, min_stain_angle=MIN_STAIN_ANGLE,
                                            min_max_concentration=MIN_MAX_CONCENTRATION)
 

@@ -112,7 +112,8 @@ class Ruifrok(LightMixin, PixelTransform):
         from stainlab.transforms import torch_engine
 
         return torch_engine.ruifrok_stains(x, self._basis, self.max_concentrations, self._channel, self.beta,
-                                           self.percentile, min_tissue_fraction=MIN_TISSUE_FRACTION,
+                                           self.percentile, light=self.light, target_light=self.target_light,
+                                           min_tissue_fraction=MIN_TISSUE_FRACTION,
                                            min_max_concentration=MIN_MAX_CONCENTRATION)
 
     def _torch(self, x):

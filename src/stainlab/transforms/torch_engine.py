@@ -12,6 +12,12 @@ of 0.5). The statistics are part of the graph: gradients reach the input through
 covariances, eigenvectors (``torch.linalg.eigh``, differentiable while the eigenvalues are distinct)
 and percentiles (the two order statistics each one interpolates).
 
+Light (:mod:`stainlab.transforms.lighting`): the stain methods and the augmentation take optical density
+against each image's light, by the transform's ``light`` option (``"estimate"``: the glass of each image,
+:func:`stainlab.color.torch_color.estimate_light`, batched, from the 8-bit levels the NumPy path sees,
+so the same light, without gradient; ``"fixed"``: white; an RGB triple), and the stain methods render
+under the reference's (``target_light``), as the NumPy paths do.
+
 Per-image failures behave as on the NumPy path, without a Python loop over images: an image with too
 little tissue (``MIN_TISSUE_FRACTION``), a flat colour channel, a degenerate optical-density plane or
 stains under ``MIN_STAIN_ANGLE`` apart is flagged, the flag selects its input unchanged
@@ -37,6 +43,7 @@ import numpy as np
 import torch
 
 from stainlab.color import torch_color as tc
+from stainlab.color.light import WHITE
 from stainlab.color.stains import EOSIN, HEMATOXYLIN, normalize_rows
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import NoTissueWarning
@@ -55,6 +62,7 @@ class Stains(NamedTuple):
     conc: torch.Tensor      # (N, k, M) concentrations, each stain scaled to the target's robust maximum
     matrix: torch.Tensor    # (k, 3) the target's stain rows (Ruifrok: the fixed basis, residual included)
     ok: torch.Tensor        # (N,) bool: False for images passed through unchanged
+    light: torch.Tensor     # (3,) the target's light (0-255 units), which the stains are rendered under
 
 
 def warn_passed(name: str, ok: torch.Tensor, stacklevel: int = 4) -> None:
@@ -71,6 +79,15 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 def _const(value, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=like.dtype, device=like.device)
+
+
+def image_lights(x: torch.Tensor, light) -> torch.Tensor:
+    """Each image's light ``(N, 3)`` (0-255 units) of ``(N, 3, M)`` RGB in [0, 1] by a ``light`` option as
+    :func:`stainlab.transforms.lighting.check_light` stores it: estimated from each image's glass, white,
+    or the given RGB for all."""
+    if isinstance(light, str) and light == "estimate":
+        return tc.estimate_light(x).rgb
+    return _const(WHITE if isinstance(light, str) else light, x).expand(x.shape[0], 3)
 
 
 def _tissue(od: torch.Tensor, beta: float, min_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,9 +117,10 @@ def scale_factors(source_max: torch.Tensor, target_max: torch.Tensor, minimum: f
 
 
 def render(x: torch.Tensor, stains: Stains) -> torch.Tensor:
-    """The normalized batch ``(N, 3, H, W)``: Beer-Lambert with the target rows (Macenko et al. 2009,
-    ``I = 256 exp(-C W_ref) - 1``); flagged images are their input."""
-    out = tc.od_to_rgb(tc.channel_matrix(stains.conc, stains.matrix)).view_as(x)
+    """The normalized batch ``(N, 3, H, W)``: Beer-Lambert with the target rows under the target's light
+    ``L`` (Macenko et al. 2009 with ``L = 255``: ``I = (L + 1) exp(-C W_ref) - 1``); flagged images are
+    their input."""
+    out = tc.od_to_rgb(tc.channel_matrix(stains.conc, stains.matrix), stains.light).view_as(x)
     return torch.where(stains.ok.view(-1, 1, 1, 1), out, x)
 
 
@@ -113,12 +131,14 @@ def normalized(name: str, x: torch.Tensor, stains: Stains) -> torch.Tensor:
 
 
 def separated(x: torch.Tensor, stains: Stains) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The normalized batch, the first and the second stain each rendered alone with its target row
-    (``(N, 3, H, W)`` in [0, 1]), and those two scaled concentrations ``(N, 2, H, W)`` (0 on images passed
-    through, whose renderings are then white)."""
-    conc = torch.where(stains.ok.view(-1, 1, 1), stains.conc, torch.zeros_like(stains.conc))
-    alone = [tc.od_to_rgb(conc[:, i:i + 1] * stains.matrix[i][:, None]).view_as(x) for i in range(2)]
-    return render(x, stains), alone[0], alone[1], conc[:, :2].reshape(x.shape[0], 2, *x.shape[2:])
+    """The normalized batch, the first and the second stain each rendered alone with its target row under
+    the target's light (``(N, 3, H, W)`` in [0, 1]), and those two scaled concentrations ``(N, 2, H, W)``
+    (0 on images passed through, whose renderings are white, as on the NumPy path)."""
+    ok = stains.ok.view(-1, 1, 1)
+    conc = torch.where(ok, stains.conc, torch.zeros_like(stains.conc))
+    alone = [torch.where(ok, tc.od_to_rgb(conc[:, i:i + 1] * stains.matrix[i][:, None], stains.light), 1.0)
+             for i in range(2)]
+    return render(x, stains), *(a.view_as(x) for a in alone), conc[:, :2].reshape(x.shape[0], 2, *x.shape[2:])
 
 
 # -- Reinhard ---------------------------------------------------------------------------------------
@@ -180,13 +200,15 @@ def macenko_stain_matrix(od: torch.Tensor, tissue: torch.Tensor, ok: torch.Tenso
 
 
 def macenko_stains(x: torch.Tensor, target_rows, target_max, alpha: float = 1.0, beta: float = TISSUE_BETA,
-                   percentile: float = 99.0, rescale: bool = True, *, min_tissue_fraction: float,
+                   percentile: float = 99.0, rescale: bool = True, *, light, target_light, min_tissue_fraction: float,
                    min_plane_variance: float, min_stain_angle: float, min_max_concentration: float) -> Stains:
     """Macenko et al. 2009 normalization up to rendering, as ``StainMatrixTransform._analyse`` and
-    ``Macenko._map``: concentrations by least squares ``C = OD W^+`` (``W^+ = W^T (W W^T)^-1``), scaled
-    per stain by the target's over the image's ``percentile`` robust maximum (``rescale=False``: 1)."""
+    ``Macenko._map``: optical density against each image's light (the ``light`` option, see
+    :func:`image_lights`), concentrations by least squares ``C = OD W^+`` (``W^+ = W^T (W W^T)^-1``), scaled
+    per stain by the target's over the image's ``percentile`` robust maximum (``rescale=False``: 1), to be
+    rendered under ``target_light``."""
     flat = _flat(x)
-    od = tc.rgb_to_od(flat)
+    od = tc.rgb_to_od(flat, image_lights(flat, light))
     tissue, ok = _tissue(od, beta, min_tissue_fraction)
     ok = ok & _spread_ok(flat, None)
     rows, ok = macenko_stain_matrix(od, tissue, ok, alpha, min_plane_variance=min_plane_variance,
@@ -198,29 +220,32 @@ def macenko_stains(x: torch.Tensor, target_rows, target_max, alpha: float = 1.0,
     if rescale:
         maxima = tc.masked_percentile(conc, tissue, percentile)
         conc = conc * scale_factors(maxima, _const(target_max, x), min_max_concentration)[..., None]
-    return Stains(conc, target_rows, ok)
+    return Stains(conc, target_rows, ok, _const(target_light, x))
 
 
 # -- Ruifrok ----------------------------------------------------------------------------------------
 def ruifrok_stains(x: torch.Tensor, basis, target_max=None, channel: int | None = None, beta: float = TISSUE_BETA,
-                   percentile: float = 99.0, *, min_tissue_fraction: float, min_max_concentration: float) -> Stains:
-    """Ruifrok & Johnston 2001: concentrations ``C = OD M^-1`` of the fixed basis; either each stain scaled
-    to the target's ``percentile`` robust maximum (residual kept), or ``channel`` alone (paper 002's
-    ``T^-1([v_H, 0, 0])``, nothing estimated)."""
+                   percentile: float = 99.0, *, light, target_light, min_tissue_fraction: float,
+                   min_max_concentration: float) -> Stains:
+    """Ruifrok & Johnston 2001: concentrations ``C = OD M^-1`` of the fixed basis, optical density against
+    each image's light (the ``light`` option, see :func:`image_lights`); either each stain scaled to the
+    target's ``percentile`` robust maximum (residual kept), or ``channel`` alone (paper 002's
+    ``T^-1([v_H, 0, 0])``, nothing estimated); to be rendered under ``target_light``."""
     flat = _flat(x)
-    od = tc.rgb_to_od(flat)
+    od = tc.rgb_to_od(flat, image_lights(flat, light))
     conc = tc.channel_matrix(od, basis.inverse)
+    matrix, target_light = _const(basis.matrix, x), _const(target_light, x)
     if channel is not None:
         factors = torch.zeros(3, dtype=x.dtype, device=x.device)
         factors[channel] = 1.0
-        return Stains(conc * factors[:, None], _const(basis.matrix, x), torch.ones_like(flat[:, 0, 0], dtype=torch.bool))
+        return Stains(conc * factors[:, None], matrix, torch.ones_like(flat[:, 0, 0], dtype=torch.bool), target_light)
     n = len(basis.stains)
     tissue, ok = _tissue(od, beta, min_tissue_fraction)
     ok = ok & _spread_ok(flat, None)
     maxima = tc.masked_percentile(conc[:, :n], tissue, percentile)
     factors = scale_factors(maxima, _const(target_max, x), min_max_concentration)
     factors = torch.cat([factors, torch.ones_like(conc[:, n:, 0])], dim=1)
-    return Stains(conc * factors[..., None], _const(basis.matrix, x), ok)
+    return Stains(conc * factors[..., None], matrix, ok, target_light)
 
 
 # -- HED augmentation -------------------------------------------------------------------------------
@@ -236,18 +261,21 @@ def augment_draws(n_images: int, n_stains: int, sigma1: float, sigma2: float,
     return alpha, beta
 
 
-def augment(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, basis) -> torch.Tensor:
+def augment(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, basis, light="estimate") -> torch.Tensor:
     """The jitter of :mod:`stainlab.transforms.augment` with given draws ``(N, 3)``:
     ``OD' = OD M^-1 diag(alpha) M + fade * beta M``, the shift faded out on glass by the largest channel OD
-    (full weight from ``TISSUE_BETA``, none below half of it)."""
+    (full weight from ``TISSUE_BETA``, none below half of it); optical density against each image's light
+    (the ``light`` option, see :func:`image_lights`), unclipped so that no jitter is the identity, and
+    rendered back under the same light."""
     flat = _flat(x)
-    od = tc.rgb_to_od(flat)
+    lights = image_lights(flat, light)
+    od = tc.rgb_to_od(flat, lights, clip=False)
     alpha, beta = alpha.to(x.device, x.dtype), beta.to(x.device, x.dtype)
     matrix = _const(basis.matrix, x)
     scale = (_const(basis.inverse, x)[None] * alpha[:, None, :]) @ matrix
     fade = torch.clamp(2.0 * od.amax(dim=1) / TISSUE_BETA - 1.0, 0.0, 1.0)
     jittered = tc.channel_matrix(od, scale) + fade[:, None] * (beta @ matrix)[..., None]
-    return tc.od_to_rgb(jittered).view_as(x)
+    return tc.od_to_rgb(jittered, lights).view_as(x)
 
 
 # -- simplest colour balance ------------------------------------------------------------------------

@@ -75,7 +75,8 @@ def test_over_a_fitted_stain_matrix():
 
 def test_augmenter_in_a_pipeline(image):
     aug = StainAugmenter(sigma1=0.1, sigma2=0.1, seed=11)
-    assert aug.fitted and aug.get_params() == {"sigma1": 0.1, "sigma2": 0.1, "stains": "hed", "seed": 11}
+    assert aug.fitted and aug.get_params() == {"sigma1": 0.1, "sigma2": 0.1, "stains": "hed", "seed": 11,
+                                         "light": "estimate"}
     sequence = [aug(image) for _ in range(3)]
     assert not np.array_equal(sequence[0], sequence[1])
     replay = StainAugmenter(sigma1=0.1, sigma2=0.1, seed=11)

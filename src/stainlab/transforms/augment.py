@@ -12,10 +12,14 @@ pathology", MedIA 58, 2019; their "HED-strong" uses 0.2. Concentrations are natu
 densities, as scikit-image's ``rgb2hed`` gave them before it began dividing by ``-ln(1e-6)`` (in
 today's ``rgb2hed`` units the same sigmas would be about 14 times stronger).
 
-Background stays background: ``alpha`` scales zero density to zero, and the shift ``beta`` is faded
-out on glass (full weight where any channel's OD reaches the tissue threshold 0.15, none below
-half of it, linear in between), so white glass keeps its exact colour and tissue edges get no seam.
-The residual channel of a two-stain set is never perturbed.
+Background stays background: optical density is taken against the image's own light (the colour of
+its glass, ``light="estimate"``; or white, ``"fixed"``; or a given RGB: :mod:`stainlab.transforms.lighting`)
+and the result rendered back under that same light, so glass has zero density whatever its colour;
+``alpha`` scales zero density to zero, and the shift ``beta`` is faded out on glass (full weight where
+any channel's OD reaches the tissue threshold 0.15, none below half of it, linear in between), so glass
+keeps its colour and tissue edges get no seam. The density is not clipped at zero: a pixel brighter
+than the light (the noise of the glass) keeps its small negative density, so no jitter is exactly the
+identity. The residual channel of a two-stain set is never perturbed.
 """
 
 from __future__ import annotations
@@ -25,17 +29,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit, prange
 
-from stainlab.color.pixels import OD_OF_BYTE
+from stainlab.color.light import resolve_light
+from stainlab.color.pixels import od_table
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.io.arrays import check_rgb8, map_rgb8, map_torch
 from stainlab.transforms.base import Transform, torch_engine_wanted
 from stainlab.transforms.checks import MAX_SEED, check_float, check_int, check_stains
+from stainlab.transforms.lighting import check_light
 
 if TYPE_CHECKING:
     import torch
 
 HED_LIGHT = 0.05   # Tellez et al. 2019 "HED-light" jitter range
-_FADE_OF_BYTE = np.clip(2.0 * OD_OF_BYTE / TISSUE_BETA - 1.0, 0.0, 1.0)   # beta's weight, by darkest channel
 
 
 def _sigmas(sigma1, sigma2) -> tuple[float, float]:
@@ -44,14 +49,16 @@ def _sigmas(sigma1, sigma2) -> tuple[float, float]:
 
 
 def augment(image, sigma1: float = HED_LIGHT, sigma2: float = HED_LIGHT, stains="hed",
-            seed: int | np.random.Generator | torch.Generator | None = None, *, value_range=None,
-            engine: str = "auto"):
+            seed: int | np.random.Generator | torch.Generator | None = None, *, light="estimate",
+            value_range=None, engine: str = "auto"):
     """A stain-jittered copy of a uint8 HxWx3 RGB image (Tellez et al. 2018), or of each image of a
     torch tensor (N,3,H,W) / (3,H,W), returned in its shape, dtype, device and ``value_range``
     (conventions and refusals: :mod:`stainlab.io.arrays`).
 
     ``stains``: ``"hed"``, ``"he"``, ``"hdab"`` or a (2, 3) / (3, 3) stain matrix (e.g. a fitted
-    ``Macenko().stain_matrix`` or ``stain_matrix_of(image)``). ``seed``: an int (or a generator: NumPy's
+    ``Macenko().stain_matrix`` or ``stain_matrix_of(image)``). ``light``: each image's light, which its
+    optical density is taken against and its result rendered under (``"estimate"``, ``"fixed"`` or an
+    RGB triple, :mod:`stainlab.transforms.lighting`). ``seed``: an int (or a generator: NumPy's
     for NumPy images, torch's CPU one for tensors) makes the result reproducible; ``None`` draws fresh
     randomness. ``engine`` as ``t(tensor)`` takes it (:meth:`~stainlab.transforms.base.Transform.__call__`):
     the torch engine maps the whole batch on its device, differentiably, drawing from a CPU
@@ -60,13 +67,14 @@ def augment(image, sigma1: float = HED_LIGHT, sigma2: float = HED_LIGHT, stains=
     """
     sigma1, sigma2 = _sigmas(sigma1, sigma2)
     basis = check_stains("augment: stains", stains)
+    light = check_light("augment: light", light)
     if torch_engine_wanted(image, engine, True, "augment"):
         import torch
 
         generator = seed if isinstance(seed, torch.Generator) else _torch_generator(np.random.default_rng(seed))
-        return map_torch(lambda x: _augment_torch(x, sigma1, sigma2, basis, generator), image, value_range)
+        return map_torch(lambda x: _augment_torch(x, sigma1, sigma2, basis, generator, light), image, value_range)
     rng = np.random.default_rng(seed)
-    return map_rgb8(lambda im: _augment(check_rgb8(im), sigma1, sigma2, basis, rng), image, value_range)
+    return map_rgb8(lambda im: _augment(check_rgb8(im), sigma1, sigma2, basis, rng, light), image, value_range)
 
 
 def _torch_generator(rng: np.random.Generator):
@@ -76,37 +84,40 @@ def _torch_generator(rng: np.random.Generator):
     return torch.Generator().manual_seed(int(rng.integers(2 ** 63 - 1)))
 
 
-def _augment_torch(x, sigma1: float, sigma2: float, basis, generator):
+def _augment_torch(x, sigma1: float, sigma2: float, basis, generator, light):
     """The torch engine's draws and jitter for a float (N,3,H,W) batch in [0, 1]."""
     from stainlab.transforms import torch_engine
 
     alpha, beta = torch_engine.augment_draws(len(x), len(basis.stains), sigma1, sigma2, generator)
-    return torch_engine.augment(x, alpha, beta, basis)
+    return torch_engine.augment(x, alpha, beta, basis, light)
 
 
-def _augment(image: np.ndarray, sigma1: float, sigma2: float, basis, rng: np.random.Generator) -> np.ndarray:
-    """One image's draws (alpha and beta for each stain) and jitter."""
+def _augment(image: np.ndarray, sigma1: float, sigma2: float, basis, rng: np.random.Generator,
+             light) -> np.ndarray:
+    """One image's draws (alpha and beta for each stain) and jitter against its light."""
     n = len(basis.stains)
     alpha, beta = np.ones(3), np.zeros(3)
     alpha[:n] = rng.uniform(1.0 - sigma1, 1.0 + sigma1, n)
     beta[:n] = rng.uniform(-sigma2, sigma2, n)
     scale = (basis.inverse * alpha) @ basis.matrix      # OD' = OD M^-1 diag(alpha) M + fade * beta M
     shift = beta @ basis.matrix
+    rgb = resolve_light(light, image).rgb
     out = np.empty_like(image)
-    _jitter(image.reshape(-1, 3), OD_OF_BYTE, _FADE_OF_BYTE, scale, shift, out.reshape(-1, 3))
+    _jitter(image.reshape(-1, 3), od_table(rgb, clip=False), scale, shift, rgb, out.reshape(-1, 3))
     return out
 
 
 @njit(cache=True, parallel=True)
-def _jitter(pixels, od_of_byte, fade_of_byte, scale, shift, out):  # pragma: no cover - compiled
-    """Per pixel: OD by table, the affine jitter in OD space (the shift faded by the darkest channel,
-    whose OD is the largest), back to RGB rounded and clipped like ``lut.to_uint8``; no temporaries."""
+def _jitter(pixels, od_of_byte, scale, shift, light, out):  # pragma: no cover - compiled
+    """Per pixel: OD by the per-channel table, the affine jitter in OD space (the shift faded by the
+    largest channel OD), back to RGB under ``light``, rounded and clipped like ``lut.to_uint8``; no
+    temporaries."""
     for i in prange(pixels.shape[0]):
-        od0, od1, od2 = od_of_byte[pixels[i, 0]], od_of_byte[pixels[i, 1]], od_of_byte[pixels[i, 2]]
-        fade = fade_of_byte[min(pixels[i, 0], pixels[i, 1], pixels[i, 2])]
+        od0, od1, od2 = od_of_byte[0, pixels[i, 0]], od_of_byte[1, pixels[i, 1]], od_of_byte[2, pixels[i, 2]]
+        fade = min(max(2.0 * max(od0, od1, od2) / TISSUE_BETA - 1.0, 0.0), 1.0)
         for c in range(3):
             od = od0 * scale[0, c] + od1 * scale[1, c] + od2 * scale[2, c] + fade * shift[c]
-            value = np.rint(256.0 * np.exp(-od) - 1.0)
+            value = np.rint((light[c] + 1.0) * np.exp(-od) - 1.0)
             out[i, c] = np.uint8(min(max(value, 0.0), 255.0))
 
 
@@ -119,9 +130,10 @@ class StainAugmenter(Transform):
     deterministic = False
 
     def __init__(self, sigma1: float = HED_LIGHT, sigma2: float = HED_LIGHT, stains="hed",
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, light="estimate") -> None:
         super().__init__()
         self.sigma1, self.sigma2 = _sigmas(sigma1, sigma2)
+        self.light = check_light("augment: light", light)
         basis = check_stains("augment: stains", stains)
         self.stains = stains if isinstance(stains, str) else basis.matrix[:len(basis.stains)].tolist()
         self.seed = None if seed is None else check_int("augment: seed", seed, 0, MAX_SEED)
@@ -131,8 +143,8 @@ class StainAugmenter(Transform):
         """The torch engine on a float (N,3,H,W) batch in [0, 1]: each call seeds a torch generator from
         the augmenter's generator (seeded: a reproducible sequence, not NumPy's draws)."""
         return _augment_torch(x, self.sigma1, self.sigma2, check_stains("augment: stains", self.stains),
-                              _torch_generator(self._rng))
+                              _torch_generator(self._rng), self.light)
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
         """Each call draws new jitter from the augmenter's generator (seeded: a reproducible sequence)."""
-        return augment(image, self.sigma1, self.sigma2, self.stains, self._rng)
+        return augment(image, self.sigma1, self.sigma2, self.stains, self._rng, light=self.light)

@@ -62,3 +62,18 @@ def test_the_default_convention_differs_where_the_glass_is_not_white():
     glass = (source >= np.array([234, 229, 220])).all(axis=-1) & (source <= np.array([238, 233, 224])).all(axis=-1)
     assert glass.mean() > 0.1
     np.testing.assert_allclose(np.median(ours(source)[glass], axis=0), [236, 231, 222], atol=1.5)
+
+
+def test_torchstains_convention_takes_tensors_through_numpy_only():
+    """The torch engine computes stainlab's convention, so in torchstain's a CPU batch goes through the
+    NumPy path (the same numbers) and a batch that needs the engine is refused in one line."""
+    torch = pytest.importorskip("torch")
+    reference, source = CASES["white glass"]
+    t = stainlab.load("macenko", convention="torchstain").fit(reference)
+    batch = torch.from_numpy(source).permute(2, 0, 1)[None].float() / 255
+    out = t(batch)
+    np.testing.assert_array_equal((out[0].permute(1, 2, 0) * 255).round().byte().numpy(), t(source))
+    with pytest.raises(stainlab.errors.InputError, match="no torch engine"):
+        t(batch, engine="torch")
+    with pytest.raises(stainlab.errors.InputError, match="torchstain"):
+        t.stain_images(batch)

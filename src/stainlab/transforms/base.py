@@ -171,13 +171,18 @@ class Transform(ABC):
         values, values outside the declared range and meta tensors raise :class:`InputError`; an empty
         batch (N = 0) returns an empty batch. See :mod:`stainlab.io.arrays`.
         """
-        engine_fn = getattr(self, "_torch", None)   # float (N,3,H,W) in [0, 1] -> the same, if any
+        engine_fn = self._torch_engine()
         if torch_engine_wanted(image, engine, engine_fn is not None, self.name):
             from stainlab.io.arrays import map_torch
 
             self._require_fitted()
             return map_torch(engine_fn, image, value_range)
         return map_rgb8(self.transform, image, value_range)
+
+    def _torch_engine(self):
+        """The method's torch engine, float (N,3,H,W) in [0, 1] -> the same (its ``_torch``), or None
+        where it has none (for these parameters)."""
+        return getattr(self, "_torch", None)
 
     def transform(self, image: np.ndarray) -> np.ndarray:
         """uint8 HxWx3 RGB in, uint8 HxWx3 RGB out; the input is never modified."""

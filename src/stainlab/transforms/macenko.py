@@ -136,7 +136,7 @@ class Macenko(StainMatrixTransform):
         return Source(rows, exact_robust_max((plane.T @ np.linalg.pinv(rows)).T @ xy, self.percentile), light)
 
     def _small_map(self, image, source):
-        return od_linear(image.reshape(-1, 3), self._od_matrix(source), source.light,
         if not self._clip:
             return super()._small_map(image, source)
+        return od_linear(image.reshape(-1, 3), self._od_matrix(source), source.light,
                          self.target_light).reshape(image.shape)

@@ -189,9 +189,9 @@ def stain_images(t: PixelTransform, image, value_range=None) -> StainImages:
     if is_torch_tensor(image):
         from stainlab.transforms import torch_engine
 
-        if getattr(t, "_torch_stains", None) is None:
-            raise InputError(f"{t.name}: no torch engine (batched dictionary learning does not pay); "
-                             "pass the images as uint8 HxWx3 NumPy arrays")
+        if getattr(t, "_torch_stains", None) is None or t._torch_engine() is None:
+            raise InputError(f"{t.name}: no torch engine {t._no_engine_reason}; pass the images as uint8 HxWx3 "
+                             "NumPy arrays")
         x, token = torch_unit_batch(image, value_range, f"{t.name} image")
         if x.shape[0] == 0:
             raise InputError(f"{t.name}: an empty batch has no stains to separate")
@@ -297,6 +297,15 @@ class StainMatrixTransform(LightMixin, PixelTransform):
 
     def _fit_light(self, colors, weights, what: str) -> np.ndarray:
         return TORCHSTAIN_LIGHT.copy() if self.convention == "torchstain" else super()._fit_light(colors, weights, what)
+
+    def _torch_engine(self):
+        """None in torchstain's convention, which the torch engine does not compute."""
+        return None if self.convention == "torchstain" else super()._torch_engine()
+
+    @property
+    def _no_engine_reason(self) -> str:
+        return ("in torchstain's convention" if self.convention == "torchstain"
+                else "(batched dictionary learning does not pay)")
 
     @property
     def _clip(self) -> bool:

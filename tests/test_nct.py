@@ -152,3 +152,21 @@ def test_segmentation_survives_save_and_load(tmp_path, he_reference):
     again = stainlab.load(tmp_path / "nct.json")
     source = he_image((h, w), seed=9, scale=(0.7, 1.2))
     np.testing.assert_array_equal(again.transform(source, labels=labels), t.transform(source, labels=labels))
+
+
+def test_a_global_start_is_refined_locally_and_reloads_identically(ihc_image, tissue, tmp_path):
+    """``start="linear-ot"``: the global map first, then the local transfer; the saved reference is the
+    whole state, so the reloaded transform refits the same global map and gives the same output."""
+    reference = recolour(np.ascontiguousarray(ihc_image[32:160, 48:208]), MATRIX, OFFSET)
+    t = nct(start="linear-ot").fit(reference)
+    out = t(tissue)
+    expected = recolour(tissue, MATRIX, OFFSET)
+    assert mae(out, expected) < 0.6 * mae(tissue, expected)
+    t.save(tmp_path / "nct.json")
+    np.testing.assert_array_equal(stainlab.load(tmp_path / "nct.json")(tissue), out)
+
+
+@pytest.mark.parametrize("start", ["nct", "augment", "grayscale", "nope", 3])
+def test_a_start_that_is_no_global_reference_map_is_refused(start):
+    with pytest.raises(InputError, match="start"):
+        nct(start=start)

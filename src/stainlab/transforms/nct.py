@@ -10,7 +10,9 @@ The fitted state is the reference image itself (and its segmentation, if one was
 JSON as a compressed, base64-encoded array; the network is rebuilt from ``features`` when loaded.
 ``features="vgg19"`` (the default) reads the published ImageNet weights from the torch cache and fails
 with a message naming the file when they are absent; ``features="random"`` is the explicit offline
-choice, a seeded random VGG19.
+choice, a seeded random VGG19. ``start="linear-ot"`` (or another per-pixel reference-based method) maps
+the source globally first and lets the local transfer refine that (``benchmarks/restain.py`` measures
+whether it does).
 
 Loading checks the stored reference as ``fit`` checks a new one (issue 12): its size is read from the
 stored array's header before the rest is decompressed (a few kilobytes cannot claim a gigapixel), then it
@@ -111,6 +113,24 @@ def _luminance(value) -> tuple[float, ...]:
     return weights
 
 
+def _check_start(start) -> str | None:
+    """``start``: None, or a deterministic per-pixel reference-based method (``"linear-ot"``, ``"reinhard"``
+    ...) whose global map comes before the local transfer (paper 001 combines a global and a local
+    transfer)."""
+    if start is None:
+        return None
+    from stainlab.transforms.registry import create   # the registry imports this module by name
+
+    try:
+        t = create(start) if isinstance(start, str) and start != "nct" else None
+    except InputError:          # an unknown name, or a learned kind without its weight file
+        t = None
+    if t is None or not (t.per_pixel and t.uses_reference and t.deterministic):
+        raise InputError(f"nct: start must be None or a deterministic per-pixel method fitted on a reference "
+                         f"(e.g. 'linear-ot'), got {brief(start)}")
+    return start
+
+
 def _require_usable(image: np.ndarray, what: str) -> None:
     """:class:`NoTissueError` unless ``image`` has tissue whose colour varies in every channel (tissue of
     one colour on glass leaves k-means empty clusters and the feature statistics nothing to standardise)."""
@@ -126,7 +146,8 @@ class NeuralColorTransfer(Transform):
     needs_weights = True
 
     def __init__(self, features: str = "vgg19", layer: int = 1, lambdas="default", luminance="bt601",
-                 clusters: int = 4, progressive: bool = False, work_side: int | None = 512, seed: int = 0) -> None:
+                 clusters: int = 4, progressive: bool = False, work_side: int | None = 512, seed: int = 0,
+                 start: str | None = None) -> None:
         super().__init__()
         if not (isinstance(features, str) and features):
             raise InputError(f"nct: features must be vgg19, random or a weight file, got {brief(features)}")
@@ -140,11 +161,13 @@ class NeuralColorTransfer(Transform):
         self.progressive = check_bool("nct: progressive", progressive)
         self.work_side = None if work_side is None else check_int("nct: work_side", work_side, 16, MAX_WORK_SIDE)
         self.seed = check_int("nct: seed", seed, 0, MAX_SEED)
+        self.start = _check_start(start)
         self.config = NCTConfig(layer=self.layer, lambda_l=lambda_l, lambda_nl=lambda_nl, luminance=weights,
                                 clusters=self.clusters, progressive=self.progressive, work_side=self.work_side,
                                 seed=self.seed)
         self._net = None
         self._reference: ReferenceCache | None = None
+        self._start = None     # the fitted global map, when ``start`` names one
 
     @property
     def net(self):
@@ -162,9 +185,18 @@ class NeuralColorTransfer(Transform):
             raise InputError(f"nct: fit takes one reference image, got {len(images)}")
         reference = self._checked_reference(images[0].copy(), labels, "nct reference")
         self.net  # noqa: B018 - fail now, not on the first image, when the weight file is missing
-        self._reference = reference
+        self._adopt(reference)
         self._fitted = True
         return self
+
+    def _adopt(self, reference: ReferenceCache) -> None:
+        """Take ``reference``, fitting the global map of ``start`` on it (also on load: the reference is
+        the whole state)."""
+        self._reference = reference
+        if self.start is not None:
+            from stainlab.transforms.registry import create   # the registry imports this module by name
+
+            self._start = create(self.start).fit(reference.image)
 
     def _checked_reference(self, image: np.ndarray, labels, what: str) -> ReferenceCache:
         """The checks of a reference, new or loaded: tissue, colour in every channel, labels, size."""
@@ -185,6 +217,8 @@ class NeuralColorTransfer(Transform):
         except NoTissueError as err:
             warnings.warn(f"{self.name}: {err}; image passed through unchanged", NoTissueWarning, stacklevel=2)
             return image.copy()
+        if self._start is not None:
+            image = self._start(image)
         return neural_color_transfer(image, self._reference, self.net, self.config, labels, timings=timings)
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
@@ -203,4 +237,4 @@ class NeuralColorTransfer(Transform):
         image = _decode(state["reference"], np.uint8, (3,), what)
         labels = state.get("reference_labels")
         labels = None if labels is None else _decode(labels, np.int64, (), f"{what} (reference_labels)")
-        self._reference = self._checked_reference(image, labels, what)
+        self._adopt(self._checked_reference(image, labels, what))

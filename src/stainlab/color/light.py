@@ -12,7 +12,8 @@ reference's stains but the wrong glass. So the light is estimated per image, per
    ``MIN_SHARPNESS`` times as many as in each equally wide shoulder beside the peak (glass is one flat
    colour, so its peak is narrow; pale stroma and light eosin spread over many levels);
 3. their colour must be flat too: each channel's median absolute deviation at most ``MAX_GLASS_MAD``;
-4. the light is the per-channel median of those pixels.
+4. the light is the per-channel mean of those pixels (a median would jump between the few levels a
+   compressed scan's glass takes, 243 or 246, from tile to tile).
 
 A tile fully covered by tissue has no glass: the estimate then falls back to white (255 in every
 channel, today's fixed convention) and says so (``found=False``); estimate it once over a whole slide
@@ -82,7 +83,7 @@ def estimate_light(image, weights=None) -> Light:
     spread = np.array([_weighted_median(np.abs(glass[:, c] - median[c]), gw) for c in range(3)])
     if (spread > MAX_GLASS_MAD).any():
         return Light(WHITE.copy(), False, fraction)
-    return Light(np.clip(median, 1.0, BACKGROUND), True, fraction)
+    return Light(np.clip(gw @ glass / gw.sum(), 1.0, BACKGROUND), True, fraction)
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

@@ -81,8 +81,9 @@ def estimate_light(x: torch.Tensor) -> Lights:
     """:func:`stainlab.color.light.estimate_light` of each image of ``(N, 3, M)`` RGB in [0, 1], for the
     whole batch at once on its device, on the image's 8-bit levels ``round(255 x)`` (what the NumPy path
     sees of a float tensor): the same pixels (strided down to about ``SAMPLE``), brightness histogram,
-    glass peak, sharpness, fraction and flatness tests and per-channel (lower) median of the glass, all
-    from per-image histograms (two passes over the pixels, no sort); white where an image has no glass.
+    glass peak, sharpness, fraction and flatness tests (the latter on the per-channel lower median) and
+    per-channel mean of the glass, all from per-image histograms (two passes over the pixels, no sort);
+    white where an image has no glass.
     It equals the NumPy estimate of those levels exactly.
 
     The light is a statistic of rounded levels, piecewise constant in ``x``: it carries no gradient,
@@ -114,7 +115,8 @@ def estimate_light(x: torch.Tensor) -> Lights:
     spread = _order_statistic(_distance_counts(glass, median), rank)
     found = ((fraction >= MIN_GLASS_FRACTION) & (inside >= MIN_SHARPNESS * shoulder)
              & (spread <= MAX_GLASS_MAD).all(dim=1))
-    rgb = torch.where(found[:, None], median.to(x.dtype).clamp(1.0, BACKGROUND), BACKGROUND)
+    mean = (glass * torch.arange(_LEVELS, device=x.device)).sum(dim=-1).to(x.dtype) / inside.clamp(min=1)[:, None]
+    rgb = torch.where(found[:, None], mean.clamp(1.0, BACKGROUND), BACKGROUND)
     return Lights(rgb, found, fraction)
 
 

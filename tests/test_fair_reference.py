@@ -14,7 +14,7 @@ from stainlab.cli import main
 from stainlab.color import EOSIN, HEMATOXYLIN, angle_degrees, normalize_rows, od_to_rgb
 from stainlab.data import make_benchmark
 from stainlab.data.folders import PairedFolders
-from stainlab.data.looks import look_distance, look_of, tissue_colour, typical
+from stainlab.data.looks import Levels, Look, look_distance, look_of, staining_for, tissue_colour, typical
 from stainlab.errors import InputError
 from stainlab.evaluate import Harness
 from stainlab.io.images import read_image, write_image
@@ -50,13 +50,15 @@ def test_the_truth_is_rendered_in_a_given_reference_look(tmp_path, sources, user
     assert len(made) == 5 and np.array_equal(read_image(out / "reference.png")[0], user_reference)
     mine = tissue_colour(user_reference)
     assert look_distance(mine, [tissue_colour(t) for t in sources]) > 8       # the sources look otherwise
-    assert look_distance(mine, [tissue_colour(t) for t in made]) < 1.5       # the truth looks like it
+    assert look_distance(mine, [tissue_colour(t) for t in made]) < 2.5       # the truth looks like it
     wanted, got = look_of(user_reference), look_of(np.concatenate(made, axis=1))
     assert max(angle_degrees(wanted.stains[i], got.stains[i]) for i in range(2)) < 1.0
-    assert np.allclose(got.amounts, wanted.amounts, rtol=0.05)               # its stain amounts
-    assert np.array_equal(got.light, REF_LIGHT)                               # its glass
+    assert np.allclose(got.levels.amounts, wanted.levels.amounts, rtol=0.05)  # its stain amounts
+    for source, truth in zip(sources, made, strict=True):                   # its glass
+        assert (truth[(source == 255).all(axis=-1)] == REF_LIGHT).all()
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["reference_image"]["given"] and meta["truth_staining"]["light"] == list(REF_LIGHT)
+    assert meta["reference_image"]["given"] and np.abs(np.subtract(meta["truth_look"]["light"], REF_LIGHT)).max() < 0.5
+    assert all(entry["truth_staining"]["light"] == meta["truth_look"]["light"] for entry in meta["images"])
     path = write_image(tmp_path / "ref.png", user_reference)
     again = make_benchmark(sources, "long-he", tmp_path / "again", reference=path)      # a path works alike
     assert all(np.array_equal(a, b) for a, b in zip(truths(again), made, strict=True))
@@ -65,7 +67,7 @@ def test_the_truth_is_rendered_in_a_given_reference_look(tmp_path, sources, user
 def test_a_mismatched_reference_is_warned_about_and_a_fair_one_scores_well(tmp_path, sources, user_reference):
     """The issue's finding, reproduced: Macenko fitted on a reference of another look scores worse than
     doing nothing against truth in the sources' look; against truth in the reference's look it is
-    nearly exact (measured: 10.2 against 5.5 unnormalized; 0.8 against 12.7)."""
+    close (measured: 10.2 against 5.5 unnormalized; 1.3 against 13.3)."""
     plain = make_benchmark(sources, "long-he", tmp_path / "plain")
     with pytest.warns(UserWarning, match=r"its median tissue colour is 1\d\.\d CIEDE2000 from the truth's"):
         unfair = Harness(PairedFolders.open(plain), tmp_path / "r1", user_reference, progress=False)
@@ -134,3 +136,11 @@ def test_cli_warns_in_one_line_when_the_reference_looks_otherwise(tmp_path, caps
 def test_reference_errors_are_clear(tmp_path, sources):
     with pytest.raises(InputError, match="neither an image file nor a preset"):
         make_benchmark(sources, "long-he", tmp_path / "x", reference="no-such.png")
+
+
+def test_a_stain_the_source_barely_has_is_not_scaled_and_the_leak_is_swapped():
+    look = Look(np.array([HEMATOXYLIN, EOSIN]), Levels(np.array([0.8, 0.6]), np.array([0.05, -0.02])),
+                np.array([250.0, 245.0, 240.0]))
+    staining = staining_for(look, Levels(np.array([0.4, 0.005]), np.array([0.1, 0.04])))  # eosin too faint to scale
+    assert staining.scale == (2.0, 1.0) and staining.light == (250.0, 245.0, 240.0)
+    assert staining.leak == pytest.approx((0.05 - 0.1 / 2.0, -0.02 - 0.04))

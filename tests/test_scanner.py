@@ -3,6 +3,7 @@ target's colour, and the scanner effects that no two-stain Beer-Lambert model ex
 tone curves, saturation, JPEG) do what their formulas say and survive JSON."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from synth import concentration_maps, he_image, psnr
 from stainlab.color import EOSIN, HEMATOXYLIN, angle_degrees, normalize_rows, od_to_rgb, rgb_to_od, tissue_mask
 from stainlab.color.light import estimate_light
 from stainlab.data import PRESETS, Staining, preset, restain
-from stainlab.data.simulate import LUMA, concentrations, scan, source_stain_rows
+from stainlab.data.simulate import LUMA, concentrations, render, scan, source_stain_rows
 from stainlab.errors import InputError
 
 BEIGE = (234.0, 228.0, 212.0)
@@ -135,12 +136,12 @@ def test_scanner_presets_are_not_a_stain_change(ihc_image):
 
 
 def test_every_field_survives_json_and_bad_values_are_named():
-    staining = preset("scanner-other", 3).with_stains([HEMATOXYLIN, EOSIN])
+    staining = replace(preset("scanner-other", 3).with_stains([HEMATOXYLIN, EOSIN]), leak=(0.05, -0.02))
     assert staining.light and staining.crosstalk and staining.jpeg and len(staining.gamma) == 3
     assert Staining.from_dict(json.loads(json.dumps(staining.to_dict()))) == staining
     assert Staining.from_dict({"gamma": 1.1}).gamma == (1.1,)     # meta.json files written before gamma per channel
     bad = {"crosstalk": ((0.9, 0.2, 0.0), (0, 1, 0), (0, 0, 1)), "contrast": 1.5, "gamma": (1.0, 1.1),
-           "jpeg": 0, "saturation": -1.0, "light": (0, 255, 255)}
+           "jpeg": 0, "saturation": -1.0, "light": (0, 255, 255), "leak": np.nan}
     for key, value in bad.items():
         with pytest.raises(InputError, match=f"Staining.{key}"):
             Staining(**{key: value})
@@ -169,3 +170,15 @@ def test_a_benchmark_of_a_beige_scan_takes_its_light_once_per_source(tmp_path, c
     assert meta["skipped"]["background"] == 4                            # the two glass-only columns of tiles
     assert all(entry["source_light"] == list(BEIGE) for entry in meta["images"])
     assert not estimate_light(slide[:64, :64]).found                      # a tile alone could not tell
+
+
+def test_a_leak_adds_residual_density_in_proportion_to_each_stain(conc):
+    """A leak of (0.1, 0.3) adds 0.1 H + 0.3 E of residual density: a colour the two stain rows cannot
+    make, none of it on glass, where there is no stain."""
+    rows = normalize_rows(np.array([HEMATOXYLIN, EOSIN]))
+    full = np.concatenate([conc, np.zeros(conc.shape[:2] + (1,))], axis=-1)
+    leaked = render(full, rows, Staining(leak=(0.1, 0.3), scale=2.0))
+    expected = render(full * 2.0 + (2.0 * full[..., :2] @ [0.1, 0.3])[..., None] * [0, 0, 1], rows)
+    assert np.abs(leaked.astype(int) - expected).max() <= 1 and not np.array_equal(leaked, render(full * 2.0, rows))
+    glass = conc.sum(axis=-1) == 0
+    assert (leaked[glass] == 255).all()

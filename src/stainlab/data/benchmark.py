@@ -9,6 +9,13 @@ rendered under the same truth staining, held out of the scored pairs (the set's 
 given, that image itself, with the truth rendered in its look (:func:`stainlab.data.looks.look_of`:
 its stain rows, its stain amounts, its light). ``meta.json`` records which and why.
 
+A look (given as an image, or as a :class:`~stainlab.data.looks.Look`) has stain amounts and a leak
+into the residual, and the truth brings each source image's staining to them: the source's own (the
+median over its pieces) are scaled and swapped for the look's, once for the whole source image. Slides
+stained to different depths then share one look, as they would had one lab stained them all, while the
+tiles of one slide keep their own variation (tissue differs from tile to tile; a normalizer that
+rescales each tile is not handed the truth).
+
 ``mode="ihc"`` writes H&E -> IHC pairs in the BCI layout of paper 002, ``HE/<split>/00001_<split>_2+.png``
 and ``IHC/<split>/00001_<split>_2+.png``, with ``meta_<split>.json``; it adds that split to an existing
 BCI folder and leaves the other splits as they are.
@@ -36,7 +43,8 @@ import numpy as np
 
 from stainlab.color.tissue import tissue_mask
 from stainlab.data.folders import is_bci_layout
-from stainlab.data.looks import fingerprint, look_of, stain_amounts, staining_for, tissue_colour, typical
+from stainlab.data.looks import (Levels, Look, fingerprint, look_of, stain_levels, staining_for, tissue_colour,
+                                 typical)
 from stainlab.data.presets import PRESETS
 from stainlab.data.presets import preset as preset_staining
 from stainlab.data.simulate import (HER2_LEVELS, Staining, concentrations, he_to_ihc, her2_level, render,
@@ -53,7 +61,7 @@ REFERENCE = "reference.png"
 
 
 def make_benchmark(source, preset: str | None = "long-he", out=None, seed: int = 0, *,
-                   reference: Staining | str | Path | np.ndarray | None = None, mode: str = "restain",
+                   reference: Staining | Look | str | Path | np.ndarray | None = None, mode: str = "restain",
                    levels=None, split: str = "train", source_stains=None, tile: int | None = None,
                    min_tissue: float = 0.0, overwrite: bool = False) -> Path:
     """Write a paired benchmark made from ``source`` to the folder ``out``; returns ``out``.
@@ -63,11 +71,12 @@ def make_benchmark(source, preset: str | None = "long-he", out=None, seed: int =
     gets the preset with its own jitter, seeded by ``(seed, i)``, so the set is varied and
     reproducible (the same seed drives its scanner noise). ``reference``: the ground truth's look.
     ``None``: the source as it is (its own staining's exact rendering); a :class:`Staining` or preset
-    name: that staining; in these cases one piece, the most representative, is held out and its truth
-    written as ``reference.png``. A reference image (a uint8 array, or the path of an image file): the
-    truth is rendered in its look (:func:`stainlab.data.looks.staining_for`, the amount scale taken
-    over all pieces) and the image itself is ``reference.png``; this is the benchmark on which a method
-    fitted to that image is scored fairly. Each source image is separated against its own light (the
+    name: that staining; a :class:`~stainlab.data.looks.Look`: its stains, light and stain levels
+    (each source image's brought to them, see the module docstring); in these cases one piece,
+    the most representative, is held out and its truth written as ``reference.png``. A reference image
+    (a uint8 array, or the path of an image file): the truth is rendered in its look
+    (:func:`stainlab.data.looks.look_of`) and the image itself is ``reference.png``; this is the
+    benchmark on which a method fitted to that image is scored fairly. Each source image is separated against its own light (the
     colour of its glass, estimated once over the whole image before it is cut). ``source_stains``: how
     each piece is separated (``None`` = Macenko fit per piece, or a named set / matrix). ``tile``: cut
     sources into pieces of this side (``None``: whole images); ``min_tissue``: the tissue fraction a
@@ -111,12 +120,16 @@ def make_benchmark(source, preset: str | None = "long-he", out=None, seed: int =
     pieces = itertools.chain([first], pieces)
     settings = {"seed": seed, "tile": tile, "min_tissue": min_tissue}
     if mode == "restain":
-        truth, given = _reference(reference, seed)
-        if given is not None:
-            truth = staining_for(look_of(given), _typical_amounts(items, tile, min_tissue, source_stains))
+        truth, look, given = _reference(reference, seed)
+        if look is None:
+            truths = {name: truth for name, _, _ in items}
+        else:
+            truths = {name: staining_for(look, levels)
+                      for name, levels in _source_levels(items, tile, min_tissue, source_stains).items()}
         with atomic_folder(out) as folder:
-            meta = _write_restain(pieces, preset, seed, truth, given, folder)
-            _write_meta(folder / META, {**meta, **settings}, skipped)
+            meta = _write_restain(pieces, preset, seed, truths, given, folder)
+            _write_meta(folder / META, {**meta, **settings, "truth_look": None if look is None else look.to_dict()},
+                        skipped)
     else:
         with atomic_folder(out / "HE" / split) as he, atomic_folder(out / "IHC" / split) as ihc:
             meta = _write_ihc(pieces, seed, split, he, ihc)
@@ -173,37 +186,42 @@ def _separable(pieces, source_stains, skipped: Counter):
         yield pair_name, record, image, rows, level, light
 
 
-def _typical_amounts(items, tile: int | None, min_tissue: float, source_stains) -> np.ndarray:
-    """The median over all pieces of each stain's amount (:func:`stainlab.data.looks.stain_amounts`):
-    the sources' typical staining, which a reference's look is scaled against. A first pass over the
-    pieces, quiet (the writing pass reports skipped pieces); ones when no piece is usable (that pass
-    then says so)."""
+def _source_levels(items, tile: int | None, min_tissue: float, source_stains) -> dict[str, Levels]:
+    """Each source image's staining: the median over its pieces of their
+    :func:`~stainlab.data.looks.stain_levels`, by source name. A first pass over the pieces, quiet (the
+    writing pass reports the skipped ones)."""
+    found: dict[str, list] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        amounts = [stain_amounts(image, rows, light) for _, _, image, rows, _, light
-                   in _separable(_pieces(items, tile, min_tissue, Counter()), source_stains, Counter())]
-    return np.median(amounts, axis=0) if amounts else np.ones(2)
+        for _, record, image, rows, _, light in _separable(_pieces(items, tile, min_tissue, Counter()),
+                                                           source_stains, Counter()):
+            found.setdefault(record["source"], []).append(stain_levels(image, rows, light))
+    return {name: Levels(*(np.median(part, axis=0) for part in zip(*levels, strict=True)))
+            for name, levels in found.items()}
 
 
 # -- writing ----------------------------------------------------------------------------------------------------
-def _write_restain(pieces, preset_name, seed, truth: Staining | None, given: np.ndarray | None,
+def _write_restain(pieces, preset_name, seed, truths: dict[str, Staining | None], given: np.ndarray | None,
                    folder: Path) -> dict:
-    """Every pair, then the reference: ``given`` itself, or the representative pair's truth (moved to
-    ``reference.png``, its input deleted) when there are two pairs or more."""
+    """Every pair (its truth under ``truths[its source]``, ``None``: the source as it is), then the
+    reference: ``given`` itself, or the representative pair's truth (moved to ``reference.png``, its
+    input deleted) when there are two pairs or more."""
     images, colours = [], []
     for index, (name, record, image, rows, _, light) in enumerate(pieces):
         target, noise_seed = _image_staining(preset_name, seed, index), _image_seed(seed, index)
+        truth = truths[record["source"]]
         conc = concentrations(image, rows, light)
         write_image(folder / "A" / f"{name}.png", render(conc, rows, target, noise_seed, light))
         truth_image = image if truth is None else render(conc, rows, truth, source_light=light)
         write_image(folder / "B" / f"{name}.png", truth_image)
         colours.append(tissue_colour(truth_image))
-        images.append({"name": name, **record, "staining": target.to_dict(), "noise_seed": noise_seed})
+        images.append({"name": name, **record, "staining": target.to_dict(), "noise_seed": noise_seed,
+                       "truth_staining": None if truth is None else truth.to_dict()})
     if given is not None:
         write_image(folder / REFERENCE, given)
         reference = {"given": True, "held_out": None,
                      "why": "the reference image given; the truth is rendered in its look (its stain rows, stain "
-                            "amounts and light)"}
+                            "levels and light)"}
     elif len(images) > 1:
         choice = typical(colours, [entry["name"] for entry in images])
         held_out = images.pop(choice.index)["name"]
@@ -217,8 +235,7 @@ def _write_restain(pieces, preset_name, seed, truth: Staining | None, given: np.
     if reference is not None:
         reference = {"file": REFERENCE, **reference, "fingerprint": fingerprint(given)}
     return {"mode": "restain", "preset": preset_name, "preset_doc": _preset_doc(preset_name),
-            "truth_staining": None if truth is None else truth.to_dict(), "reference_image": reference,
-            "images": images, "layout": "A/<name>.png = re-stained input, B/<name>.png = ground truth "
+            "reference_image": reference, "images": images, "layout": "A/<name>.png = re-stained input, B/<name>.png = ground truth "
                                         "(pixel-aligned), reference.png = an image in the truth's look"}
 
 
@@ -242,20 +259,25 @@ def _image_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _reference(reference, seed: int) -> tuple[Staining | None, np.ndarray | None]:
-    """The truth's staining (``None``: the sources as they are) and the reference image given, if any."""
+def _reference(reference, seed: int) -> tuple[Staining | None, Look | None, np.ndarray | None]:
+    """The truth's one staining (``None``: the sources as they are, or per source from a look), the
+    look it is rendered in (if any) and the reference image given (if any)."""
     if reference is None or isinstance(reference, Staining):
-        return reference, None
+        return reference, None, None
+    if isinstance(reference, Look):
+        return None, reference, None
     if isinstance(reference, str) and reference in PRESETS:
-        return preset_staining(reference, seed), None
+        return preset_staining(reference, seed), None, None
     if isinstance(reference, np.ndarray):
-        return None, check_rgb8(reference, "reference")
-    if isinstance(reference, (str, Path)):
+        image = check_rgb8(reference, "reference")
+    elif isinstance(reference, (str, Path)):
         if not Path(reference).is_file():
             raise InputError(f"reference {reference}: neither an image file nor a preset ({', '.join(PRESETS)})")
-        return None, read_image(reference)[0]
-    raise InputError(f"reference must be None, a Staining, a preset name, an image or its path, got "
-                     f"{type(reference).__name__}")
+        image = read_image(reference)[0]
+    else:
+        raise InputError(f"reference must be None, a Staining, a Look, a preset name, an image or its path, got "
+                         f"{type(reference).__name__}")
+    return None, look_of(image), image
 
 
 def _ihc_levels(levels, count: int, seed: int) -> list[str]:

@@ -6,12 +6,17 @@ well it normalizes (a Macenko fitted on a user's own reference went from 7.1 to 
 benchmark whose truth had the simulator's look, worse than doing nothing). So:
 
 * the look of one real image is what the simulator can render it with (:func:`look_of`): its stain rows
-  (Macenko's fit against its light), its stain amounts (99th percentile of each stain's concentration
-  over its tissue, the robust maximum Macenko et al. 2009 rescale by) and its light (the colour of its
-  glass, :mod:`stainlab.color.light`); :func:`staining_for` turns it into the
-  :class:`~stainlab.data.simulate.Staining` that renders other tissue in that look, with one amount
-  scale for the whole set (not per image, so the truth keeps each tile's own staining variation and is
-  not Macenko's per-image rescaling in disguise);
+  (Macenko's fit against its light), its stain amounts (the 90th percentile over its tissue of each
+  stain's concentration, how deeply the stained structures took the stain, where a median would read
+  the haematoxylin of stroma-rich tissue as nearly none), its leak (the residual density, which neither
+  stain row explains, per unit of each stain, fitted by least squares over the tissue: how far its real
+  dyes leave the plane of the two rows; between two real H&E scans this accounts for most of the colour
+  left once stains and amounts agree) and its light (the colour of its glass,
+  :mod:`stainlab.color.light`); :func:`staining_for` turns it into the
+  :class:`~stainlab.data.simulate.Staining` that renders other tissue in that look. The amount is
+  deliberately not the 99th percentile that Macenko et al. 2009 and Vahadane et al. 2016 rescale by:
+  with it, a truth rendered from a whole image would be their own normalization of that image, and the
+  benchmark would be theirs;
 * a set's representative (:func:`typical`) is an image with the most tissue (its tissue fraction in the
   set's top quarter, or within :data:`TISSUE_SLACK` of the largest: a reference that is half glass tells
   little about the stains, while 97% and 99% tissue are alike) whose colour is the most typical (its
@@ -34,8 +39,10 @@ from stainlab.color.tissue import tissue_mask
 from stainlab.data.simulate import Staining, concentrations, source_light, source_stain_rows
 from stainlab.metrics.pixel import delta_e_2000
 
-AMOUNT_PERCENTILE = 99.0
-"""A stain's amount: this percentile of its concentration over tissue (Macenko et al.'s robust maximum)."""
+AMOUNT_PERCENTILE = 90.0
+"""A stain's amount: this percentile of its concentration over tissue (see the module docstring)."""
+MIN_AMOUNT = 0.02
+"""OD: a source whose stain amount is below this has too little of the stain to be scaled to a look."""
 TISSUE_QUANTILE = 0.75
 """Representative candidates have a tissue fraction at least this quantile of the set's..."""
 TISSUE_SLACK = 0.05
@@ -93,32 +100,52 @@ def look_distance(colour: TissueColour, colours: list[TissueColour]) -> float:
     return float(delta_e_2000(colour.lab, np.median([c.lab for c in colours], axis=0)))
 
 
+class Levels(NamedTuple):
+    """How much of each of k stains an image holds (``amounts``, (k,)) and how much residual density
+    comes with a unit of each (``leak``, (k,); zeros for three stains, which leave no residual)."""
+
+    amounts: np.ndarray
+    leak: np.ndarray
+
+
 class Look(NamedTuple):
-    """What the simulator renders an image's look with: stain rows (2, 3), stain amounts (2,) and the
-    light (3,) of its glass."""
+    """What the simulator renders an image's look with: stain rows (k, 3), their :class:`Levels` and
+    the light (3,) of its glass. Measured from an image by :func:`look_of`, or given."""
 
     stains: np.ndarray
-    amounts: np.ndarray
+    levels: Levels
     light: np.ndarray
 
+    def to_dict(self) -> dict:
+        return {"stains": np.asarray(self.stains).tolist(), "amounts": np.asarray(self.levels.amounts).tolist(),
+                "leak": np.asarray(self.levels.leak).tolist(), "light": np.asarray(self.light).tolist()}
 
-def stain_amounts(image: np.ndarray, rows: np.ndarray, light) -> np.ndarray:
-    """Each stain's amount in ``image`` (separated with ``rows`` against ``light``): the
-    :data:`AMOUNT_PERCENTILE` of its concentration over the tissue."""
-    conc = concentrations(image, rows, light)[..., :len(rows)].reshape(-1, len(rows))
+
+def stain_levels(image: np.ndarray, rows: np.ndarray, light) -> Levels:
+    """The :class:`Levels` of ``image`` separated with ``rows`` against ``light``, over its tissue."""
+    n = len(rows)
+    conc = concentrations(image, rows, light).reshape(-1, 3)
     tissue = tissue_mask(np.asarray(image).reshape(-1, 3), light=light)
-    return np.percentile(conc[tissue] if tissue.any() else conc, AMOUNT_PERCENTILE, axis=0)
+    chosen = conc[tissue] if tissue.any() else conc
+    leak = np.linalg.lstsq(chosen[:, :n], chosen[:, 2], rcond=None)[0] if n == 2 else np.zeros(n)
+    return Levels(np.percentile(chosen[:, :n], AMOUNT_PERCENTILE, axis=0), leak)
 
 
 def look_of(image: np.ndarray, source_stains=None) -> Look:
     """The :class:`Look` of a uint8 RGB image (its stains fitted by Macenko unless given)."""
     light = source_light("estimate", image)
     rows = source_stain_rows(image, source_stains, light)
-    return Look(rows, stain_amounts(image, rows, light), light)
+    return Look(rows, stain_levels(image, rows, light), light)
 
 
-def staining_for(look: Look, source_amounts: np.ndarray, name: str = "reference look") -> Staining:
-    """The staining that renders tissue whose typical stain amounts are ``source_amounts`` in ``look``:
-    its stains and light, amounts scaled by ``look.amounts / source_amounts``."""
-    return Staining(stains=look.stains, scale=tuple(look.amounts / source_amounts), light=tuple(look.light),
-                    name=name)
+def staining_for(look: Look, source: Levels, name: str = "reference look") -> Staining:
+    """The staining that renders tissue of :class:`Levels` ``source`` in ``look``: its stains and light,
+    each stain scaled by the ratio of the amounts (kept where the source has under
+    :data:`MIN_AMOUNT` of it, or the look none), and the leak that swaps the source's for the look's:
+    the render adds ``C' . leak`` to the residual, which already holds ``C . leak_source = C' .
+    leak_source / scale``."""
+    wanted, have = (np.asarray(v, dtype=np.float64) for v in (look.levels.amounts, source.amounts))
+    usable = (have >= MIN_AMOUNT) & (wanted > 0)
+    scale = np.where(usable, wanted / np.where(usable, have, 1.0), 1.0)
+    leak = np.asarray(look.levels.leak, dtype=np.float64) - np.asarray(source.leak, dtype=np.float64) / scale
+    return Staining(stains=look.stains, scale=tuple(scale), light=tuple(look.light), leak=tuple(leak), name=name)

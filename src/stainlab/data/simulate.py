@@ -9,7 +9,10 @@ against the same light unless given, completed by the residual row that
 zero concentrations whatever its colour. The concentrations are then rendered under another, known
 :class:`Staining`:
 
-1. stain amounts scaled per stain, ``C' = C * s`` (over- or under-staining; the residual is kept);
+1. stain amounts scaled per stain, ``C' = C * s`` (over- or under-staining); the residual channel of a
+   two-stain set (the density neither stain explains) is kept, plus ``leak`` residual per unit of each
+   scaled stain, ``R' = R + C'_stains . leak`` (where a look's dyes leave the plane of its two stain
+   rows otherwise than the source's do; zero where there is no stain, so glass stays glass);
 2. other stain vectors, ``OD' = C' M_t`` (the target's rows, or the source's turned by ``rotation``
    degrees about the grey axis ``(1, 1, 1)``: a change of hue of each dye; the residual channel of a
    two-stain set goes along the target's residual row, orthogonal to its stains);
@@ -78,7 +81,8 @@ class Staining:
 
     The staining: ``stains``, stain rows (2 or 3, each an OD vector; normalised), or ``None`` for the
     source image's own stains; ``scale``, concentration factor per stain (one number applies to all);
-    ``rotation``, degrees each stain's vector turns about the grey axis. The lamp: ``light``, the RGB of
+    ``rotation``, degrees each stain's vector turns about the grey axis; ``leak``, residual density
+    added per unit of each stain (two-stain sets; one value applies to both). The lamp: ``light``, the RGB of
     the glass (``I0`` per channel, in [1, 255]) before the scanner, or ``None`` for the source's own
     light. The scanner (see the module docstring): ``blur`` (sigma in pixels), ``crosstalk`` (3x3,
     non-negative rows summing to 1, or ``None`` for none), ``gain`` (R, G, B), ``gamma`` and
@@ -99,6 +103,7 @@ class Staining:
     contrast: tuple = (0.0,)
     saturation: float = 1.0
     jpeg: int | None = None
+    leak: tuple = (0.0,)
     name: str = field(default="identity", compare=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +129,7 @@ class Staining:
         object.__setattr__(self, "blur", _scalar("blur", self.blur, positive=False))
         object.__setattr__(self, "noise", _scalar("noise", self.noise, positive=False))
         object.__setattr__(self, "saturation", _scalar("saturation", self.saturation, positive=False))
+        object.__setattr__(self, "leak", _finite_tuple("leak", self.leak))
         if self.light is not None:
             try:
                 object.__setattr__(self, "light", tuple(float(v) for v in check_light_rgb(self.light)))
@@ -165,6 +171,14 @@ class Staining:
         """Factors for the 3 deconvolution channels: ``scale`` per stain, 1 for a residual channel."""
         return np.concatenate([_per_stain("scale", self.scale, n_stains), np.ones(3 - n_stains)])
 
+    def leak_matrix(self, n_stains: int) -> np.ndarray:
+        """(3, 3) added to the identity on scaled concentrations: each stain's ``leak`` into a two-stain
+        set's residual channel (zeros for three stains, which have no residual)."""
+        matrix = np.zeros((3, 3))
+        if n_stains == 2:
+            matrix[:2, 2] = _per_stain("leak", self.leak, 2)
+        return matrix
+
     def lamp(self, source_light=None) -> np.ndarray:
         """The ``I0`` (3,) this staining renders under: its ``light``, else ``source_light`` (the light
         the concentrations were separated against), else white."""
@@ -185,7 +199,8 @@ def render(conc: np.ndarray, stains, staining: Staining | None = None, seed: int
     rows = staining.stain_rows(basis.matrix[:n_stains])
     if len(rows) != n_stains:
         raise InputError(f"the staining has {len(rows)} stains but the concentrations have {n_stains}")
-    od = (np.asarray(conc, dtype=np.float64) * staining.concentration_scale(n_stains)) @ stain_basis(rows).matrix
+    conc = np.asarray(conc, dtype=np.float64) * staining.concentration_scale(n_stains)
+    od = conc @ (np.eye(3) + staining.leak_matrix(n_stains)) @ stain_basis(rows).matrix
     return scan(od_to_rgb(od, staining.lamp(source_light)), staining, seed)
 
 

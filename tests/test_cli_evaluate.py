@@ -107,3 +107,19 @@ def test_evaluate_refuses_a_folder_that_is_not_a_report(tmp_path, capsys):
     assert main(["evaluate", "--methods", "reinhard", "--data", "understained", "-o", str(tmp_path)]) == 1
     assert "not a stainlab report folder (it holds thesis.docx)" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["thesis.docx"]  # no preset rendered into it either
+
+
+def test_evaluate_cuts_a_preset_source_as_make_benchmark_does(tmp_path):
+    """One large image given to `evaluate --data PRESET` is cut into make-benchmark's tiles, so it is
+    not a single pair (which could only serve as the reference)."""
+    from stainlab.cli import build_parser
+    from stainlab.data.benchmark import MIN_TISSUE, TILE
+    from stainlab.io.images import write_image
+
+    defaults = build_parser().parse_args(["data", "make-benchmark", "--source", "x", "--out", "y"])
+    assert (defaults.tile, defaults.min_tissue) == (TILE, MIN_TISSUE)
+    region = write_image(tmp_path / "region.png", he_image((512, 512), seed=60, glass=0.05))
+    report = tmp_path / "report"
+    assert main(["evaluate", "--methods", "reinhard", "--data", "faded", "--source", str(region), "-o", str(report)]) == 0
+    results = json.loads((report / "results.json").read_text())
+    assert results["images"] == 3 and "region_y" in results["reference"]  # 4 tiles of 256, one the reference

@@ -58,6 +58,11 @@ from stainlab.io.images import list_images, read_image, write_image
 MODES = ("restain", "ihc")
 META = "meta.json"
 REFERENCE = "reference.png"
+TILE = 256
+"""The side of the pieces the command line cuts sources into (``data make-benchmark``'s default, which
+``evaluate --data PRESET`` follows)."""
+MIN_TISSUE = 0.5
+"""The tissue fraction a piece needs there."""
 
 
 def make_benchmark(source, preset: str | None = "long-he", out=None, seed: int = 0, *,

@@ -11,10 +11,10 @@ from stainlab.errors import InputError
 def evaluation_data(spec: str, source, seed: int, out, unpaired: bool = False, reference=None):
     """The data to score: the folder ``spec`` (paired A/ B/; unpaired A/ B/ with ``unpaired``; the HEV
     layout, unpaired HE -> Long HE; the BCI layout's test split), else a simulator preset rendered into
-    ``out/data`` from ``source`` (scikit-image's IHC image when none is given), reused when it is
-    already there. A preset's truth is rendered in the look of ``reference`` (an image) when given, so a
+    ``out/data`` from ``source`` (scikit-image's IHC image when none is given) cut as ``data
+    make-benchmark`` cuts it, reused when it is already there. A preset's truth is rendered in the look of ``reference`` (an image) when given, so a
     user's own reference is scored fairly; else one tile is held out as the reference."""
-    from stainlab.data.benchmark import META, make_benchmark
+    from stainlab.data.benchmark import META, MIN_TISSUE, TILE, make_benchmark
     from stainlab.data.folders import PairedFolders, UnpairedFolders, hev, is_bci_layout, is_hev_layout
     from stainlab.data.looks import fingerprint
     from stainlab.data.presets import PRESETS
@@ -44,7 +44,8 @@ def evaluation_data(spec: str, source, seed: int, out, unpaired: bool = False, r
             raise InputError(f"{folder}: its truth was rendered {rendered}, not for {asked}; use another -o or "
                              "delete it")
     else:
-        make_benchmark(source or demo_tissue(), spec, folder, seed, reference=reference)
+        make_benchmark(source or demo_tissue(), spec, folder, seed, reference=reference, tile=TILE,
+                       min_tissue=MIN_TISSUE)
     return PairedFolders.open(folder)
 
 

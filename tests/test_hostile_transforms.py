@@ -270,6 +270,9 @@ BAD_BY_NAME = {  # parameters whose default (None) does not tell their type, or 
     "luminance": ["srgb", [1.0, 1.0, 1.0], [0.5, 0.5], [-1.0, 1.0, 1.0]],
     "work_side": [8, 100_000, 512.0],
     "s1": [99.5],  # s1 + s2 must stay under 100 with the default s2
+    "light": ["white", (0, 255, 255), (255, 255), (255, 256, 255), [math.nan, 255, 255]],
+    "convention": ["staintools"],
+    "start": ["nct", "augment", "unknown", 3],
 }
 
 

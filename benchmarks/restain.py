@@ -2,7 +2,8 @@
 unaligned pair.
 
 Real H&E tissue (../shared/data's two torchstain images when present, scikit-image's IHC image
-otherwise) is cut into 256x256 tiles (``stainlab data make-benchmark``'s tiling). For each simulator
+otherwise, both fully covered by tissue, and the CMU-1 small region, whose tiles hold glass too) is cut
+into 256x256 tiles (``stainlab data make-benchmark``'s tiling). For each simulator
 preset (all of them by default: the staining presets, which the two-stain Beer-Lambert model of Macenko
 and Vahadane can express, and the scanner presets of glass colour, cross-talk, tone curves, saturation
 and JPEG, which it cannot) the tiles are re-stained (the inputs, ``A/``) and rendered in one look, that
@@ -51,6 +52,7 @@ from stainlab.io.images import read_image
 from stainlab.metrics import channel_wasserstein, sliced_wasserstein
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from classical import load_slide  # noqa: E402  (benchmarks share the slide loader)
 from provenance import provenance  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
 
 HERE = Path(__file__).resolve().parent
@@ -64,13 +66,17 @@ YARDSTICK = "histogram"  # matches each channel's distribution by construction: 
 
 def tissue() -> tuple[list, np.ndarray, str]:
     """The real tissue to cut into tiles (image files or arrays), the image whose look the truth takes,
-    and where they came from."""
+    and where they came from: the two torchstain images (fully covered by tissue, no glass) or
+    scikit-image's IHC image, and the CMU-1 small region (:func:`classical.load_slide`), whose tiles of
+    at least half tissue also hold glass, as most tiles of a slide do."""
+    slide, slide_origin = load_slide()
     if all(f.is_file() for f in PAIR):
-        return list(PAIR), read_image(PAIR[1])[0], "../shared/data he_source_rgba.png, he_target_rgba.png"
+        return ([*PAIR, slide], read_image(PAIR[1])[0],
+                f"../shared/data he_source_rgba.png, he_target_rgba.png and {slide_origin}")
     from skimage import data
 
     image = data.immunohistochemistry()
-    return [image], image, "scikit-image immunohistochemistry()"
+    return [image, slide], image, f"scikit-image immunohistochemistry() and {slide_origin}"
 
 
 def run(presets, methods, work: Path, seed: int) -> dict:

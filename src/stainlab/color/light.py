@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from stainlab.color.od import BACKGROUND
 
@@ -61,35 +62,81 @@ def estimate_light(image, weights=None) -> Light:
     ``(M, 3)`` in [0, 255] with ``weights`` (a colour histogram's counts: the same answer, within the
     width of its cells)."""
     pixels = np.asarray(image).reshape(-1, 3)
-    if weights is None and len(pixels) > SAMPLE:
-        pixels = pixels[::-(-len(pixels) // SAMPLE)]
+    if weights is None and pixels.dtype == np.uint8:
+        return _from_bytes(pixels[::-(-len(pixels) // SAMPLE)] if len(pixels) > SAMPLE else pixels)
     w = np.ones(len(pixels)) if weights is None else np.asarray(weights, dtype=np.float64)
     brightness = np.clip(np.rint(pixels.sum(axis=1, dtype=np.float64) / 3.0), 0, 255).astype(np.int64)
-    counts = np.bincount(brightness, w, minlength=256)
+    window, fraction = _glass_window(np.bincount(brightness, w, minlength=256), float(w.sum()))
+    if window is None:
+        return Light(WHITE.copy(), False, fraction)
+    near = (brightness >= window[0]) & (brightness <= window[1])
+    glass, gw = pixels[near].astype(np.float64), w[near]
+    median = np.array([_weighted_median(glass[:, c], gw) for c in range(3)])
+    spread = np.array([_weighted_median(np.abs(glass[:, c] - median[c]), gw) for c in range(3)])
+    return _light(gw @ glass / gw.sum(), spread, fraction)
+
+
+def _glass_window(counts: np.ndarray, total: float) -> tuple[tuple[int, int] | None, float]:
+    """Step 2 of the module docstring on a brightness histogram: the lowest and highest level of the
+    glass peak (None without glass), and the fraction of the pixels in that window."""
     peak = MIN_GLASS_BRIGHTNESS + int(np.argmax(counts[MIN_GLASS_BRIGHTNESS:]))
     low, high = peak - PEAK_HALF_WIDTH, peak + PEAK_HALF_WIDTH
     width = high - low + 1
     inside = counts[low:high + 1].sum()
     below = counts[max(low - width, 0):low].sum()
     above = counts[high + 1:high + 1 + width].sum()
-    fraction = float(inside / max(w.sum(), 1e-12))
+    fraction = float(inside / max(total, 1e-12))
     # A peak at the top of the scale has no upper shoulder (glass clipped to white): only the lower counts.
     shoulder = max(below, above) if high + width <= 255 else below
-    if fraction < MIN_GLASS_FRACTION or inside < MIN_SHARPNESS * shoulder:
-        return Light(WHITE.copy(), False, fraction)
-    near = (brightness >= low) & (brightness <= high)
-    glass, gw = pixels[near].astype(np.float64), w[near]
-    median = np.array([_weighted_median(glass[:, c], gw) for c in range(3)])
-    spread = np.array([_weighted_median(np.abs(glass[:, c] - median[c]), gw) for c in range(3)])
+    found = fraction >= MIN_GLASS_FRACTION and inside >= MIN_SHARPNESS * shoulder
+    return ((low, high) if found else None), fraction
+
+
+def _light(mean: np.ndarray, spread: np.ndarray, fraction: float) -> Light:
+    """Steps 3-4: the light from the glass pixels' mean, unless their colour is not flat."""
     if (spread > MAX_GLASS_MAD).any():
         return Light(WHITE.copy(), False, fraction)
-    return Light(np.clip(gw @ glass / gw.sum(), 1.0, BACKGROUND), True, fraction)
+    return Light(np.clip(mean, 1.0, BACKGROUND), True, fraction)
+
+
+def _from_bytes(pixels: np.ndarray) -> Light:
+    """:func:`estimate_light` of uint8 pixels by two compiled passes: the brightness histogram, then the
+    per-channel level histograms of the glass peak, whose median, spread and mean are exact."""
+    counts = np.zeros(256, dtype=np.int64)
+    _brightness_counts(pixels, counts)
+    window, fraction = _glass_window(counts, float(len(pixels)))
+    if window is None:
+        return Light(WHITE.copy(), False, fraction)
+    glass = np.zeros((3, 256), dtype=np.int64)
+    _window_counts(pixels, *window, glass)
+    inside = glass[0].sum()
+    levels = np.arange(256)
+    median = np.array([np.searchsorted(np.cumsum(g), 0.5 * inside) for g in glass])
+    distances = [np.bincount(np.abs(levels - m), g, minlength=256) for m, g in zip(median, glass)]
+    spread = np.array([np.searchsorted(np.cumsum(d), 0.5 * inside) for d in distances], dtype=np.float64)
+    return _light(glass @ levels / inside, spread, fraction)
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The lower weighted median: the first value whose cumulative weight reaches half the total."""
     order = np.argsort(values, kind="stable")
     cumulative = np.cumsum(weights[order])
     return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+@njit(cache=True, nogil=True)
+def _brightness_counts(pixels, counts):  # pragma: no cover - compiled
+    for i in range(pixels.shape[0]):
+        counts[(np.int64(pixels[i, 0]) + pixels[i, 1] + pixels[i, 2] + 1) // 3] += 1
+
+
+@njit(cache=True, nogil=True)
+def _window_counts(pixels, low, high, counts):  # pragma: no cover - compiled
+    for i in range(pixels.shape[0]):
+        b = (np.int64(pixels[i, 0]) + pixels[i, 1] + pixels[i, 2] + 1) // 3
+        if low <= b <= high:
+            for c in range(3):
+                counts[c, pixels[i, c]] += 1
 
 
 def resolve_light(light, image=None, what: str = "light") -> Light:

@@ -456,11 +456,17 @@ def bench_all(names, cases, image, reference, results, repeats) -> tuple[dict, d
     return outputs, fitted, peer_outputs, peer_rows
 
 
-def agreement(outputs, fitted, peer_outputs, peer_rows, reference) -> list[dict[str, Any]]:
+def agreement(outputs, fitted, peer_outputs, peer_rows, image, reference) -> list[dict[str, Any]]:
     """CIEDE2000 between stainlab and each peer for the same method; for stain-matrix methods also the
     angles between the fitted reference stain vectors, as fitted and with stainlab's estimator on the
-    peer's own pixel selection; plus torchstain's two backends against each other."""
+    peer's own pixel selection; stainlab's Macenko in torchstain's convention against torchstain's;
+    plus torchstain's two backends against each other."""
     rows = []
+    if "macenko" in outputs:
+        migrated = create("macenko", convention="torchstain").fit(reference)(image)
+        rows += [{"method": "macenko", "a": "stainlab convention=torchstain", "b": library,
+                  "ciede2000": ciede2000(migrated, peer_outputs[library, "macenko"])}
+                 for library in ("torchstain-numpy", "torchstain-torch") if (library, "macenko") in peer_outputs]
     same_pixels = macenko_on_torchstain_pixels(reference) if "macenko" in outputs else None
     for (library, method), out in sorted(peer_outputs.items()):
         if method in outputs:
@@ -502,7 +508,7 @@ def run(args) -> dict[str, Any]:
                                    args.repeats, round_robin, log, ciede2000)
     results["tile_ratios"] = tile_ratios(results["tiles"])
     log("agreement (CIEDE2000)")
-    results["agreement"] = agreement(outputs, fitted, peer_outputs, peer_rows, reference)
+    results["agreement"] = agreement(outputs, fitted, peer_outputs, peer_rows, image, reference)
     for name in (n for n in results["stainlab"] if not args.quick or n in QUICK_MEMORY_METHODS):
         log(f"memory {name} ({args.memory_mpix:g} MPix, fresh process)")
         results["memory"][name] = measure_memory(name, args.memory_mpix)

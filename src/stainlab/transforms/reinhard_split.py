@@ -48,7 +48,7 @@ from stainlab.transforms import small
 from stainlab.transforms.base import PixelTransform, require_tissue
 from stainlab.transforms.checks import check_fields, stored_array
 from stainlab.transforms.lighting import LightMixin
-from stainlab.transforms.lut import DEFAULT_BITS, ColorHistogram
+from stainlab.transforms.lut import DEFAULT_BITS
 from stainlab.transforms.reinhard import LAB_RANGE, MAX_STD, MIN_STD, lab_stats, pixel_lab_stats
 
 
@@ -102,12 +102,10 @@ class ReinhardSplit(LightMixin, PixelTransform):
         return self._with_glass_shift(light, mean, std)
 
     def _small_source(self, image):
-        """:meth:`_source` on the small-image path: the light from the colour histogram of a sample at
-        ``lut_bits`` (as the lookup-table path takes it), the tissue statistics by one compiled pass over
-        the sample."""
+        """:meth:`_source` on the small-image path: the light and the tissue statistics by compiled passes
+        over a sample's pixels."""
         pixels = small.stats_sample(image.reshape(-1, 3))
-        hist = ColorHistogram.of(pixels.reshape(-1, 1, 3), self.lut_bits)
-        light = self.light_of(hist.colors, hist.counts)
+        light = self.light_of(pixels)
         mean, std = pixel_lab_stats(pixels, tissue_limits(TISSUE_BETA, light), f"{self.name} source")
         return self._with_glass_shift(light, mean, std)
 

@@ -121,3 +121,16 @@ def test_light_options(light):
     assert t(source).shape == source.shape
     with pytest.raises(stainlab.errors.InputError, match="light"):
         stainlab.load("linear-ot", light=(0, 300, 5))
+
+
+@pytest.mark.parametrize("name", ["linear-ot", "macenko", "vahadane", "ruifrok", "reinhard-split"])
+def test_large_images_and_slide_samples_take_the_light_of_their_glass(name):
+    """On the lookup-table path (over 1 MPix) and from a slide's sample histogram (``source_of``) the
+    light is taken on the table's own lattice, and equals the estimate from every pixel within a level."""
+    from stainlab.transforms.lut import ColorHistogram
+
+    image = rendered(tissue_od(seed=7, glass=0.1, shape=(1100, 1000)), SOURCE_LIGHT, noise=1.5, seed=2)
+    t = stainlab.load(name).fit(rendered(tissue_od(seed=8), TARGET_LIGHT, noise=1.0))
+    light = t.source_of(ColorHistogram.of(image, t.lut_bits)).light
+    np.testing.assert_allclose(light, estimate_light(image).rgb, atol=1.0)
+    np.testing.assert_allclose(light, SOURCE_LIGHT, atol=1.0)

@@ -286,8 +286,12 @@ class PixelTransform(Transform):
     def source_of(self, hist: ColorHistogram) -> Any:
         """Per-image parameters from the colour histogram of an image (or of a sample of a whole slide),
         taken on the ``stats_bits`` lattice as ``t(image)`` does; raises :class:`NoTissueError`."""
-        stats = hist if self.lut_bits == 8 else hist.coarsened(self.stats_bits)  # 8 bits: all exact
+        stats = self._statistics_lattice(hist)
         return self._source(stats.colors, stats.counts)
+
+    def _statistics_lattice(self, hist: ColorHistogram) -> ColorHistogram:
+        """``hist`` coarsened to ``stats_bits``, where per-image statistics are taken (8 bits: all exact)."""
+        return hist if self.lut_bits == 8 else hist.coarsened(self.stats_bits)
 
     def color_table(self, colors: np.ndarray, source: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows of a lookup table: the uint8 outputs of float ``colors`` under ``source``, and which

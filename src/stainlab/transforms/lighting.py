@@ -52,6 +52,14 @@ class LightMixin:
             return estimate_light(colors, weights).rgb
         return WHITE.copy() if self.light == "fixed" else np.asarray(self.light, dtype=np.float64)
 
+    def source_of(self, hist):
+        """Per-image parameters from a colour histogram (``PixelTransform.source_of``), the light taken on
+        the histogram's own lattice: on the coarser statistics lattice, cells of pale tissue pool into
+        spikes that can hide a small glass peak. The class's ``_source`` takes the light as a third
+        argument."""
+        stats = self._statistics_lattice(hist)
+        return self._source(stats.colors, stats.counts, self.light_of(hist.colors, hist.counts))
+
     def _fit_light(self, colors, weights, what: str) -> np.ndarray:
         """The reference's light, with a warning when it had to fall back to white."""
         if self.light != "estimate":

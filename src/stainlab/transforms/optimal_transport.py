@@ -100,8 +100,8 @@ class LinearOT(LightMixin, PixelTransform):
         self.target_moment = self._moment(colors, weights, what, light)
         self.target_light = light
 
-    def _source(self, colors, weights):
-        light = self.light_of(colors, weights)
+    def _source(self, colors, weights, light=None):
+        light = self.light_of(colors, weights) if light is None else light
         return Moments(self._moment(colors, weights, "linear-ot source", light), light)
 
     def _small_source(self, image):

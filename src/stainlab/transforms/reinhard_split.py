@@ -96,8 +96,8 @@ class ReinhardSplit(LightMixin, PixelTransform):
     def _with_glass_shift(self, light, mean, std) -> Source:
         return Source(light, mean, std, rgb_to_lab(self.target_light) - rgb_to_lab(light))
 
-    def _source(self, colors, weights):
-        light = self.light_of(colors, weights)
+    def _source(self, colors, weights, light=None):
+        light = self.light_of(colors, weights) if light is None else light
         mean, std = self._tissue_stats(colors, weights, f"{self.name} source", light)
         return self._with_glass_shift(light, mean, std)
 

@@ -74,8 +74,8 @@ class Ruifrok(LightMixin, PixelTransform):
         self.max_concentrations = self._robust_max(colors, weights, "ruifrok reference", light)
         self.target_light = light
 
-    def _source(self, colors, weights):
-        light = self.light_of(colors, weights)
+    def _source(self, colors, weights, light=None):
+        light = self.light_of(colors, weights) if light is None else light
         if self._channel is not None:
             return Source(None, None, light)
         return Source(None, self._robust_max(colors, weights, "ruifrok source", light), light)

@@ -340,8 +340,8 @@ class StainMatrixTransform(LightMixin, PixelTransform):
         self._set_target(absorbing_rows(fit.stain_matrix, what), fit.max_concentrations, what)
         self.target_light = fit.light
 
-    def _source(self, colors, weights):
-        return self._analyse(colors, weights, f"{self.name} source")
+    def _source(self, colors, weights, light=None):
+        return self._analyse(colors, weights, f"{self.name} source", light)
 
     def _factors(self, source) -> np.ndarray:
         """The per-stain multipliers of a source's concentrations: the robust-maximum ratios to the

@@ -123,13 +123,20 @@ def test_light_options(light):
         stainlab.load("linear-ot", light=(0, 300, 5))
 
 
+@pytest.fixture(scope="module")
+def large_image():
+    """Over 1 MPix (the lookup-table path): a rendered field repeated 4 x 4, under SOURCE_LIGHT with noise."""
+    return rendered(np.tile(tissue_od(seed=7, glass=0.1, shape=(275, 250)), (4, 4, 1)), SOURCE_LIGHT,
+                    noise=1.5, seed=2)
+
+
 @pytest.mark.parametrize("name", ["linear-ot", "macenko", "vahadane", "ruifrok", "reinhard-split"])
-def test_large_images_and_slide_samples_take_the_light_of_their_glass(name):
+def test_large_images_and_slide_samples_take_the_light_of_their_glass(name, large_image):
     """On the lookup-table path (over 1 MPix) and from a slide's sample histogram (``source_of``) the
     light is taken on the table's own lattice, and equals the estimate from every pixel within a level."""
     from stainlab.transforms.lut import ColorHistogram
 
-    image = rendered(tissue_od(seed=7, glass=0.1, shape=(1100, 1000)), SOURCE_LIGHT, noise=1.5, seed=2)
+    image = large_image
     t = stainlab.load(name).fit(rendered(tissue_od(seed=8), TARGET_LIGHT, noise=1.0))
     light = t.source_of(ColorHistogram.of(image, t.lut_bits)).light
     np.testing.assert_allclose(light, estimate_light(image).rgb, atol=1.0)

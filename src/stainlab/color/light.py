@@ -139,12 +139,13 @@ def _window_counts(pixels, low, high, counts):  # pragma: no cover - compiled
                 counts[c, pixels[i, c]] += 1
 
 
-def resolve_light(light, image=None, what: str = "light") -> Light:
-    """A ``light`` option as a :class:`Light`: ``"estimate"`` (from ``image``), ``"fixed"`` (white) or
-    an RGB triple in [1, 255]; :class:`ValueError` naming ``what`` otherwise."""
+def resolve_light(light, image=None, what: str = "light", weights=None) -> Light:
+    """A ``light`` option as a :class:`Light`: ``"estimate"`` (from ``image``, or from colours with
+    histogram ``weights``, as :func:`estimate_light` takes them), ``"fixed"`` (white) or an RGB triple in
+    [1, 255]; :class:`ValueError` naming ``what`` otherwise."""
     if isinstance(light, str):
         if light == "estimate":
-            return estimate_light(image)
+            return estimate_light(image, weights)
         if light == "fixed":
             return Light(WHITE.copy(), True, 0.0)
         raise ValueError(f"{what}: expected 'estimate', 'fixed' or an (R, G, B) light, got {light!r}")

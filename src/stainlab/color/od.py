@@ -22,10 +22,12 @@ MAX_OD = float(np.log(BACKGROUND + 1.0))
 
 def rgb_to_od(rgb, background=BACKGROUND, clip: bool = True) -> np.ndarray:
     """Optical density of RGB values in [0, 255] (any shape ending in 3) against the light
-    ``background`` (one value, or one per channel: :mod:`stainlab.color.light`); never inf, and never
-    negative unless ``clip`` is off (pixels brighter than the light: torchstain's convention keeps them)."""
+    ``background`` (one value, or one per channel: :mod:`stainlab.color.light`; None: white); never inf,
+    and never negative unless ``clip`` is off (pixels brighter than the light: torchstain's convention
+    keeps them)."""
     rgb = np.asarray(rgb, dtype=np.float64)
-    od = -np.log((rgb + 1.0) / (np.asarray(background, dtype=np.float64) + 1.0))
+    background = BACKGROUND if background is None else np.asarray(background, dtype=np.float64)
+    od = -np.log((rgb + 1.0) / (background + 1.0))
     return np.maximum(od, 0.0, out=od) if clip else od
 
 

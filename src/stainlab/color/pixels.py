@@ -66,9 +66,7 @@ def od_table(light=None, clip: bool = True) -> np.ndarray:
     of the glass, :mod:`stainlab.color.light`; ``None``: white), never negative unless ``clip`` is off."""
     if light is None and clip:
         return _WHITE_TABLE
-    background = BACKGROUND if light is None else np.asarray(light, dtype=np.float64)
-    od = -np.log((np.arange(256.0)[:, None] + 1.0) / (background + 1.0))
-    return np.ascontiguousarray((np.maximum(od, 0.0) if clip else od).T)
+    return np.ascontiguousarray(rgb_to_od(np.arange(256.0)[:, None], light, clip).T)
 
 
 def tissue_limits(beta: float, light=None) -> np.ndarray:

@@ -23,4 +23,4 @@ def tissue_mask_od(od, beta: float = TISSUE_BETA) -> np.ndarray:
 def tissue_mask(rgb, beta: float = TISSUE_BETA, light=None) -> np.ndarray:
     """Boolean ``HxW`` (or ``N``) mask of tissue pixels of RGB values in [0, 255], their optical density
     taken against ``light`` (the image's glass, :mod:`stainlab.color.light`; ``None``: white)."""
-    return tissue_mask_od(rgb_to_od(rgb) if light is None else rgb_to_od(rgb, light), beta)
+    return tissue_mask_od(rgb_to_od(rgb, light), beta)

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from stainlab.color.light import WHITE, check_light_rgb, estimate_light
+from stainlab.color.light import WHITE, check_light_rgb, resolve_light
 from stainlab.errors import InputError, NoBackgroundWarning
 from stainlab.transforms.checks import stored_array
 
@@ -41,6 +41,7 @@ class LightMixin:
     (white until fitted), both set by :meth:`_init_light`."""
 
     name: str
+    _clip = True   # optical density clipped at zero (StainMatrixTransform: not in torchstain's convention)
 
     def _init_light(self, light) -> None:
         self.light = check_light(f"{self.name}: light", light)
@@ -48,9 +49,7 @@ class LightMixin:
 
     def light_of(self, colors, weights=None) -> np.ndarray:
         """The light (RGB, (3,)) of one image's pixels ``(M, 3)``, or of colours with histogram weights."""
-        if self.light == "estimate":
-            return estimate_light(colors, weights).rgb
-        return WHITE.copy() if self.light == "fixed" else np.asarray(self.light, dtype=np.float64)
+        return resolve_light(self.light, colors, weights=weights).rgb
 
     def source_of(self, hist):
         """Per-image parameters from a colour histogram (``PixelTransform.source_of``), the light taken on
@@ -62,9 +61,7 @@ class LightMixin:
 
     def _fit_light(self, colors, weights, what: str) -> np.ndarray:
         """The reference's light, with a warning when it had to fall back to white."""
-        if self.light != "estimate":
-            return self.light_of(colors, weights)
-        found = estimate_light(colors, weights)
+        found = resolve_light(self.light, colors, weights=weights)
         if not found.found:
             warnings.warn(f"{what}: {found.describe()}; pass light=(R, G, B) to set the reference's glass",
                           NoBackgroundWarning, stacklevel=5)

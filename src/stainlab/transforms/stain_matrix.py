@@ -71,7 +71,7 @@ def tissue_od(colors: np.ndarray, weights: np.ndarray | None, beta: float,
         if np.count_nonzero(keep) < 2:
             raise NoTissueError(f"{what}: no tissue (no pixel has optical density above beta={beta})")
     w = np.ones(len(colors)) if weights is None else np.asarray(weights, dtype=np.float64)
-    return rgb_to_od(colors[keep], BACKGROUND if light is None else light), w[keep]
+    return rgb_to_od(colors[keep], light), w[keep]
 
 
 def sample_tissue(image: np.ndarray, beta: float, what: str, light=None):
@@ -205,7 +205,7 @@ def stain_images(t: PixelTransform, image, value_range=None) -> StainImages:
     pixels = image.reshape(-1, 3).astype(np.float64)
     ok, source = t._source_or_none(lambda: t._source(pixels, None))
     if ok:
-        conc, matrix = t._scaled_concentrations(rgb_to_od(pixels, source.light, getattr(t, "_clip", True)), source)
+        conc, matrix = t._scaled_concentrations(rgb_to_od(pixels, source.light, t._clip), source)
     else:
         conc, matrix = np.zeros((len(pixels), 2)), None
     light = t.target_light
@@ -355,8 +355,12 @@ class StainMatrixTransform(LightMixin, PixelTransform):
     # -- what users ask for: the image's own stains and its separated channels --------------------
     def stain_matrix_of(self, image: np.ndarray) -> np.ndarray:
         """(2, 3) stain rows (haematoxylin, eosin) of a uint8 RGB image; needs no fit."""
-        hist = ColorHistogram.of(check_rgb8(image), 8)
-        return self._analyse(hist.colors, hist.counts, f"{self.name} image").stain_matrix
+        return self._image_source(check_rgb8(image)).stain_matrix
+
+    def _image_source(self, image: np.ndarray) -> Source:
+        """:meth:`_analyse` of every colour of a (checked) uint8 RGB image."""
+        hist = ColorHistogram.of(image, 8)
+        return self._analyse(hist.colors, hist.counts, f"{self.name} image")
 
     def concentrations(self, image: np.ndarray, stain_matrix=None) -> np.ndarray:
         """(H, W, 2) haematoxylin and eosin concentrations (OD units, against the image's light) of a
@@ -368,8 +372,11 @@ class StainMatrixTransform(LightMixin, PixelTransform):
         """
         image = check_rgb8(image)
         pixels = image.reshape(-1, 3)
-        rows = self.stain_matrix_of(image) if stain_matrix is None else _stain_rows(stain_matrix, "stain_matrix")
-        conc = self._concentrations(rgb_to_od(pixels, self.light_of(pixels)), rows)
+        if stain_matrix is None:
+            rows, _, light = self._image_source(image)
+        else:
+            rows, light = _stain_rows(stain_matrix, "stain_matrix"), self.light_of(pixels)
+        conc = self._concentrations(rgb_to_od(pixels, light), rows)
         return conc.reshape(image.shape[0], image.shape[1], 2)
 
     def _scaled_concentrations(self, od, source):

@@ -132,6 +132,28 @@ def test_lattice_table_maps_each_cell_at_its_centre_and_keeps_flagged_cells(bits
     np.testing.assert_array_equal(out, want)
 
 
+def test_lattice_table_evaluates_only_the_cells_images_need_each_once_from_any_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    asked = []
+
+    def rows(colors):
+        asked.append(len(colors))
+        return np.clip(255 - colors, 0, 255).astype(np.uint8), None
+
+    table = LatticeTable(7, rows)
+    images = [he_image(seed=s) for s in (6, 7, 8, 9)]
+    with ThreadPoolExecutor(4) as pool:  # cells are filled under a lock while other threads gather
+        outs = list(pool.map(lambda image: table(image, parallel=False), images))
+    cells = np.unique(np.concatenate([(im.reshape(-1, 3).astype(np.int64) >> 1) @ [1 << 14, 1 << 7, 1] for im in images]))
+    assert sum(asked) == len(cells) < len(table.table) // 10   # each cell needed once, not the whole lattice
+    eager = LatticeTable(7, rows)
+    eager.prepare(np.arange(len(eager.table)))
+    for image, out in zip(images, outs):
+        np.testing.assert_array_equal(out, eager(image))        # the map the whole lattice gives
+    assert table(images[0]) is not None and sum(asked) == len(cells) + len(eager.table)  # nothing new to evaluate
+
+
 def test_bad_lut_bits_rejected():
     with pytest.raises(ValueError, match="lut_bits"):
         stainlab.load("reinhard", lut_bits=9)

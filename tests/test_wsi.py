@@ -160,6 +160,56 @@ def test_pyramidal_output_opens_with_the_right_levels_and_resolution(tmp_path, t
     assert [p.name for p in result.output.parent.iterdir()] == ["s.ome.tif"]
 
 
+def test_jpeg_tiles_are_encoded_once_in_the_layout_viewers_expect(tmp_path, tissue, reinhard):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    lossless = normalize_slide(src, tmp_path / "z.ome.tif", reinhard, SlideOptions(tile=64, compression="zlib"))
+    jpeg = normalize_slide(src, tmp_path / "j.ome.tif", reinhard, SlideOptions(tile=64, quality=90))
+    with tifffile.TiffFile(jpeg.output) as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.YCBCR and tif.pages[0].compression == 7
+        assert tif.pages[0].tags["YCbCrSubSampling"].value == (2, 2)
+    for level, (z, j) in enumerate(zip(read_levels(lossless.output)[0], read_levels(jpeg.output)[0])):
+        error = np.abs(z.astype(int) - j).mean()  # JPEG 90 (4:2:0) of the same pixels; finer texture below
+        assert z.shape == j.shape and error < (2.0 if level == 0 else 4.0)
+
+
+def test_lower_levels_are_the_halved_levels_above_even_after_a_crash(tmp_path, tissue):
+    from stainlab.wsi.pyramid import halve
+
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    options = SlideOptions(tile=64, overlap=16, min_tissue=0.0, compression="zlib")
+    whole = read_levels(normalize_slide(src, tmp_path / "whole.ome.tif", TileMean(), options).output)[0]
+    assert [lv.shape[:2] for lv in whole] == [(400, 500), (200, 250), (100, 125), (50, 63)]
+    for above, below in zip(whole, whole[1:]):
+        assert np.array_equal(below, halve(above))       # made from the rows above as they finished
+    out = tmp_path / "o.ome.tif"
+    for crash_at in (24, 33):  # in row 2 (its pair row 3 not done) and in row 3 (level 1 row 1 stored)
+        crashing = TileMean()
+        crashing.crash_at = crash_at
+        with pytest.raises(RuntimeError):
+            normalize_slide(src, out, crashing, options)
+    resumed = read_levels(normalize_slide(src, out, TileMean(), options).output)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(resumed, whole))
+
+
+def test_threads_and_tiles_that_straddle_segments_change_nothing(tmp_path, tissue, reinhard, monkeypatch):
+    import numba
+
+    src = tmp_path / "s.tif"  # 48 px segments under 64 px tiles: most segments lie under several tiles
+    tifffile.imwrite(src, tissue, tile=(48, 48), photometric="rgb", compression="zlib")
+    decoded = []
+    original = TiffSlide._decode
+    monkeypatch.setattr(TiffSlide, "_decode", lambda self, page, index: decoded.append(index) or original(self, page, index))
+    outs = []
+    for threads in (1, 3):
+        monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+        decoded.clear()
+        result = normalize_slide(src, tmp_path / f"o{threads}.ome.tif", reinhard, SlideOptions(tile=64, compression="zlib"))
+        outs.append(read_levels(result.output)[0][0])
+        assert sorted(set(decoded)) == list(range(9 * 11)) and len(decoded) < 1.1 * 9 * 11  # each about once
+    assert np.array_equal(outs[0], outs[1])
+    assert np.array_equal(outs[0], SlideColorMap(reinhard, _sample_of(src))(tissue))
+
+
 def test_openslide_reads_every_level_and_the_mpp(tmp_path, tissue, reinhard):
     try:
         import openslide
@@ -233,7 +283,7 @@ def test_a_damaged_work_folder_is_detected_and_computed_again(tmp_path, tissue):
             normalize_slide(src, out, crashing, options)
 
     crash()
-    rows = sorted((work_folder(out) / "L0").glob("*.npy.zst"))
+    rows = sorted((work_folder(out) / "L0").glob("*.tiles"))
     assert len(rows) == 3
     rows[1].write_bytes(rows[1].read_bytes()[:100])  # cut short, as by a full disk or a lost write
     assert normalize_slide(src, out, TileMean(), options).resumed == 2 * 8  # rows 0 and 2 kept, row 1 redone
@@ -247,15 +297,15 @@ def test_a_damaged_work_folder_is_detected_and_computed_again(tmp_path, tissue):
 
 def test_a_damaged_row_counts_as_missing_and_reading_it_names_the_file(tmp_path):
     store = TileStore(tmp_path / "work", {"job": 1})
-    path = tmp_path / "work" / "L1" / "000000.npy.zst"
+    path = tmp_path / "work" / "L1" / "000000.tiles"
     for check in ("get", "has"):
-        store.put(1, 0, np.full((4, 4, 3), 7, np.uint8))
-        assert store.has(1, 0) and store.get(1, 0)[0, 0, 0] == 7
+        store.put(1, 0, [b"first tile", b"", b"third"])
+        assert store.has(1, 0) and store.get(1, 0) == [b"first tile", b"", b"third"]
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0xFF  # one flipped byte
         path.write_bytes(bytes(data))
         if check == "get":
-            with pytest.raises(InputError, match=r"000000.npy.zst: damaged work file.*run again"):
+            with pytest.raises(InputError, match=r"000000.tiles: damaged work file.*run again"):
                 store.get(1, 0)
         else:
             assert not store.has(1, 0)

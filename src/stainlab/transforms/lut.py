@@ -143,11 +143,11 @@ class _Buffers(threading.local):
 _BUFFERS = _Buffers()
 
 
-@njit(cache=True, parallel=True)
-def _gather(pixels, shift, table, out):  # pragma: no cover - compiled
-    """Look every pixel up; a cell whose 4th table column is set keeps the pixel's own value."""
+@njit(cache=True, nogil=True)
+def _gather_range(pixels, start, stop, shift, table, out):  # pragma: no cover - compiled
+    """Look pixels ``start:stop`` up; a cell whose 4th table column is set keeps the pixel's own value."""
     bits = 8 - shift
-    for i in prange(pixels.shape[0]):
+    for i in range(start, stop):
         cell = ((pixels[i, 0] >> shift) << (2 * bits)) | ((pixels[i, 1] >> shift) << bits) | (pixels[i, 2] >> shift)
         if table[cell, 3]:
             for c in range(3):
@@ -155,6 +155,45 @@ def _gather(pixels, shift, table, out):  # pragma: no cover - compiled
         else:
             for c in range(3):
                 out[i, c] = table[cell, c]
+
+
+_GATHER_PARTS = 64  # slices of the pixels handed to numba's threads
+
+
+@njit(cache=True, parallel=True)
+def _gather(pixels, shift, table, out):  # pragma: no cover - compiled
+    """:func:`_gather_range` over all pixels, slices in parallel."""
+    n = pixels.shape[0]
+    for p in prange(_GATHER_PARTS):
+        _gather_range(pixels, n * p // _GATHER_PARTS, n * (p + 1) // _GATHER_PARTS, shift, table, out)
+
+
+@njit(cache=True, nogil=True)
+def _all_ready(pixels, shift, ready):  # pragma: no cover - compiled
+    """Whether every cell of ``pixels`` has its ``ready`` flag set."""
+    bits = 8 - shift
+    for i in range(pixels.shape[0]):
+        if not ready[((pixels[i, 0] >> shift) << (2 * bits)) | ((pixels[i, 1] >> shift) << bits) | (pixels[i, 2] >> shift)]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _missing_cells(pixels, shift, ready, seen):  # pragma: no cover - compiled
+    """The cells of ``pixels`` whose ``ready`` flag is not set, each once (``seen``: a zeroed scratch
+    flag per cell, zeroed again on return)."""
+    bits = 8 - shift
+    found = np.empty(min(pixels.shape[0], ready.shape[0]), dtype=np.int64)
+    n = 0
+    for i in range(pixels.shape[0]):
+        cell = ((pixels[i, 0] >> shift) << (2 * bits)) | ((pixels[i, 1] >> shift) << bits) | (pixels[i, 2] >> shift)
+        if not ready[cell] and not seen[cell]:
+            seen[cell] = 1
+            found[n] = cell
+            n += 1
+    for j in range(n):
+        seen[found[j]] = 0
+    return found[:n]
 
 
 def _check_bits(bits: int) -> int:
@@ -234,32 +273,57 @@ def apply_table(image: np.ndarray, histogram: ColorHistogram, mapped: np.ndarray
 
 
 class LatticeTable:
-    """A lookup table over every cell of the lattice, each cell evaluated once at its centre colour
-    (``bits = 8``: every colour exactly), applied by the same gather kernel as :func:`apply_table`.
-    It serves where one map must hold for many images, such as every tile of a whole slide.
+    """A lookup table over the cells of the lattice, each cell evaluated at its centre colour (``bits = 8``:
+    every colour exactly), applied by the same gather kernel as :func:`apply_table`. It serves where one
+    map must hold for many images, such as every tile of a whole slide.
+
+    Cells are evaluated when an image first needs them, not all ``2**(3 bits)`` at once: a slide uses a
+    small part of the colour cube (tens of thousands of 7-bit cells of two million), so a small slide
+    does not pay for the whole lattice, and every tile still gets exactly the map the whole lattice would
+    give (a cell's value depends on nothing but the cell). Calls from several threads are safe: the
+    gather and the search for missing cells run without the GIL, cells are evaluated under a lock.
 
     ``rows(colors)`` maps float RGB (M, 3) to ``(uint8 (M, 3), bool (M,) keep or None)``, as
     :meth:`stainlab.transforms.base.PixelTransform.color_table` does."""
 
-    _CHUNK = 1 << 20  # cells evaluated per call of ``rows``
-
     def __init__(self, bits: int, rows) -> None:
-        self.bits = _check_bits(bits)
-        shift, mask = 8 - self.bits, (1 << self.bits) - 1
-        centre = ((1 << shift) - 1) / 2.0
-        self.table = np.zeros((1 << (3 * self.bits), 4), dtype=np.uint8)
-        for start in range(0, len(self.table), self._CHUNK):
-            cells = np.arange(start, min(start + self._CHUNK, len(self.table)))
-            levels = np.stack([(cells >> (2 * self.bits)) & mask, (cells >> self.bits) & mask, cells & mask], axis=1)
-            mapped, keep = rows((levels << shift) + centre)
-            self.table[cells, :3] = mapped
-            if keep is not None:
-                self.table[cells, 3] = keep
+        self.bits, self.rows = _check_bits(bits), rows
+        cells = 1 << (3 * self.bits)
+        self.table = np.zeros((cells, 4), dtype=np.uint8)
+        self._ready = np.zeros(cells, dtype=np.uint8)
+        self._seen = np.zeros(cells, dtype=np.uint8)
+        self._lock = threading.Lock()
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray, parallel: bool = True) -> np.ndarray:
+        """``image`` through the table; ``parallel`` False gathers in the calling thread only (for
+        callers that run images in threads of their own)."""
+        pixels = image.reshape(-1, 3)
+        self._evaluate(pixels)
         out = np.empty_like(image)
-        _gather(image.reshape(-1, 3), 8 - self.bits, self.table, out.reshape(-1, 3))
+        if parallel:
+            _gather(pixels, 8 - self.bits, self.table, out.reshape(-1, 3))
+        else:
+            _gather_range(pixels, 0, len(pixels), 8 - self.bits, self.table, out.reshape(-1, 3))
         return out
+
+    def _evaluate(self, pixels: np.ndarray) -> None:
+        """Fill the cells of ``pixels`` not evaluated yet."""
+        shift = 8 - self.bits
+        if _all_ready(pixels, shift, self._ready):  # read only: no lock once the slide's colours are in
+            return
+        with self._lock:
+            self.prepare(_missing_cells(pixels, shift, self._ready, self._seen))
+
+    def prepare(self, cells: np.ndarray) -> None:
+        """Evaluate ``cells`` (int cell indices, each once) now, e.g. the colours of a sample."""
+        cells = cells[self._ready[cells] == 0]
+        if len(cells):
+            shift, mask = 8 - self.bits, (1 << self.bits) - 1
+            levels = np.stack([(cells >> (2 * self.bits)) & mask, (cells >> self.bits) & mask, cells & mask], axis=1)
+            mapped, keep = self.rows((levels << shift) + ((1 << shift) - 1) / 2.0)
+            self.table[cells, :3] = mapped
+            self.table[cells, 3] = 0 if keep is None else keep
+            self._ready[cells] = 1
 
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:

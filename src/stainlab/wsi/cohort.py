@@ -285,8 +285,8 @@ def run_cohort(jobs: list[Job], transform: Transform, options: SlideOptions, wor
 
 
 def _rows_back_task(job: Job, plan: SlidePlan, fn, start: int, stop: int):
-    """:func:`_rows_task` into a scratch store of the worker's own: the rows' totals and their pixels,
-    for the client to store (or the slide's failed outcome)."""
+    """:func:`_rows_task` into a scratch store of the worker's own: the rows' totals and their encoded
+    tiles, for the client to store (or the slide's failed outcome)."""
     scratch = _scratch(plan.output, start, stop)
     local = dataclasses.replace(plan, output=scratch / plan.output.name)
     try:
@@ -294,7 +294,7 @@ def _rows_back_task(job: Job, plan: SlidePlan, fn, start: int, stop: int):
         if isinstance(stats, Outcome):
             return stats
         store = local.store()
-        return stats, [store.get(0, row) for row in range(start, stop)]
+        return stats, [store.get(0, row) for row in range(start, stop)]  # encoded tiles
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -311,7 +311,7 @@ def run_slide_tiles(job: Job, transform: Transform, options: SlideOptions, worke
     the windows of the row just outside its run, so every row comes out as in one process). A failed
     task is retried; rows already stored are kept for the next run. This process then writes the
     pyramid. The work store must be on a folder every worker can write (checked after each task), or
-    with ``return_to_client`` the tasks return their rows' pixels and this process stores them."""
+    with ``return_to_client`` the tasks return their rows' encoded tiles and this process stores them."""
     from dask.distributed import as_completed
 
     start = time.perf_counter()
@@ -337,8 +337,8 @@ def run_slide_tiles(job: Job, transform: Transform, options: SlideOptions, worke
                 first, stop = futures[future]
                 if return_to_client:
                     stats, rows = stats
-                    for row, pixels in zip(range(first, stop), rows):
-                        store.put(0, row, pixels)
+                    for row, tiles in zip(range(first, stop), rows):
+                        store.put(0, row, tiles)
                 elif not _seen(lambda: all(store.has(0, row) for row in range(first, stop)), SHARED_WAIT):
                     client.cancel(list(futures))
                     return _not_delivered(original, f"tile rows {first}-{stop - 1} of {job.output.name} into "

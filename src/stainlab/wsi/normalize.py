@@ -23,7 +23,9 @@ the store), :func:`compute_rows` (any run of tile rows, in any process) and :fun
 
 from __future__ import annotations
 
+import contextlib
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,11 +35,11 @@ import numpy as np
 from stainlab import __version__
 from stainlab.errors import InputError, NoTissueError
 from stainlab.io.images import write_image
-from stainlab.wsi.pyramid import (JPEG_QUALITY, TileStore, build_levels, level_shapes, work_folder,
+from stainlab.wsi.pyramid import (JPEG_QUALITY, RowWriter, TileCodec, TileStore, level_shapes, work_folder,
                                  write_pyramid)
 from stainlab.wsi.readers import Slide, open_slide
-from stainlab.wsi.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, RowRunner, RowStats, TileGrid,
-                                tissue_fraction)
+from stainlab.wsi.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, Box, RowRunner, RowStats,
+                                TileGrid, tissue_fraction)
 from stainlab.transforms.base import PixelTransform, Transform
 from stainlab.transforms.lut import ColorHistogram, LatticeTable
 
@@ -45,7 +47,10 @@ PYRAMID = "ome.tif"
 PLAIN_FORMATS = ("png", "tif", "jpg")
 PLAIN_MAX_PIXELS = 1 << 28     # a plain image is assembled in memory: up to ~16k x 16k
 SAMPLE_MIN_TISSUE = 0.05       # a sampled tile counts as tissue from 5% tissue pixels
-THUMBNAIL_MAX_SIDE = 4096      # a pyramid level at most this large guides the tissue sampling
+THUMBNAIL_MAX_SIDE = 4096      # a pyramid level at most this large guides the tissue sampling,
+THUMBNAIL_MIN_CORE = 16        # if it shows each core with at least this many pixels a side
+SAMPLE_MAX_PIXELS = 1 << 20    # the whole-slide statistics take at most this many of the sample's pixels
+ROWS_AHEAD = 2                 # tile rows read and transformed ahead of the row being written
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,11 @@ class SlideOptions:
         return 0.0 if transform.per_pixel else DEFAULT_MIN_TISSUE
 
     @property
+    def codec(self) -> TileCodec:
+        """How finished tiles are encoded: the pyramid's compression, or lossless rows for a plain image."""
+        return TileCodec(self.compression if self.format == PYRAMID else "zstd", self.tile, self.quality)
+
+    @property
     def context(self) -> int:
         """The overlap in pixels: as given, or the default capped at a quarter of the tile."""
         return min(DEFAULT_OVERLAP, self.tile // 4) if self.overlap is None else self.overlap
@@ -113,12 +123,15 @@ class SlideColorMap:
     of the slide then gets the same map, so per-pixel output is independent of the tiling."""
 
     def __init__(self, transform: PixelTransform, sample: list[np.ndarray]) -> None:
-        pixels = np.concatenate([tile.reshape(-1, 3) for tile in sample])[:, None]
-        source = transform.source_of(ColorHistogram.of(pixels, transform.lut_bits))
+        pixels = np.concatenate([tile.reshape(-1, 3) for tile in sample])
+        pixels = pixels[::-(-len(pixels) // SAMPLE_MAX_PIXELS), None]  # evenly strided: a 64-tile sample has 16 M
+        histogram = ColorHistogram.of(pixels, transform.lut_bits)
+        source = transform.source_of(histogram)
         self.table = LatticeTable(transform.lut_bits, lambda colors: transform.color_table(colors, source))
+        self.table.prepare(histogram.cells)  # most of the slide's colours, in one pass
 
-    def __call__(self, tile: np.ndarray) -> np.ndarray:
-        return self.table(np.ascontiguousarray(tile))
+    def __call__(self, tile: np.ndarray, parallel: bool = True) -> np.ndarray:
+        return self.table(np.ascontiguousarray(tile), parallel)
 
 
 def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
@@ -145,12 +158,14 @@ def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
 def _likely_tissue(slide: Slide, level: int, grid: TileGrid, order: np.ndarray, min_tissue: float) -> np.ndarray:
     """``order`` without the cores that a small lower level shows as background (unchanged when the
     slide has no such level)."""
+    base = slide.levels[level]
     small = [i for i in range(level + 1, len(slide.levels))
-             if max(slide.levels[i].height, slide.levels[i].width) <= THUMBNAIL_MAX_SIDE]
+             if max(slide.levels[i].height, slide.levels[i].width) <= THUMBNAIL_MAX_SIDE
+             and grid.tile * slide.levels[i].width >= THUMBNAIL_MIN_CORE * base.width]
     if not small:
         return order
-    thumb_level = small[0]
-    lv, base = slide.levels[thumb_level], slide.levels[level]
+    thumb_level = small[-1]  # the smallest: decoding it is the cost
+    lv = slide.levels[thumb_level]
     thumb = slide.read(thumb_level, 0, 0, lv.height, lv.width)
     sy, sx = lv.height / base.height, lv.width / base.width
     keep = []
@@ -192,7 +207,8 @@ def job_description(source: Path, level: int, transform: Transform, options: Sli
         method = repr(transform)
     return {"stainlab": __version__, "source": str(source.resolve()), "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns, "level": level, "tile": options.tile, "overlap": options.context,
-            "min_tissue": options.skip_below(transform), "sample_tiles": options.sample_tiles, "method": method}
+            "min_tissue": options.skip_below(transform), "sample_tiles": options.sample_tiles, "method": method,
+            "codec": [options.codec.compression, options.codec.quality]}
 
 
 Progress = Callable[[int, int], None]  # (tiles, pixels) finished since the last call
@@ -210,7 +226,14 @@ class SlidePlan:
     mpp: float | None
     skip_below: float
     job: dict
+    codec: TileCodec
     notes: tuple[str, ...] = ()
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """Sizes of the output's levels: the pyramid's, or the one level of a plain image."""
+        shape = (self.grid.height, self.grid.width)
+        return [shape] if self.codec.compression == "zstd" else level_shapes(*shape, self.codec.tile)
 
     def store(self) -> TileStore:
         return TileStore(work_folder(self.output), self.job)
@@ -234,30 +257,87 @@ def plan_slide(source, output, transform: Transform, options: SlideOptions) -> S
         raise InputError(f"{source}: {lv.width}x{lv.height} is too large for a plain image; write {PYRAMID}")
     grid = TileGrid(lv.height, lv.width, options.tile, 0 if transform.per_pixel else options.context)
     plan = SlidePlan(source, output, level, grid, lv.mpp, options.skip_below(transform),
-                     job_description(source, level, transform, options), notes)
+                     job_description(source, level, transform, options), options.codec, notes)
     plan.store()  # created (or a stale one emptied) now: an unwritable output fails before any work
     return plan
 
 
-def slide_function(plan: SlidePlan, transform: Transform, options: SlideOptions):
-    """The function to run on the slide's windows (:func:`tile_function`), for a plan."""
-    with open_slide(plan.source) as slide:
+def slide_function(plan: SlidePlan, transform: Transform, options: SlideOptions, slide: Slide | None = None):
+    """The function to run on the slide's windows (:func:`tile_function`), for a plan (reading ``slide``
+    when it is open already)."""
+    with _opened(plan, slide) as slide:
         return tile_function(transform, slide, plan.level, plan.grid, options)
 
 
-def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress | None = None) -> RowStats:
-    """Transform tile rows ``start:stop`` into the plan's store and return their totals. Any process
-    can run any rows: the windows of a neighbouring row that overlap them are computed again, the same."""
-    store, total = plan.store(), RowStats()
-    with open_slide(plan.source) as slide:
-        read = lambda box: slide.read(plan.level, box.y0, box.x0, *box.shape)  # noqa: E731
-        for row, pixels, stats in RowRunner(plan.grid, read, fn, plan.skip_below).rows(start, stop):
-            store.put(0, row, pixels)
-            total = RowStats(total.tiles + stats.tiles, total.transformed + stats.transformed,
-                             total.pixels + stats.pixels)
-            if progress:
-                progress(stats.tiles, stats.pixels)
+@contextlib.contextmanager
+def _opened(plan: SlidePlan, slide: Slide | None):
+    """``slide`` as it is, or the plan's source opened (and closed after)."""
+    if slide is not None:
+        yield slide
+    else:
+        with open_slide(plan.source) as opened:
+            yield opened
+
+
+def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress | None = None,
+                 lower_levels: bool = False, slide: Slide | None = None, threads: int | None = None) -> RowStats:
+    """Transform tile rows ``start:stop`` into the plan's store, encoded, and return their totals; with
+    ``lower_levels`` also the pyramid's lower levels as the rows pair up (for a run that sees the rows
+    in order). Any process can run any rows: the windows of a neighbouring row that overlap them are
+    computed again, the same.
+
+    Reading (decoding), transforming and encoding overlap in ``threads`` threads (default: numba's
+    thread count, which ``--threads`` sets): the codecs and the compiled kernels release the GIL, and
+    each of those threads runs numba's kernels serially (their own thread pools would oversubscribe the
+    cores, and waking them costs milliseconds on a busy machine). A slide-wide colour table runs tile
+    by tile in those threads, :data:`ROWS_AHEAD` rows ahead of the
+    row being stored; any other transform runs in this thread, row by row, while the threads read and
+    encode around it."""
+    import numba
+
+    total = RowStats()
+    threads = threads or numba.get_num_threads()
+    with _opened(plan, slide) as slide, ThreadPoolExecutor(threads, initializer=numba.set_num_threads,
+                                                           initargs=(1,)) as pool:
+        writer = RowWriter(plan.store(), plan.shapes, plan.codec, pool, lower_levels)
+        rows = (_table_rows if isinstance(fn, SlideColorMap) and not plan.skip_below else _runner_rows)
+        try:
+            for row, pixels, tiles, stats in rows(plan, slide, fn, start, stop, pool):
+                writer.put(0, row, pixels, tiles)
+                total = RowStats(total.tiles + stats.tiles, total.transformed + stats.transformed,
+                                 total.pixels + stats.pixels)
+                if progress:
+                    progress(stats.tiles, stats.pixels)
+        except BaseException:  # keep the rows finished before the failure, for the next run
+            with contextlib.suppress(Exception):
+                writer.flush()
+            raise
+        writer.flush()
     return total
+
+
+def _table_rows(plan: SlidePlan, slide: Slide, fn: SlideColorMap, start: int, stop: int, pool):
+    """Rows of a slide-wide colour table: each core read, gathered and encoded in one task of ``pool``."""
+    def core(box: Box) -> tuple[np.ndarray, bytes]:
+        out = fn(slide.read(plan.level, box.y0, box.x0, *box.shape), parallel=False)
+        return out, plan.codec.encode(out)
+
+    grid = plan.grid
+    submitted: dict[int, list[Future]] = {}
+    for row in range(start, stop):
+        for ahead in range(row, min(row + ROWS_AHEAD + 1, stop)):
+            if ahead not in submitted:
+                submitted[ahead] = [pool.submit(core, grid.core(ahead, col)) for col in range(grid.cols)]
+        done = [future.result() for future in submitted.pop(row)]
+        pixels = np.concatenate([out for out, _ in done], axis=1)
+        yield row, pixels, [data for _, data in done], RowStats(grid.cols, grid.cols, pixels.shape[0] * pixels.shape[1])
+
+
+def _runner_rows(plan: SlidePlan, slide: Slide, fn, start: int, stop: int, pool):
+    """Rows of any transform through :class:`RowRunner` in this thread, their tiles encoded in ``pool``."""
+    read = lambda box: slide.read(plan.level, box.y0, box.x0, *box.shape)  # noqa: E731
+    for row, pixels, stats in RowRunner(plan.grid, read, fn, plan.skip_below).rows(start, stop):
+        yield row, pixels, plan.codec.encode_row(pixels, pool), stats
 
 
 def row_runs(rows: list[int], size: int | None = None) -> list[tuple[int, int]]:
@@ -273,15 +353,14 @@ def row_runs(rows: list[int], size: int | None = None) -> list[tuple[int, int]]:
 
 def finish_slide(plan: SlidePlan, options: SlideOptions) -> None:
     """Write the output from the store (pyramid or plain image), atomically; remove the store."""
-    store = plan.store()
-    shape = (plan.grid.height, plan.grid.width)
+    writer = RowWriter(plan.store(), plan.shapes, plan.codec)
     if options.format != PYRAMID:
-        write_image(plan.output, np.concatenate([store.get(0, row) for row in range(plan.grid.rows)]), overwrite=True)
+        pixels = np.concatenate([writer.pixels(0, row) for row in range(plan.grid.rows)])
+        write_image(plan.output, pixels, overwrite=True)
     else:
-        shapes = level_shapes(*shape, options.tile)
-        build_levels(store, shapes, options.tile)
-        write_pyramid(plan.output, store, shapes, options.tile, plan.mpp, options.compression, options.quality)
-    store.remove()
+        writer.complete()
+        write_pyramid(plan.output, writer.store, plan.shapes, plan.codec, plan.mpp)
+    writer.store.remove()
 
 
 def normalize_slide(source, output, transform: Transform, options: SlideOptions = SlideOptions(),
@@ -298,9 +377,11 @@ def normalize_slide(source, output, transform: Transform, options: SlideOptions 
     if progress and result.resumed:
         progress(result.resumed, 0)
     if missing:
-        fn = slide_function(plan, transform, options)
-        for first, stop in row_runs(missing):
-            result.transformed += compute_rows(plan, fn, first, stop, progress).transformed
+        with open_slide(plan.source) as slide:  # one reader: segments decoded for the sample are reused
+            fn = slide_function(plan, transform, options, slide)
+            for first, stop in row_runs(missing):
+                result.transformed += compute_rows(plan, fn, first, stop, progress, lower_levels=True,
+                                                   slide=slide).transformed
     finish_slide(plan, options)
     result.seconds = time.perf_counter() - start
     return result

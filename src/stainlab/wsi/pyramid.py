@@ -1,5 +1,5 @@
-"""Writing a whole-slide result: a resumable store of finished tile rows, then a pyramidal OME-TIFF
-that every viewer opens with all its levels.
+"""Writing a whole-slide result: a resumable store of finished, encoded tiles, then a pyramidal
+OME-TIFF that every viewer opens with all its levels.
 
 Viewers find the levels of a pyramid in two places, and the output serves both:
 
@@ -16,40 +16,49 @@ So after the OME-TIFF is written, a copy of each sub-IFD is appended to the main
 metadata still names only the first IFD, so OME readers see one image with its SubIFD levels (the
 OME-TIFF specification forbids the sub-IFDs themselves in the main chain, not copies of them).
 
-The work happens in three resumable steps, each bounded in memory by a few rows of tiles:
+Every tile is encoded once, by the codec of the output (:class:`TileCodec`: JPEG as a scanner writes it,
+zlib, none; a lossless zstd for plain image outputs), in the threads that computed it:
 
-1. finished rows of level-0 tiles are put in a :class:`TileStore`, a work folder beside the output
-   (``.NAME.work``) that records which job it belongs to; a crashed run finds the rows it already
+1. finished rows of tiles, already encoded, are put in a :class:`TileStore`, a work folder beside the
+   output (``.NAME.work``) that records which job it belongs to; a crashed run finds the rows it already
    finished and computes only the rest. Each row file ends with a checksum: a damaged or truncated
    row (a killed run, a full disk) is found on resume, removed and computed again, and a damaged
    record of the job empties the folder;
-2. :func:`build_levels` makes each lower level from two rows of the level above (2x2 means), also
-   into the store;
-3. :func:`write_pyramid` streams the tiles of every level from the store into the TIFF, written to a
-   temporary file and renamed over the output in one step (:mod:`stainlab.io.atomic`); the store is
-   then removed.
+2. :class:`RowWriter` makes each lower level from pairs of rows of the level above (2x2 means) as soon as
+   both are finished, from the pixels still in memory, and encodes and stores it the same way; rows a
+   run did not see (computed before a crash, or by other processes) are decoded from the store;
+3. :func:`write_pyramid` copies the encoded tiles of every level from the store into the TIFF, written
+   to a temporary file and renamed over the output in one step (:mod:`stainlab.io.atomic`): nothing is
+   encoded twice. The store is then removed.
+
+Memory stays a few rows of tiles per level whatever the slide's height.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import struct
 import zlib
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from numba import njit
 
 from stainlab.errors import InputError
 from stainlab.io.atomic import atomic_path, atomic_write_text
 
 COMPRESSIONS = ("jpeg", "zlib", "none")
 JPEG_QUALITY = 90     # slide scanners store JPEG tiles at quality 70-90; 90 keeps normalized colour close
-STORE_ZSTD_LEVEL = 1  # the work store favours speed: it lives only until the TIFF is written
+JPEG_SUBSAMPLING = (2, 2)  # YCbCr 4:2:0, as scanners and tifffile write JPEG tiles
+STORE_ZSTD_LEVEL = 1  # plain-image outputs keep lossless rows in the store, favouring speed
 _JOB_FILE = "job.json"
-_CHECKSUM = struct.Struct("<I")  # CRC-32 of the compressed row, at the end of each row file
+_CHECKSUM = struct.Struct("<I")  # CRC-32 of a row file's contents, at its end
+_COUNT = struct.Struct("<I")     # tiles in a row file, then one length per tile
+_MAX_ENCODING_ROWS = 8           # rows whose tiles may be encoding at once: memory stays a few rows
 
 
 def work_folder(output: Path) -> Path:
@@ -57,11 +66,66 @@ def work_folder(output: Path) -> Path:
     return output.with_name(f".{output.name}.work")
 
 
-class TileStore:
-    """Finished rows of tiles per pyramid level, compressed, one file per row, in a work folder.
+@dataclass(frozen=True)
+class TileCodec:
+    """How a ``tile`` x ``tile`` RGB tile is encoded: ``jpeg`` (at ``quality``, YCbCr 4:2:0), ``zlib``,
+    ``none`` (the output TIFF's compressions), or ``zstd`` (lossless rows for plain image outputs).
+    Tiles at the right and bottom edges are padded to full size, as TIFF tiles are."""
 
-    ``job`` describes the run (source, level, tiling, transform); a folder left by a different job, or
-    whose record of its job is damaged, is emptied rather than reused. A row file that fails its
+    compression: str
+    tile: int
+    quality: int = JPEG_QUALITY
+
+    def __post_init__(self) -> None:
+        if self.compression not in (*COMPRESSIONS, "zstd"):
+            raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
+        if self.compression == "jpeg" and not 1 <= self.quality <= 100:
+            raise InputError(f"JPEG quality must be from 1 to 100, got {self.quality}")
+
+    def encode(self, pixels: np.ndarray) -> bytes:
+        import imagecodecs
+
+        h, w = pixels.shape[:2]
+        if (h, w) != (self.tile, self.tile):
+            pixels = np.pad(pixels, ((0, self.tile - h), (0, self.tile - w), (0, 0)))
+        pixels = np.ascontiguousarray(pixels)
+        if self.compression == "jpeg":
+            return imagecodecs.jpeg_encode(pixels, level=self.quality, colorspace="RGB", outcolorspace="YCBCR",
+                                           subsampling=JPEG_SUBSAMPLING)
+        if self.compression == "zlib":
+            return imagecodecs.zlib_encode(pixels)
+        if self.compression == "zstd":
+            return imagecodecs.zstd_encode(pixels, level=STORE_ZSTD_LEVEL)
+        return pixels.tobytes()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """A full ``tile`` x ``tile`` x 3 tile (crop edge tiles yourself)."""
+        import imagecodecs
+
+        if self.compression == "jpeg":
+            return imagecodecs.jpeg_decode(data)
+        raw = {"zlib": imagecodecs.zlib_decode, "zstd": imagecodecs.zstd_decode}.get(self.compression, bytes)(data)
+        return np.frombuffer(raw, np.uint8).reshape(self.tile, self.tile, 3)
+
+    def encode_row(self, pixels: np.ndarray, pool: Executor | None = None) -> list:
+        """The row's tiles left to right, encoded (``pool``: as futures of that pool)."""
+        parts = [pixels[:, x:x + self.tile] for x in range(0, pixels.shape[1], self.tile)]
+        return [pool.submit(self.encode, part) for part in parts] if pool else [self.encode(part) for part in parts]
+
+    def decode_row(self, tiles: list[bytes], height: int, width: int) -> np.ndarray:
+        """The ``height`` x ``width`` row of pixels that ``tiles`` encode."""
+        row = np.empty((height, width, 3), np.uint8)
+        for index, data in enumerate(tiles):
+            x = index * self.tile
+            row[:, x:x + self.tile] = self.decode(data)[:height, :min(self.tile, width - x)]
+        return row
+
+
+class TileStore:
+    """Finished rows of encoded tiles per pyramid level, one file per row, in a work folder.
+
+    ``job`` describes the run (source, level, tiling, transform, codec); a folder left by a different
+    job, or whose record of its job is damaged, is emptied rather than reused. A row file that fails its
     checksum counts as missing (and is removed), so a damaged store never blocks a resume; checking
     costs a resume one read of each stored row.
     """
@@ -90,50 +154,55 @@ class TileStore:
             return False
 
     def _path(self, level: int, row: int) -> Path:
-        return self.folder / f"L{level}" / f"{row:06d}.npy.zst"
+        return self.folder / f"L{level}" / f"{row:06d}.tiles"
 
-    def _payload(self, path: Path) -> bytes | None:
-        """The compressed row in ``path`` when its checksum holds; None when it is missing or damaged."""
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
+    @staticmethod
+    def _unpack(data: bytes) -> list[bytes] | None:
+        """The tiles of a row file, or None when it is cut short or fails its checksum."""
         body, tail = data[:-_CHECKSUM.size], data[-_CHECKSUM.size:]
-        return body if len(data) > _CHECKSUM.size and _CHECKSUM.unpack(tail)[0] == zlib.crc32(body) else None
+        if len(data) < _COUNT.size + _CHECKSUM.size or _CHECKSUM.unpack(tail)[0] != zlib.crc32(body):
+            return None
+        count = _COUNT.unpack_from(body)[0]
+        lengths = struct.unpack_from(f"<{count}I", body, _COUNT.size)
+        start = _COUNT.size * (1 + count)
+        if start + sum(lengths) != len(body):
+            return None
+        tiles = []
+        for length in lengths:
+            tiles.append(body[start:start + length])
+            start += length
+        return tiles
+
+    def _tiles(self, level: int, row: int) -> list[bytes] | None:
+        try:
+            return self._unpack(self._path(level, row).read_bytes())
+        except (OSError, struct.error):
+            return None
 
     def has(self, level: int, row: int) -> bool:
         """Whether the row is stored intact; a damaged row file is removed, to be computed again."""
-        path = self._path(level, row)
-        if self._payload(path) is not None:
+        if self._tiles(level, row) is not None:
             return True
-        path.unlink(missing_ok=True)
+        self._path(level, row).unlink(missing_ok=True)
         return False
 
-    def put(self, level: int, row: int, pixels: np.ndarray) -> None:
-        import imagecodecs
-
-        buffer = io.BytesIO()
-        np.save(buffer, pixels, allow_pickle=False)
-        data = imagecodecs.zstd_encode(buffer.getvalue(), level=STORE_ZSTD_LEVEL)
+    def put(self, level: int, row: int, tiles: list[bytes]) -> None:
+        body = b"".join([_COUNT.pack(len(tiles)), struct.pack(f"<{len(tiles)}I", *map(len, tiles)), *tiles])
         path = self._path(level, row)
         path.parent.mkdir(exist_ok=True)
         with atomic_path(path) as tmp:
-            tmp.write_bytes(data + _CHECKSUM.pack(zlib.crc32(data)))
+            tmp.write_bytes(body + _CHECKSUM.pack(zlib.crc32(body)))
 
-    def get(self, level: int, row: int) -> np.ndarray:
-        """The stored row; :class:`InputError` naming the file when it is damaged (then removed, so the
-        next run computes it again)."""
-        import imagecodecs
-
-        path = self._path(level, row)
-        payload = self._payload(path)
-        try:
-            if payload is None:
-                raise ValueError("missing, cut short or failing its checksum")
-            return np.load(io.BytesIO(imagecodecs.zstd_decode(payload)), allow_pickle=False)
-        except Exception as err:  # any decoder error: the file is damaged
+    def get(self, level: int, row: int) -> list[bytes]:
+        """The row's encoded tiles; :class:`InputError` naming the file when it is damaged (then
+        removed, so the next run computes it again)."""
+        tiles = self._tiles(level, row)
+        if tiles is None:
+            path = self._path(level, row)
             path.unlink(missing_ok=True)
-            raise InputError(f"{path}: damaged work file ({err}); removed, run again to compute it anew") from None
+            raise InputError(f"{path}: damaged work file (missing, cut short or failing its checksum); removed, "
+                             f"run again to compute it anew")
+        return tiles
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -148,37 +217,92 @@ def level_shapes(height: int, width: int, tile: int) -> list[tuple[int, int]]:
     return shapes
 
 
+@njit(cache=True, nogil=True)
+def _halve(pixels, out):  # pragma: no cover - compiled
+    h, w = pixels.shape[0], pixels.shape[1]
+    for y in range(out.shape[0]):
+        y0, y1 = 2 * y, min(2 * y + 1, h - 1)
+        for x in range(out.shape[1]):
+            x0, x1 = 2 * x, min(2 * x + 1, w - 1)
+            for c in range(3):
+                total = (np.uint16(pixels[y0, x0, c]) + pixels[y0, x1, c] + pixels[y1, x0, c] + pixels[y1, x1, c])
+                out[y, x, c] = (total + 2) // 4
+
+
 def halve(pixels: np.ndarray) -> np.ndarray:
     """2x2 mean (rounded half up) of a uint8 HxWx3 array; an odd last row/column is repeated."""
     h, w = pixels.shape[:2]
-    if h % 2 or w % 2:
-        pixels = np.pad(pixels, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    total = pixels[0::2, 0::2].astype(np.uint16)  # quarter-size temporaries only
-    for dy, dx in ((1, 0), (0, 1), (1, 1)):
-        total += pixels[dy::2, dx::2]
-    return ((total + 2) // 4).astype(np.uint8)
+    out = np.empty(((h + 1) // 2, (w + 1) // 2, 3), np.uint8)
+    _halve(np.ascontiguousarray(pixels), out)
+    return out
 
 
-def build_levels(store: TileStore, shapes: list[tuple[int, int]], tile: int) -> None:
-    """Fill levels 1.. of the store from level 0, skipping rows already there."""
-    for level in range(1, len(shapes)):
-        above_rows = -(-shapes[level - 1][0] // tile)
-        for row in range(-(-shapes[level][0] // tile)):
-            if store.has(level, row):
-                continue
-            parts = [store.get(level - 1, r) for r in (2 * row, 2 * row + 1) if r < above_rows]
-            store.put(level, row, halve(np.concatenate(parts, axis=0)))
+def rows_of(shape: tuple[int, int], tile: int) -> int:
+    """Tile rows of a level of ``shape``."""
+    return -(-shape[0] // tile)
 
 
-def _tiles(store: TileStore, level: int, shape: tuple[int, int], tile: int) -> Iterator[np.ndarray]:
-    """The level's tiles in row-major order, edge tiles padded to full size."""
-    for row in range(-(-shape[0] // tile)):
-        pixels = store.get(level, row)
-        for x in range(0, shape[1], tile):
-            part = pixels[:, x:x + tile]
-            if part.shape[:2] != (tile, tile):
-                part = np.pad(part, ((0, tile - part.shape[0]), (0, tile - part.shape[1]), (0, 0)))
-            yield part
+class RowWriter:
+    """Puts finished rows of tiles in the store and, with ``lower_levels``, makes the levels below as
+    the rows above them finish: a row of a level (its pixels, its tiles encoded or being encoded in
+    ``pool``), once its pair is there, is halved with it into the next level's row, which is encoded in
+    ``pool`` and stored the same way, and so on down. Rows a run did not see are decoded from the
+    store. :meth:`flush` waits for the encodings; :meth:`complete` also fills any row still missing (a
+    slide whose rows other processes computed) from the store."""
+
+    def __init__(self, store: TileStore, shapes: list[tuple[int, int]], codec: TileCodec,
+                 pool: Executor | None = None, lower_levels: bool = True) -> None:
+        self.store, self.shapes, self.codec, self.pool = store, shapes, codec, pool
+        self.lower_levels = lower_levels
+        self._waiting: dict[int, tuple[int, np.ndarray]] = {}  # level -> its even row awaiting its pair
+        self._encoding: list[tuple[int, int, list]] = []        # rows whose tiles may still be encoding
+
+    def put(self, level: int, row: int, pixels: np.ndarray, tiles: list) -> None:
+        """Store row ``row`` of ``level`` once its ``tiles`` (bytes or futures of bytes) are encoded."""
+        self._encoding.append((level, row, tiles))
+        self._flush(wait=len(self._encoding) > _MAX_ENCODING_ROWS)
+        if self.lower_levels and level + 1 < len(self.shapes):
+            self._pair(level, row, pixels)
+
+    def _pair(self, level: int, row: int, pixels: np.ndarray) -> None:
+        if row % 2 == 0 and row + 1 < rows_of(self.shapes[level], self.codec.tile):
+            self._waiting[level] = (row, pixels)
+            return
+        if row % 2:
+            kept = self._waiting.pop(level, None)
+            above = kept[1] if kept and kept[0] == row - 1 else self.pixels(level, row - 1)
+            pixels = np.concatenate([above, pixels])
+        half = halve(pixels)
+        self.put(level + 1, row // 2, half, self.codec.encode_row(half, self.pool))
+
+    def _flush(self, wait: bool) -> None:
+        """Store the rows whose tiles are encoded; with ``wait``, the oldest too, waiting for it."""
+        pending = []
+        for index, (level, row, tiles) in enumerate(self._encoding):
+            if (wait and index == 0) or all(not isinstance(t, Future) or t.done() for t in tiles):
+                self.store.put(level, row, [t.result() if isinstance(t, Future) else t for t in tiles])
+            else:
+                pending.append((level, row, tiles))
+        self._encoding = pending
+
+    def flush(self) -> None:
+        while self._encoding:
+            self._flush(wait=True)
+
+    def pixels(self, level: int, row: int) -> np.ndarray:
+        """A stored row of ``level``, decoded."""
+        height = min(self.codec.tile, self.shapes[level][0] - row * self.codec.tile)
+        return self.codec.decode_row(self.store.get(level, row), height, self.shapes[level][1])
+
+    def complete(self) -> None:
+        """Every row of every level stored."""
+        self.flush()
+        for level in range(1, len(self.shapes)):
+            for row in range(rows_of(self.shapes[level], self.codec.tile)):
+                if not self.store.has(level, row):
+                    above = [self.pixels(level - 1, r) for r in (2 * row, 2 * row + 1)
+                             if r < rows_of(self.shapes[level - 1], self.codec.tile)]
+                    self.store.put(level, row, self.codec.encode_row(halve(np.concatenate(above))))
 
 
 def _ome_metadata(mpp: float | None) -> dict:
@@ -188,19 +312,24 @@ def _ome_metadata(mpp: float | None) -> dict:
     return metadata
 
 
-def write_pyramid(path: Path, store: TileStore, shapes: list[tuple[int, int]], tile: int, mpp: float | None,
-                  compression: str = "jpeg", quality: int = JPEG_QUALITY) -> Path:
-    """Write the store's levels as a tiled pyramidal OME-TIFF (BigTIFF) at ``path``, atomically, with
-    the levels also in the main IFD chain (:func:`chain_levels`)."""
+def _level_tiles(store: TileStore, level: int, shape: tuple[int, int], tile: int) -> Iterator[bytes]:
+    for row in range(rows_of(shape, tile)):
+        yield from store.get(level, row)
+
+
+def write_pyramid(path: Path, store: TileStore, shapes: list[tuple[int, int]], codec: TileCodec,
+                  mpp: float | None) -> Path:
+    """Write the store's encoded levels as a tiled pyramidal OME-TIFF (BigTIFF) at ``path``, atomically,
+    with the levels also in the main IFD chain (:func:`chain_levels`)."""
     import tifffile
 
-    if compression not in COMPRESSIONS:
-        raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
-    if tile % 16:
-        raise InputError(f"a tiled TIFF needs a tile size that is a multiple of 16, got {tile}")
-    options = {"tile": (tile, tile), "photometric": "rgb", "dtype": np.uint8,
-               "compression": None if compression == "none" else compression,
-               "compressionargs": {"level": quality} if compression == "jpeg" else None}
+    if codec.compression not in COMPRESSIONS:
+        raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {codec.compression!r}")
+    if codec.tile % 16:
+        raise InputError(f"a tiled TIFF needs a tile size that is a multiple of 16, got {codec.tile}")
+    options = {"tile": (codec.tile, codec.tile), "photometric": "rgb", "dtype": np.uint8,
+               "compression": None if codec.compression == "none" else codec.compression,
+               "subsampling": JPEG_SUBSAMPLING if codec.compression == "jpeg" else None}
     with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
             for level, shape in enumerate(shapes):
@@ -208,7 +337,8 @@ def write_pyramid(path: Path, store: TileStore, shapes: list[tuple[int, int]], t
                 resolution = {"resolution": (1e4 / (mpp * scale),) * 2, "resolutionunit": "CENTIMETER"} if mpp else {}
                 extra = ({"subifds": len(shapes) - 1, "metadata": _ome_metadata(mpp)} if level == 0
                          else {"subfiletype": 1, "metadata": None})
-                tif.write(_tiles(store, level, shape, tile), shape=(*shape, 3), **options, **resolution, **extra)
+                tif.write(_level_tiles(store, level, shape, codec.tile), shape=(*shape, 3), **options, **resolution,
+                          **extra)
         chain_levels(tmp)
     return path
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import xml.etree.ElementTree as ElementTree
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
 MAX_PLAUSIBLE_MPP = 50.0    # microns per pixel: a resolution tag above this is a screen's dpi, not a scanner's
 MICRONS_PER_UNIT = {2: 25_400.0, 3: 10_000.0}  # TIFF ResolutionUnit: 2 = inch, 3 = centimetre
 BACKGROUND_FILL = 255       # empty TIFF segments are glass
+SEGMENT_CACHE_BYTES = 64 << 20  # decoded segments kept for reuse (RecentSegments)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -127,6 +130,37 @@ class ImageSlide(Slide):
         return self._image[y:y + height, x:x + width].copy()
 
 
+class RecentSegments:
+    """The segments decoded last, up to ``budget`` bytes, shared by the threads that read one slide.
+    Tiles of the output rarely line up with the file's segments (an Aperio file's are 240 pixels): a
+    segment under the border of two output tiles is then decoded once, not once per tile, and the tiles
+    sampled for the whole-slide statistics are not decoded again when their turn comes."""
+
+    def __init__(self, budget: int = SEGMENT_CACHE_BYTES) -> None:
+        self.budget, self.size = budget, 0
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key, value):
+        """Keep ``value`` under ``key`` (dropping the oldest beyond the budget); returns it."""
+        nbytes = value[0].nbytes if value is not None else 0
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = value
+                self.size += nbytes
+            while self.size > self.budget and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self.size -= old[0].nbytes if old is not None else 0
+        return value
+
+
 class TiffSlide(Slide):
     """A TIFF read segment by segment with tifffile: only the tiles (or strips) under a rectangle are
     decoded. Levels are the pyramid of the first image series (OME sub-IFDs, SVS or NDPI levels)."""
@@ -150,6 +184,8 @@ class TiffSlide(Slide):
                         mpp * width0 / p.imagewidth if mpp else None) for p in self._pages]
         super().__init__(path, levels, "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "tiff",
                          notes)
+        self._recent = RecentSegments()
+        self._tif.filehandle.set_lock(True)  # segments are read from several threads (tifffile's lock is off by default)
 
     @staticmethod
     def _check_layout(path: Path, page) -> None:
@@ -192,15 +228,19 @@ class TiffSlide(Slide):
         out = np.full((height, width, page.samplesperpixel), BACKGROUND_FILL, np.uint8)
         for row in range(y // seg_h, (y + height - 1) // seg_h + 1):
             for col in range(x // seg_w, (x + width - 1) // seg_w + 1):
-                self._paste(page, row * across + col, out, y, x)
+                index = row * across + col
+                found = self._recent.get((level, index))
+                if found is None:
+                    found = self._recent.put((level, index), self._decode(page, index))
+                self._paste(found, out, y, x)
         return self._to_rgb(out)
 
-    def _paste(self, page, index: int, out: np.ndarray, y: int, x: int) -> None:
-        """Decode segment ``index`` and copy the part of it that falls in ``out`` (placed at y, x)."""
+    def _decode(self, page, index: int) -> tuple[np.ndarray, Box] | None:
+        """Segment ``index`` of ``page`` decoded, with the box it covers (None: an empty segment)."""
         fh = self._tif.filehandle
         offset, count = page.dataoffsets[index], page.databytecounts[index]
         if not count:
-            return
+            return None
         with fh.lock:
             fh.seek(offset)
             data = fh.read(count)
@@ -212,9 +252,16 @@ class TiffSlide(Slide):
             raise InputError(f"{self.path}: truncated or corrupt slide data in segment {index} "
                              f"({type(err).__name__}: {err})") from None
         if segment is None:
-            return
+            return None
         seg = segment[0]
-        seg_box = Box(where[2], where[2] + seg.shape[0], where[3], where[3] + seg.shape[1])
+        return seg, Box(where[2], where[2] + seg.shape[0], where[3], where[3] + seg.shape[1])
+
+    @staticmethod
+    def _paste(found: tuple[np.ndarray, Box] | None, out: np.ndarray, y: int, x: int) -> None:
+        """Copy the part of a decoded segment that falls in ``out`` (placed at y, x)."""
+        if found is None:
+            return
+        seg, seg_box = found
         region = Box(y, y + out.shape[0], x, x + out.shape[1])
         part = seg_box.intersect(region)
         if part is not None:

@@ -208,3 +208,23 @@ def test_the_slide_command_exits_1_when_a_worker_kept_the_output(tmp_path, cohor
     assert main([*args, "-o", str(shared / "cli-lost")]) == 1
     assert main([*args, "-o", str(shared / "cli-back"), "--return-to-client"]) == 0
     assert sorted(p.name for p in (shared / "cli-back").glob("*.ome.tif")) == ["s0.ome.tif", "s1.ome.tif"]
+
+
+# -- threads per worker ---------------------------------------------------------------------------------------------
+def test_the_run_threads_are_shared_over_the_workers_and_set_in_each_task(tmp_path, cohort):
+    import numba
+
+    from stainlab.wsi.cohort import _slide_task, worker_threads
+
+    assert worker_threads(4, 2, None) == 2 and worker_threads(2, 4, None) == 1
+    assert worker_threads(4, 2, "tcp://host:8786") is None  # a user's cluster: each worker's own cores
+    slides, _ = cohort
+    before = numba.get_num_threads()
+    (tmp_path / "m").touch()  # no transient failure
+    try:
+        outcome, size = _slide_task(Job(slides[0], tmp_path / "a.ome.tif"), FlakyBlur(str(tmp_path / "m")),
+                                    SlideOptions(tile=64), threads=1)
+        assert outcome.error is None and size > 0
+        assert numba.get_num_threads() == 1  # the task's thread, as in a worker process
+    finally:
+        numba.set_num_threads(before)

@@ -20,11 +20,12 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path, overwrite: bool = True):
+def atomic_path(path, overwrite: bool = True, durable: bool = True):
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``, on error removed.
 
     With ``overwrite=False`` an existing ``path`` raises :class:`FileExistsError` before anything is
-    written.
+    written. ``durable=False`` skips flushing to disk before the rename, for files that check
+    themselves (a checksum) and are simply made again when a power cut leaves them damaged.
     """
     path = Path(path)
     if not overwrite and path.exists():
@@ -35,8 +36,9 @@ def atomic_path(path, overwrite: bool = True):
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -143,18 +143,26 @@ class _Buffers(threading.local):
 _BUFFERS = _Buffers()
 
 
+_NOT_READY = 255  # 4th table column of a cell not evaluated yet (0: mapped, 1: keeps the pixel)
+
+
 @njit(cache=True, nogil=True)
 def _gather_range(pixels, start, stop, shift, table, out):  # pragma: no cover - compiled
-    """Look pixels ``start:stop`` up; a cell whose 4th table column is set keeps the pixel's own value."""
+    """Look pixels ``start:stop`` up; a cell whose 4th table column is 1 keeps the pixel's own value.
+    Stops at the first pixel whose cell is not evaluated yet and returns its index (-1: all done)."""
     bits = 8 - shift
     for i in range(start, stop):
         cell = ((pixels[i, 0] >> shift) << (2 * bits)) | ((pixels[i, 1] >> shift) << bits) | (pixels[i, 2] >> shift)
-        if table[cell, 3]:
+        flag = table[cell, 3]
+        if flag == 0:
+            for c in range(3):
+                out[i, c] = table[cell, c]
+        elif flag == 1:
             for c in range(3):
                 out[i, c] = pixels[i, c]
         else:
-            for c in range(3):
-                out[i, c] = table[cell, c]
+            return i
+    return -1
 
 
 _GATHER_PARTS = 64  # slices of the pixels handed to numba's threads
@@ -162,32 +170,22 @@ _GATHER_PARTS = 64  # slices of the pixels handed to numba's threads
 
 @njit(cache=True, parallel=True)
 def _gather(pixels, shift, table, out):  # pragma: no cover - compiled
-    """:func:`_gather_range` over all pixels, slices in parallel."""
+    """:func:`_gather_range` over all pixels, slices in parallel (every cell they use evaluated)."""
     n = pixels.shape[0]
     for p in prange(_GATHER_PARTS):
         _gather_range(pixels, n * p // _GATHER_PARTS, n * (p + 1) // _GATHER_PARTS, shift, table, out)
 
 
 @njit(cache=True, nogil=True)
-def _all_ready(pixels, shift, ready):  # pragma: no cover - compiled
-    """Whether every cell of ``pixels`` has its ``ready`` flag set."""
-    bits = 8 - shift
-    for i in range(pixels.shape[0]):
-        if not ready[((pixels[i, 0] >> shift) << (2 * bits)) | ((pixels[i, 1] >> shift) << bits) | (pixels[i, 2] >> shift)]:
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _missing_cells(pixels, shift, ready, seen):  # pragma: no cover - compiled
-    """The cells of ``pixels`` whose ``ready`` flag is not set, each once (``seen``: a zeroed scratch
+def _missing_cells(pixels, shift, table, seen):  # pragma: no cover - compiled
+    """The cells of ``pixels`` not evaluated yet in ``table``, each once (``seen``: a zeroed scratch
     flag per cell, zeroed again on return)."""
     bits = 8 - shift
-    found = np.empty(min(pixels.shape[0], ready.shape[0]), dtype=np.int64)
+    found = np.empty(min(pixels.shape[0], table.shape[0]), dtype=np.int64)
     n = 0
     for i in range(pixels.shape[0]):
         cell = ((pixels[i, 0] >> shift) << (2 * bits)) | ((pixels[i, 1] >> shift) << bits) | (pixels[i, 2] >> shift)
-        if not ready[cell] and not seen[cell]:
+        if table[cell, 3] == _NOT_READY and not seen[cell]:
             seen[cell] = 1
             found[n] = cell
             n += 1
@@ -288,42 +286,39 @@ class LatticeTable:
 
     def __init__(self, bits: int, rows) -> None:
         self.bits, self.rows = _check_bits(bits), rows
-        cells = 1 << (3 * self.bits)
-        self.table = np.zeros((cells, 4), dtype=np.uint8)
-        self._ready = np.zeros(cells, dtype=np.uint8)
-        self._seen = np.zeros(cells, dtype=np.uint8)
+        self.table = np.zeros((1 << (3 * self.bits), 4), dtype=np.uint8)
+        self.table[:, 3] = _NOT_READY
+        self._seen = np.zeros(len(self.table), dtype=np.uint8)
         self._lock = threading.Lock()
 
     def __call__(self, image: np.ndarray, parallel: bool = True) -> np.ndarray:
         """``image`` through the table; ``parallel`` False gathers in the calling thread only (for
         callers that run images in threads of their own)."""
-        pixels = image.reshape(-1, 3)
-        self._evaluate(pixels)
+        pixels, shift = image.reshape(-1, 3), 8 - self.bits
         out = np.empty_like(image)
         if parallel:
-            _gather(pixels, 8 - self.bits, self.table, out.reshape(-1, 3))
-        else:
-            _gather_range(pixels, 0, len(pixels), 8 - self.bits, self.table, out.reshape(-1, 3))
+            self._evaluate(pixels)
+            _gather(pixels, shift, self.table, out.reshape(-1, 3))
+            return out
+        start = 0
+        while (start := _gather_range(pixels, start, len(pixels), shift, self.table, out.reshape(-1, 3))) >= 0:
+            self._evaluate(pixels[start:])  # met a cell not evaluated yet: the rest's new cells at once
         return out
 
     def _evaluate(self, pixels: np.ndarray) -> None:
         """Fill the cells of ``pixels`` not evaluated yet."""
-        shift = 8 - self.bits
-        if _all_ready(pixels, shift, self._ready):  # read only: no lock once the slide's colours are in
-            return
         with self._lock:
-            self.prepare(_missing_cells(pixels, shift, self._ready, self._seen))
+            self.prepare(_missing_cells(pixels, 8 - self.bits, self.table, self._seen))
 
     def prepare(self, cells: np.ndarray) -> None:
         """Evaluate ``cells`` (int cell indices, each once) now, e.g. the colours of a sample."""
-        cells = cells[self._ready[cells] == 0]
+        cells = cells[self.table[cells, 3] == _NOT_READY]
         if len(cells):
             shift, mask = 8 - self.bits, (1 << self.bits) - 1
             levels = np.stack([(cells >> (2 * self.bits)) & mask, (cells >> self.bits) & mask, cells & mask], axis=1)
             mapped, keep = self.rows((levels << shift) + ((1 << shift) - 1) / 2.0)
             self.table[cells, :3] = mapped
             self.table[cells, 3] = 0 if keep is None else keep
-            self._ready[cells] = 1
 
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:

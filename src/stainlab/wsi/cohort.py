@@ -46,6 +46,7 @@ from typing import Callable, Iterator
 
 from stainlab.batch import Job, Outcome
 from stainlab.errors import StainlabError
+from stainlab.threads import limit_threads, usable_cores
 from stainlab.io.atomic import atomic_path
 from stainlab.wsi.normalize import (SlideOptions, SlidePlan, SlideResult, compute_rows, finish_slide, normalize_slide,
                                    plan_slide, row_runs, slide_function)
@@ -73,9 +74,10 @@ def run_slide(job: Job, transform: Transform, options: SlideOptions,
         return _failed(job, err)
 
 
-def _rows_task(job: Job, plan: SlidePlan, fn, start: int, stop: int) -> RowStats | Outcome:
+def _rows_task(job: Job, plan: SlidePlan, fn, start: int, stop: int, threads: int | None = None) -> RowStats | Outcome:
     """:func:`compute_rows` as a cluster task: the rows' totals, or the slide's failed outcome when the
     input is at fault (returned, not raised, so that Dask does not retry it)."""
+    _use_threads(threads)
     missing = _missing_input(job)
     if missing:
         return missing
@@ -121,6 +123,29 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None):
         yield client
 
 
+def _use_threads(threads: int | None) -> None:
+    """Size numba and torch in a worker's task: to ``threads`` (this run's ``--threads`` shared over the
+    workers of an embedded cluster), or to the worker's cores shared over the tasks it runs at once. A
+    worker is a new process: the client's thread count does not reach it by itself, and numba would
+    start one thread per core in every worker."""
+    if threads is None:
+        try:
+            from dask.distributed import get_worker
+
+            threads = max(1, usable_cores() // get_worker().state.nthreads)
+        except Exception:  # not in a worker
+            return
+    limit_threads(threads)
+
+
+def worker_threads(threads: int | None, workers: int | None, scheduler: str | None) -> int | None:
+    """Threads per task on the cluster: ``threads`` shared over the ``workers`` of an embedded
+    cluster; None (each worker's own cores) on a cluster at ``scheduler``."""
+    if scheduler or not threads:
+        return None
+    return max(1, threads // max(workers or usable_cores(), 1))
+
+
 def _worker_name() -> str:
     try:
         from dask.distributed import get_worker
@@ -149,9 +174,11 @@ def _scratch(*parts) -> Path:
     return Path(tempfile.gettempdir()) / "stainlab-return" / key
 
 
-def _slide_task(job: Job, transform: Transform, options: SlideOptions) -> tuple[Outcome, int | None]:
+def _slide_task(job: Job, transform: Transform, options: SlideOptions,
+                threads: int | None = None) -> tuple[Outcome, int | None]:
     """:func:`run_slide` on a worker writing to the shared output folder: the outcome and the size of
     the file the worker wrote (for the client to check that it sees the same file)."""
+    _use_threads(threads)
     missing = _missing_input(job)
     if missing:
         return missing, None
@@ -159,9 +186,11 @@ def _slide_task(job: Job, transform: Transform, options: SlideOptions) -> tuple[
     return outcome, (outcome.result.output.stat().st_size if outcome.result else None)
 
 
-def _slide_back_task(job: Job, transform: Transform, options: SlideOptions) -> tuple[Outcome, bytes | None]:
+def _slide_back_task(job: Job, transform: Transform, options: SlideOptions,
+                     threads: int | None = None) -> tuple[Outcome, bytes | None]:
     """:func:`run_slide` on a worker writing into its own scratch folder: the outcome and the encoded
     output, for the client to write."""
+    _use_threads(threads)
     missing = _missing_input(job)
     if missing:
         return missing, None
@@ -240,14 +269,16 @@ def _refused_here(job: Job, overwrite: bool) -> Outcome | None:
 def run_cohort(jobs: list[Job], transform: Transform, options: SlideOptions, workers: int | None = None,
                scheduler: str | None = None, retries: int = DEFAULT_RETRIES,
                progress: Callable[[int, int], None] | None = None,
-               return_to_client: bool = False) -> Iterator[Outcome]:
+               return_to_client: bool = False, threads: int | None = None) -> Iterator[Outcome]:
     """Run the slides on a Dask cluster (an embedded LocalCluster of ``workers`` processes, or the
     scheduler at ``scheduler``, e.g. ``tcp://host:8786``); yield outcomes as slides finish. Progress is
     reported per finished slide. Outputs go to a shared folder (checked) or, with ``return_to_client``,
-    come back to this process (see the module's note)."""
+    come back to this process (see the module's note). ``threads`` (the compute threads of the whole
+    run) are shared over the workers of an embedded cluster (:func:`worker_threads`)."""
     from dask.distributed import as_completed
 
     task = _slide_back_task if return_to_client else _slide_task
+    per_task = worker_threads(threads, workers, scheduler)
     with cluster_client(workers, scheduler) as client:
         shared = client.scatter(transform, broadcast=True, hash=False)
         futures = {}
@@ -256,8 +287,8 @@ def run_cohort(jobs: list[Job], transform: Transform, options: SlideOptions, wor
             if refused:
                 yield refused
                 continue
-            futures[client.submit(task, _absolute(job), shared, options, key=f"slide-{i}-{job.source.name}",
-                                  retries=retries, pure=False)] = job
+            futures[client.submit(task, _absolute(job), shared, options, per_task,
+                                  key=f"slide-{i}-{job.source.name}", retries=retries, pure=False)] = job
         stopped = None  # why the slides not finished yet were cancelled
         pending = dict(futures)
         for future in as_completed(futures):
@@ -284,13 +315,13 @@ def run_cohort(jobs: list[Job], transform: Transform, options: SlideOptions, wor
             yield Outcome(job, error=f"{job.source}: cancelled: {stopped}")
 
 
-def _rows_back_task(job: Job, plan: SlidePlan, fn, start: int, stop: int):
+def _rows_back_task(job: Job, plan: SlidePlan, fn, start: int, stop: int, threads: int | None = None):
     """:func:`_rows_task` into a scratch store of the worker's own: the rows' totals and their encoded
     tiles, for the client to store (or the slide's failed outcome)."""
     scratch = _scratch(plan.output, start, stop)
     local = dataclasses.replace(plan, output=scratch / plan.output.name)
     try:
-        stats = _rows_task(job, local, fn, start, stop)
+        stats = _rows_task(job, local, fn, start, stop, threads)
         if isinstance(stats, Outcome):
             return stats
         store = local.store()
@@ -302,7 +333,7 @@ def _rows_back_task(job: Job, plan: SlidePlan, fn, start: int, stop: int):
 def run_slide_tiles(job: Job, transform: Transform, options: SlideOptions, workers: int | None = None,
                     scheduler: str | None = None, rows_per_task: int = DEFAULT_ROWS_PER_TASK,
                     retries: int = DEFAULT_RETRIES, progress: Callable[[int, int], None] | None = None,
-                    return_to_client: bool = False) -> Outcome:
+                    return_to_client: bool = False, threads: int | None = None) -> Outcome:
     """One large slide spread over a Dask cluster by runs of tile rows.
 
     This process plans the slide and builds the function every window goes through (for a per-pixel
@@ -325,7 +356,9 @@ def run_slide_tiles(job: Job, transform: Transform, options: SlideOptions, worke
         task = _rows_back_task if return_to_client else _rows_task
         with cluster_client(workers, scheduler) as client:
             shared = client.scatter(fn, broadcast=True, hash=False)
-            futures = {client.submit(task, job, plan, shared, first, stop, retries=retries, pure=False): (first, stop)
+            per_task = worker_threads(threads, workers, scheduler)
+            futures = {client.submit(task, job, plan, shared, first, stop, per_task, retries=retries, pure=False):
+                       (first, stop)
                        for first, stop in row_runs(missing, rows_per_task)}
             store = plan.store()
             for future in as_completed(futures):

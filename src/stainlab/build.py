@@ -9,10 +9,15 @@ A method is named in one of three ways, and every command spells them the same:
   than silently ignored;
 * ``fitted="macenko.json"``: a transform saved by ``stainlab fit``, which already holds the method,
   its parameters and its target.
+
+Where a network runs (``device``, ``batch_size``) is asked for apart from the method, because it is not
+part of a saved transform (``Transform.run_options``): the same ``-t unet.json`` runs on a GPU or the
+CPU. A classical method runs on the CPU whatever the device; asking it for a GPU earns one warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -53,9 +58,30 @@ def load_fitted(path) -> Transform:
 
 
 def build_transform(method: str | None = None, model: str | None = None, fitted=None, params: dict | None = None,
-                    references: Sequence[str] = (), read: ReadReferences | None = None) -> Transform:
+                    references: Sequence[str] = (), read: ReadReferences | None = None, device: str | None = None,
+                    batch_size: int | None = None) -> Transform:
     """The transform asked for (see the module docstring), fitted on the reference files and folders
-    ``references`` read by ``read`` (default: images whole, slides sampled over their tissue)."""
+    ``references`` read by ``read`` (default: images whole, slides sampled over their tissue), set to
+    run on ``device`` in batches of ``batch_size`` (:func:`run_on`; None keeps the defaults: the CPU,
+    batches by free memory)."""
+    return run_on(_build(method, model, fitted, params, references, read), device, batch_size)
+
+
+def run_on(transform: Transform, device: str | None = None, batch_size: int | None = None) -> Transform:
+    """``transform`` set to run on ``device`` in batches of ``batch_size`` when it is a network; a
+    classical method runs on the CPU, with a warning when a GPU or a batch size was asked for."""
+    if device is None and batch_size is None:
+        return transform
+    if hasattr(transform, "run_on"):
+        return transform.run_on(device or transform.device, transform.batch_size if batch_size is None else batch_size)
+    asked = [f"--{k} {v}" for k, v in (("device", device), ("batch-size", batch_size)) if v not in (None, "cpu")]
+    if asked:
+        warnings.warn(f"{transform.name} runs on the CPU ({' and '.join(asked)}: for networks only, ignored)")
+    return transform
+
+
+def _build(method, model, fitted, params, references, read) -> Transform:
+    """The transform of :func:`build_transform` before it is set where to run."""
     params, references = dict(params or {}), list(references or [])
     if fitted is not None:
         if method or model or params or references:

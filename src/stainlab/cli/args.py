@@ -76,9 +76,36 @@ def add_method_options(parser: argparse.ArgumentParser, reference_required: bool
                         help="method parameter, e.g. --param mask=true or --param lut_bits=8 (repeatable)")
 
 
+def device_name(text: str) -> str:
+    """A torch device that works here (``cpu``, ``cuda``, ``cuda:1``...), else a usage error (exit status 2)
+    with the reason of :func:`stainlab.nets.devices.torch_device`, before any work."""
+    from stainlab.errors import InputError
+    from stainlab.nets.devices import torch_device
+
+    try:
+        torch_device(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def add_device_options(parser: argparse.ArgumentParser, batches: str | None = None) -> None:
+    """``--device`` and, where windows are ``batches`` (what they are, for the help), ``--batch-size``:
+    where a network runs (:func:`stainlab.build.run_on`)."""
+    parser.add_argument("--device", type=device_name, metavar="DEVICE",
+                        help="where a network runs: cpu (default), cuda, cuda:1, mps; an unavailable device is "
+                             "refused before any work; classical methods run on the CPU (a GPU asked for them is "
+                             "ignored with a warning); the outputs, and so a resumed run's finished work, do not "
+                             "depend on it")
+    if batches:
+        parser.add_argument("--batch-size", type=positive_int, metavar="N",
+                            help=f"{batches} per network call (default: as many as fit in half the device's free "
+                                 "memory, within a cap; see stainlab.nets.inference)")
+
+
 def transform_from(args, read=None):
-    """The transform of :func:`add_method_options`' options."""
+    """The transform of :func:`add_method_options`' options (and :func:`add_device_options`', if added)."""
     from stainlab.build import build_transform
 
     return build_transform(args.method, args.model, getattr(args, "transform", None), dict(args.param),
-                           args.reference or [], read)
+                           args.reference or [], read, getattr(args, "device", None), getattr(args, "batch_size", None))

@@ -6,7 +6,7 @@ import time
 
 from stainlab import batch
 from stainlab.cli import messages
-from stainlab.cli.args import add_method_options, positive_int, subcommand, transform_from
+from stainlab.cli.args import add_device_options, add_method_options, positive_int, subcommand, transform_from
 from stainlab.errors import InputError
 from stainlab.io.images import list_images
 
@@ -47,6 +47,7 @@ def add(sub, common) -> None:
         "  stainlab normalize tiles/ -m unet --model runs/unet/student.safetensors -o unet-out/", common)
     parser.add_argument("sources", nargs="+", metavar="SRC", help="image files and/or folders of images")
     add_method_options(parser)
+    add_device_options(parser)
     parser.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created if needed)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="png",
                         help="output format (default: png; tif is lossless, jpg quality 95)")

@@ -16,7 +16,7 @@ import time
 
 from stainlab import batch
 from stainlab.cli import messages
-from stainlab.cli.args import add_method_options, positive_int, subcommand, transform_from
+from stainlab.cli.args import add_device_options, add_method_options, positive_int, subcommand, transform_from
 from stainlab.errors import InputError
 from stainlab.wsi.normalize import PLAIN_FORMATS, PYRAMID, SlideOptions, output_path
 from stainlab.wsi.pyramid import COMPRESSIONS, JPEG_QUALITY
@@ -30,7 +30,9 @@ Normalize whole slides or large images, tile by tile with no seams, into pyramid
 open with every level. Per-pixel methods take their statistics from tissue sampled over the whole
 slide; context-aware networks see each tile with --overlap pixels of context and are feathered across
 tile borders. Background tiles are not run through a network; their glass gets the colour the network
-gives glass. A crashed run resumes from the tile rows already finished.
+gives glass. A network takes the tissue tiles of a tile row in batches (--batch-size; default: as many
+as fit in the free memory) on --device (cpu, or a GPU: cuda). A crashed run resumes from the tile rows
+already finished, also on another device.
 Several slides run on an embedded Dask cluster (--workers), or on --scheduler tcp://host:port;
 a single slide with --workers N is spread over the cluster by runs of tile rows.
 On an existing cluster (start 'dask scheduler' on one machine and 'dask worker tcp://HOST:8786' on
@@ -47,6 +49,7 @@ examples:
   stainlab slide case1.svs -m macenko -r reference.png -o normalized/
   stainlab slide slides/ -t macenko.json -o normalized/ --mpp 0.5 --workers 4
   stainlab slide big.tif --model stainnet:stainnet.pth -o out/ --tile 1024
+  stainlab slide case1.svs -m unet --model runs/unet/student.safetensors -o out/ --device cuda
   stainlab slide cohort/ -t reinhard.json -o /shared/out/ --scheduler tcp://10.0.0.5:8786
   stainlab slide cohort/ -t reinhard.json -o out/ --scheduler tcp://10.0.0.5:8786 --return-to-client"""
 
@@ -70,13 +73,14 @@ def _grid_tiles(job: batch.Job, options: SlideOptions) -> int:
 def _outcomes(jobs: list[batch.Job], transform, options: SlideOptions, args, progress):
     from stainlab.wsi.cohort import run_cohort, run_local, run_slide_tiles
 
-    workers = args.workers or min(len(jobs), os.cpu_count() or 1)
+    on_gpu = getattr(transform, "device", "cpu").partition(":")[0] != "cpu"
+    workers = args.workers or (1 if on_gpu else min(len(jobs), os.cpu_count() or 1))
     if len(jobs) == 1 and (args.scheduler or workers > 1):  # one slide: its tile rows on the cluster
         return [run_slide_tiles(jobs[0], transform, options, workers, args.scheduler, progress=progress,
-                                return_to_client=args.return_to_client)]
+                                return_to_client=args.return_to_client, threads=args.threads)]
     if args.scheduler or workers > 1:
         return run_cohort(jobs, transform, options, workers, args.scheduler, progress=progress,
-                          return_to_client=args.return_to_client)
+                          return_to_client=args.return_to_client, threads=args.threads)
     return run_local(jobs, transform, options, progress)
 
 
@@ -110,6 +114,7 @@ def add(sub, common) -> None:
     parser = subcommand(sub, "slide", "normalize whole slides into pyramidal OME-TIFFs", DESCRIPTION, EPILOG, common)
     parser.add_argument("sources", nargs="+", metavar="SRC", help="slide/image files and/or folders of them")
     add_method_options(parser)
+    add_device_options(parser, "tissue tiles (with their context)")
     parser.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created if needed)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--level", type=int, metavar="L", help="pyramid level to normalize (default: 0)")
@@ -128,7 +133,8 @@ def add(sub, common) -> None:
     parser.add_argument("--quality", type=positive_int, default=JPEG_QUALITY,
                         help="JPEG quality (default: %(default)s)")
     parser.add_argument("--workers", type=positive_int, metavar="N",
-                        help="Dask worker processes (default: one per CPU for several slides; 1 = in this process)")
+                        help="Dask worker processes (default: one per CPU for several slides, one when a network "
+                             "runs on a GPU, which one process keeps busy; 1 = in this process)")
     parser.add_argument("--scheduler", metavar="ADDR",
                         help="use the Dask cluster at ADDR (tcp://host:port); inputs and the output folder must be "
                              "at the same paths on every worker (a shared mount), or use --return-to-client")

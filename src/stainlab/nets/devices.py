@@ -1,7 +1,9 @@
-"""Torch devices named by users (``--device cuda``), checked before any work with a plain reason."""
+"""Torch devices named by users (``--device cuda``), checked before any work with a plain reason, and the
+memory a batch may take on them."""
 
 from __future__ import annotations
 
+import psutil
 import torch
 
 from stainlab.errors import InputError
@@ -26,3 +28,11 @@ def torch_device(name) -> torch.device:
     except (RuntimeError, NotImplementedError, AssertionError):
         raise InputError(f"device {name}: not available on this machine; use --device cpu") from None
     return device
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes a batch may still take on ``device``: the free memory of a CUDA GPU
+    (``torch.cuda.mem_get_info``), the available RAM otherwise (CPU, and MPS, which shares it)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available

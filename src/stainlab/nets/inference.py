@@ -5,7 +5,9 @@ Context-aware networks (U-Net, CycleGAN generators) see a neighbourhood of each 
 into tiles and run tile by tile shows seams at the tile borders (paper 000, Sec. IV-D, Fig. 3; pytorch-
 CycleGAN #918). :func:`apply_network` runs images up to ``tile`` pixels a side in one piece and larger
 ones as overlapping tiles whose outputs are blended with weights that fall linearly to the tile edge,
-so no output pixel comes from a tile edge alone.
+so no output pixel comes from a tile edge alone. :func:`apply_network_stack` does the same for a stack
+of equal-shaped images, one batch per tile position, and :func:`batch_size_for` says how many images
+of a size fit in one batch on the network's device.
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from stainlab.nets.devices import free_memory
+
+PROBE = 128          # side of the crop on which a network's memory per pixel is measured
+MEMORY_SHARE = 0.5   # of the free device memory a batch may take (the rest: inputs, blending, other work)
+MAX_BATCH = 32       # images per call on an accelerator: beyond it a GPU is busy already
+MAX_CPU_BATCH = 8    # on the CPU a single image keeps the cores busy: batches save only per-call costs
 
 
 def to_net(images: np.ndarray) -> torch.Tensor:
@@ -48,24 +58,79 @@ def feather(tile: int, overlap: int) -> np.ndarray:
 
 def apply_network(net: nn.Module, image: np.ndarray, tile: int = 512, overlap: int = 64) -> np.ndarray:
     """``net`` on one uint8 HxWx3 image -> uint8 HxWx3, in feather-blended tiles when a side exceeds ``tile``."""
+    return apply_network_stack(net, image[None], tile, overlap)[0]
+
+
+def apply_network_stack(net: nn.Module, images: np.ndarray, tile: int = 512, overlap: int = 64) -> np.ndarray:
+    """:func:`apply_network` on a stack of equal-shaped uint8 images ``(N, H, W, 3)`` at once: each tile
+    position goes through ``net`` as one batch of ``N`` tiles, so image ``i`` of the output is
+    ``apply_network(net, images[i])`` up to float rounding in the network's batched arithmetic."""
     parameter = next(net.parameters())
-    height, width = image.shape[:2]
+    height, width = images.shape[1:3]
 
     def run(block: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = net(to_net(block[None]).to(device=parameter.device, dtype=parameter.dtype))
-        return out[0].float().cpu().permute(1, 2, 0).numpy()
+            out = net(to_net(block).to(device=parameter.device, dtype=parameter.dtype))
+        return out.float().cpu().permute(0, 2, 3, 1).numpy()
 
     if height <= tile and width <= tile:
-        return from_net(torch.from_numpy(run(image)).permute(2, 0, 1)[None])[0]
-    total = np.zeros((height, width, 3))
+        return from_net(torch.from_numpy(run(images)).permute(0, 3, 1, 2))
+    total = np.zeros((len(images), height, width, 3))
     weight = np.zeros((height, width, 1))
     for top in tile_starts(height, tile, overlap):
         for left in tile_starts(width, tile, overlap):
-            block = image[top:top + tile, left:left + tile]
-            h, w = block.shape[:2]
+            block = images[:, top:top + tile, left:left + tile]
+            h, w = block.shape[1:3]
             ramp = np.outer(feather(h, overlap if h < height else 0), feather(w, overlap if w < width else 0))
-            total[top:top + h, left:left + w] += run(block) * ramp[..., None]
+            total[:, top:top + h, left:left + w] += run(block) * ramp[..., None]
             weight[top:top + h, left:left + w] += ramp[..., None]
-    blended = torch.from_numpy(total / weight).permute(2, 0, 1)[None]
-    return from_net(blended)[0]
+    return from_net(torch.from_numpy(total / weight).permute(0, 3, 1, 2))
+
+
+class _Allocations(TorchFunctionMode):
+    """Counts the bytes of every new tensor that torch functions return (in-place results and views of
+    an input are not new)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in _tensors((args, kwargs))}
+        self.bytes += sum(t.untyped_storage().nbytes() for t in _tensors(out)
+                          if t.untyped_storage().data_ptr() not in inputs)
+        return out
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    """The tensors in ``value``, a tensor or nested tuples, lists and dicts of them."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+def forward_bytes(net: nn.Module, height: int, width: int) -> int:
+    """Bytes that ``net`` allocates to map one ``height x width`` image, measured on a crop of at most
+    ``PROBE`` pixels a side and scaled by area (the activations of a convolutional network grow with it).
+    Every intermediate is counted as if all were alive at once, so this bounds the peak from above."""
+    parameter = next(net.parameters())
+    h, w = min(height, PROBE), min(width, PROBE)
+    probe, counter = torch.zeros(1, 3, h, w, device=parameter.device, dtype=parameter.dtype), _Allocations()
+    with torch.no_grad(), counter:
+        net(probe)
+    return -(-counter.bytes * height * width // (h * w))
+
+
+def batch_size_for(net: nn.Module, height: int, width: int) -> int:
+    """Images of ``height x width`` to map in one call of ``net``: as many as fit in ``MEMORY_SHARE`` of
+    the free memory of its device (:func:`stainlab.nets.devices.free_memory`) by :func:`forward_bytes`,
+    at most ``MAX_BATCH`` (``MAX_CPU_BATCH`` on the CPU), at least 1."""
+    device = next(net.parameters()).device
+    cap = MAX_CPU_BATCH if device.type == "cpu" else MAX_BATCH
+    fits = int(MEMORY_SHARE * free_memory(device)) // max(forward_bytes(net, height, width), 1)
+    return max(1, min(cap, fits))

@@ -111,6 +111,9 @@ class Transform(ABC):
     per_pixel: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True  # False: each call draws new randomness (augmentation)
     needs_weights: ClassVar[bool] = False  # True: the default parameters read a weight file the user supplies
+    # Parameters that choose where and in what batches it runs, never its outputs (a network's device):
+    # left out of the saved form and the fingerprint, so a run resumed on another device reuses its work.
+    run_options: ClassVar[tuple[str, ...]] = ()
     # The outline of a saved transform (depth, sizes, types), which the registry checks before building it.
     check_saved = staticmethod(check_saved)
 
@@ -201,13 +204,14 @@ class Transform(ABC):
     def to_dict(self) -> dict[str, Any]:
         state = {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v
                  for k, v in self._get_state().items()} if self._fitted else None
-        return {"format": FORMAT, "version": FORMAT_VERSION, "method": self.name,
-                "params": self.get_params(), "state": state}
+        params = {k: v for k, v in self.get_params().items() if k not in self.run_options}
+        return {"format": FORMAT, "version": FORMAT_VERSION, "method": self.name, "params": params, "state": state}
 
     def fingerprint(self) -> str:
-        """A digest of everything the outputs depend on: the saved form (method, parameters, fitted
-        state) and the size and modification time of the weight file it reads, if any. Two transforms
-        with the same fingerprint give the same outputs, so a batch skips only outputs it would repeat."""
+        """A digest of everything the outputs depend on: the saved form (method, parameters but not the
+        ``run_options``, fitted state) and the size and modification time of the weight file it reads, if
+        any. Two transforms with the same fingerprint give the same outputs, so a batch skips only outputs
+        it would repeat."""
         data = self.to_dict()
         model = data["params"].get("model")
         if isinstance(model, str) and Path(model).is_file():

@@ -2,7 +2,11 @@
 
 Context-aware networks (paper 000's U-Net student, the CycleGAN / ccGAN / pcNet generators) see a
 neighbourhood of each pixel: :class:`NetworkTransform` runs them on the whole image, or on feather-blended
-overlapping tiles when it is larger than ``tile`` (see :func:`stainlab.nets.inference.apply_network`).
+overlapping tiles when it is larger than ``tile`` (see :func:`stainlab.nets.inference.apply_network`),
+on the CPU or on a GPU (``device="cuda"``). The slide tiler hands it a row of windows at a time
+(:meth:`NetworkTransform.transform_many`), which it runs in batches of equal-shaped windows: as many as
+fit in the device's free memory, or ``batch_size``. Device and batch size change how fast it runs, not
+its outputs, so they are neither saved nor part of its fingerprint (``Transform.run_options``).
 They load as ``"unet:PATH"``, ``"cyclegan:PATH"``, ``"ccgan:PATH"`` or ``"pcnet:PATH"`` from a model file
 written by ``stainlab train`` (its header names the architecture), and ``cyclegan`` also from a
 ``latest_net_G_A.pth`` of the public CycleGAN code.
@@ -16,15 +20,19 @@ running it on every pixel. It learned its target during training, so ``fit`` has
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
 import stainlab.networks as networks
 from stainlab.errors import InputError
-from stainlab.nets.inference import apply_network
+from stainlab.io.arrays import check_rgb8
+from stainlab.nets.devices import torch_device
+from stainlab.nets.inference import apply_network, apply_network_stack, batch_size_for
 from stainlab.nets.stainnet import stainnet
 from stainlab.transforms.base import PixelTransform, Transform
+from stainlab.transforms.checks import check_int
 from stainlab.transforms.lut import DEFAULT_BITS
 
 
@@ -69,14 +77,19 @@ def load_network(model: str, kind: str):
     return net
 
 
+MAX_BATCH_SIZE = 1024  # windows per network call that a user may ask for
+
+
 class NetworkTransform(Transform):
     """A trained image-to-image network (U-Net student, CycleGAN/ccGAN/pcNet generator), run in blended tiles."""
 
     name = "unet"
     requires_fit = False
     uses_reference = False
+    run_options = ("device", "batch_size")
 
-    def __init__(self, model: str, kind: str = "unet", tile: int = 512, overlap: int = 64) -> None:
+    def __init__(self, model: str, kind: str = "unet", tile: int = 512, overlap: int = 64, device: str = "cpu",
+                 batch_size: int | None = None) -> None:
         super().__init__()
         if kind not in networks.learned_kinds():
             raise InputError(f"unknown network kind {kind!r}; known: {', '.join(networks.learned_kinds())}")
@@ -85,6 +98,46 @@ class NetworkTransform(Transform):
         self.name, self.kind, self.tile, self.overlap = kind, kind, tile, overlap
         self.model = _stored_path(model)
         self._net = load_network(model, kind)
+        self.run_on(device, batch_size)
+
+    def run_on(self, device: str = "cpu", batch_size: int | None = None) -> "NetworkTransform":
+        """Run on ``device`` (checked by :func:`~stainlab.nets.devices.torch_device`; the network moves
+        there now) in batches of ``batch_size`` windows, or as many as fit in its free memory (None)."""
+        self._net.to(torch_device(device))
+        self.device = str(device)
+        self.batch_size = None if batch_size is None else check_int(f"{self.name}: batch_size", batch_size, 1,
+                                                                    MAX_BATCH_SIZE)
+        self._batch_sizes: dict[tuple[int, int], int] = {}  # network input size -> windows per call
+        return self
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
         return apply_network(self._net, image, self.tile, self.overlap)
+
+    def transform_many(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``[t.transform(image) for image in images]`` (up to float rounding), with the images of each
+        shape stacked into batches of :meth:`batch_size_of` images per network call."""
+        self._require_fitted()
+        images = [check_rgb8(image, f"image {i}") for i, image in enumerate(images)]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_shape.setdefault(image.shape, []).append(i)
+        out: list[np.ndarray] = [None] * len(images)
+        for (height, width, _), indices in by_shape.items():
+            size = self.batch_size_of(height, width)
+            for start in range(0, len(indices), size):
+                part = indices[start:start + size]
+                stack = np.stack([images[i] for i in part])
+                for i, result in zip(part, apply_network_stack(self._net, stack, self.tile, self.overlap)):
+                    out[i] = result
+        return out
+
+    def batch_size_of(self, height: int, width: int) -> int:
+        """Images of ``height x width`` per network call: ``batch_size``, or what fits in the device's
+        free memory (:func:`~stainlab.nets.inference.batch_size_for`, measured once per size on the
+        network's input: the image, or its tiles when it is larger than ``tile``)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        key = (min(height, self.tile), min(width, self.tile))
+        if key not in self._batch_sizes:
+            self._batch_sizes[key] = batch_size_for(self._net, *key)
+        return self._batch_sizes[key]

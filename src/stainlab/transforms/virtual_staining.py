@@ -5,7 +5,8 @@
 sees the context of each pixel (its encoder halves the image three times and the HER2-level head pools
 the whole input), so large images go through :func:`stainlab.nets.inference.apply_network`'s
 feather-blended tiles; the default tile is 1024, the size paper 002 evaluates at (Sec. 3.1), so a BCI
-image is translated in one piece. The pix2pix generator of ``stainlab train pix2pix`` loads as
+image is translated in one piece. Like every network it takes ``device`` and ``batch_size`` (the
+windows of a slide go through it in batches). The pix2pix generator of ``stainlab train pix2pix`` loads as
 ``"pix2pix:PATH"`` through :class:`~stainlab.transforms.learned.NetworkTransform`.
 """
 
@@ -38,10 +39,11 @@ class DeReStainerTransform(NetworkTransform):
 
     name = "derestainer"
 
-    def __init__(self, model: str, tile: int = 1024, overlap: int = 128) -> None:
+    def __init__(self, model: str, tile: int = 1024, overlap: int = 128, device: str = "cpu",
+                 batch_size: int | None = None) -> None:
         arch = read_model_info(model)["arch"]
         if arch != ARCH:
             raise InputError(f"{model} holds a {arch} network, not a DeReStainer (`stainlab train derestainer` "
                              "writes derestainer.safetensors)")
-        super().__init__(model, ARCH, tile, overlap)
+        super().__init__(model, ARCH, tile, overlap, device, batch_size)
         self._net = _Generate(self._net)

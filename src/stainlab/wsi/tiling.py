@@ -26,7 +26,10 @@ on the patch it saw (CycleGAN there). The remedy here:
   context is shifted too, and fades into the neighbour's transformed output across the band.
 
 :meth:`RowRunner.rows` yields finished rows of cores in order while holding at most three rows of
-windows (one without overlap), so memory follows the tile size and the image width, never the height.
+windows (one without overlap) and the input windows of the row being computed, so memory follows the
+tile size and the image width, never the height. The tissue windows of a row go through the transform
+together: a network (``transform_many``, :class:`~stainlab.transforms.learned.NetworkTransform`) runs
+them in batches of equal-shaped windows, with the same outputs as one by one.
 """
 
 from __future__ import annotations
@@ -172,20 +175,32 @@ class RowRunner:
             self._rows.pop(row - reach, None)
 
     def _compute_row(self, row: int) -> list[_Window]:
+        boxes = [self.grid.window(row, col) for col in range(self.grid.cols)]
+        images = [self.read(box) for box in boxes]
+        tissue = [col for col, (box, image) in enumerate(zip(boxes, images))
+                  if tissue_fraction(image[self.grid.core(row, col).within(box)]) >= self.min_tissue]
+        done = self._transform_all([images[col] for col in tissue], [boxes[col] for col in tissue])
+        outputs = dict(zip(tissue, done))
         windows = []
-        for col in range(self.grid.cols):
-            box = self.grid.window(row, col)
-            image = self.read(box)
-            if tissue_fraction(image[self.grid.core(row, col).within(box)]) >= self.min_tissue:
-                windows.append(_Window(self._transform(image, box), None))
+        for col, image in enumerate(images):
+            if col in outputs:
+                windows.append(_Window(outputs[col], None))
             else:
                 shift = self._glass_shift(image)
                 out = image if not any(shift) else np.clip(image + np.array(shift, np.int16), 0, 255).astype(np.uint8)
                 windows.append(_Window(out, shift))
         return windows
 
-    def _transform(self, image: np.ndarray, box: Box) -> np.ndarray:
-        out = np.asarray(self.fn(image))
+    def _transform_all(self, images: list[np.ndarray], boxes: list[Box]) -> list[np.ndarray]:
+        """The tissue windows of a row through the transform: in batches when it maps many windows at once
+        (``fn.transform_many``, a network), one by one otherwise."""
+        many = getattr(self.fn, "transform_many", None)
+        outputs = many(images) if many is not None and images else [self.fn(image) for image in images]
+        return [self._checked(out, image, box) for out, image, box in zip(outputs, images, boxes)]
+
+    def _checked(self, out, image: np.ndarray, box: Box) -> np.ndarray:
+        """The transform's output for the window ``image`` at ``box``, refused unless uint8 of its shape."""
+        out = np.asarray(out)
         if out.shape != image.shape or out.dtype != np.uint8:
             raise InputError(f"the transform returned {out.dtype} {out.shape} for a uint8 {image.shape} tile "
                              f"at ({box.x0}, {box.y0}); tiles must map to uint8 tiles of the same shape")
@@ -201,7 +216,8 @@ class RowRunner:
             box = Box(0, min(side, self.grid.height), 0, min(side, self.grid.width))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = self._transform(np.full((*box.shape, 3), glass, np.uint8), box)
+                flat = np.full((*box.shape, 3), glass, np.uint8)
+                out = self._checked(self.fn(flat), flat, box)
             self._glass[glass] = tuple(int(v) - g for v, g in zip(np.median(out.reshape(-1, 3), axis=0), glass))
         return self._glass[glass]
 

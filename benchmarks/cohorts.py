@@ -14,24 +14,16 @@ oversubscribed:
   ``NUMBA_NUM_THREADS=2``) and passes ``--scheduler``. Its start-up is not in the wall time (a user's
   cluster is already up); the embedded LocalCluster's start-up is in ``cluster-2``'s.
 * ``cluster-2``: ``--workers 2 --threads 2``: the embedded LocalCluster, 2 worker processes of 1 Dask
-  thread, each with 1 compute thread (``NUMBA_NUM_THREADS=1`` given to the workers through Dask's
-  ``distributed.nanny.pre-spawn-environ``, see below).
-* ``cluster-2-unsplit``: the same command with nothing else set: what ``--threads 2`` gives today
-  (run with ``--quick``, or named in ``--configs``; not in the full run by default, to keep it short).
+  thread; each slide task sizes numba and torch to its share of ``--threads`` (1 each).
 
-Finding (why ``cluster-2`` needs the environment variable): ``--threads`` is applied in the command's own
-process only (``stainlab.cli.main`` -> ``limit_threads``: ``numba.set_num_threads`` and
-``OMP_NUM_THREADS``). Dask workers are spawned processes; numba's thread count is per thread and starts
-at ``NUMBA_NUM_THREADS`` (all cores) in every new thread, so each worker's task thread runs numba's
-parallel loops on every core whatever ``--threads`` says: 2 workers x 2 threads on 2 cores. The workers
-also inherit ``OMP_NUM_THREADS=<--threads>`` (the total, not a share): ``limit_threads`` writes it into the
-command's environment, and an existing variable wins over Dask's ``pre-spawn-environ`` (default 1), so
-torch in each worker would take every thread too (not split here: Macenko does not use torch). Calling
-``limit_threads`` in a worker from outside a task (``client.run``, a preload) would not help either:
-it sets the count of the calling thread only. Each worker's count is recorded here, not assumed: this
-file is also a Dask preload (``dask_setup``/``dask_teardown``) that, as the worker closes, asks its task
-thread for ``numba.get_num_threads()`` and writes it down (``workers_seen`` in the results;
-``busy_threads``: the CPU seconds of each process's threads).
+Threads per worker: Dask workers are new processes, and numba's thread count is per thread, starting at
+``NUMBA_NUM_THREADS`` (all cores) in every new thread, so ``--threads`` applied in the command's own process
+never reached them (each worker ran numba on every core: 2 workers x 2 threads on 2 cores). Since
+60a50fb every cluster task calls ``limit_threads`` with its share (``stainlab.wsi.cohort.worker_threads``),
+or, on a user's cluster, with the worker's cores over its task slots. Each worker's count is recorded
+here, not assumed: this file is also a Dask preload (``dask_setup``/``dask_teardown``) that, as the worker
+closes, asks its task thread for ``numba.get_num_threads()`` and writes it down (``workers_seen`` in the
+results; ``busy_threads``: the CPU seconds of each process's threads).
 
 Full run: 8 x 400 MPix = 3.2 GPix a configuration, three configurations; at the 8.7 MPix/s that
 ``slides.py`` measured for one 400 MPix slide in one process, about 6 minutes each, about 20 minutes in
@@ -73,8 +65,7 @@ RESULTS = ROOT / "results"
 COPIES = 8
 METHOD = "macenko"
 PROBE_ENV = "STAINLAB_COHORTS_PROBE"  # the folder this file, as a Dask preload, writes each worker's threads to
-CONFIGS = ("in-process", "cluster-1", "cluster-2", "cluster-2-unsplit")
-FULL_DEFAULT = ("in-process", "cluster-1", "cluster-2")  # cluster-2-unsplit: --quick, or --configs
+CONFIGS = ("in-process", "cluster-1", "cluster-2")
 
 
 # -- this file as a Dask worker preload: what a worker's task thread really uses ----------------------------
@@ -161,11 +152,6 @@ def worker_environment(config: str, cores: int, probe: Path) -> dict:
     """The environment of the command (and, for cluster-1, of the Dask processes)."""
     env = {**os.environ, PROBE_ENV: str(probe), "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([__file__])}
     env.pop("NUMBA_NUM_THREADS", None)
-    if config == "cluster-2":  # each worker's share of the cores, set before the worker starts (numba reads it then)
-        share = max(1, cores // 2)
-        env["DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON"] = repr({
-            "MALLOC_TRIM_THRESHOLD_": 65536, "OMP_NUM_THREADS": share, "MKL_NUM_THREADS": share,
-            "OPENBLAS_NUM_THREADS": share, "NUMBA_NUM_THREADS": share})
     return env
 
 
@@ -368,9 +354,7 @@ def speedups(records: dict) -> dict:
 
     pairs = {"cluster-2_over_in-process": ("cluster-2", "in-process"),
              "cluster-2_over_cluster-1": ("cluster-2", "cluster-1"),
-             "cluster-1_over_in-process": ("cluster-1", "in-process"),
-             "cluster-2-unsplit_over_in-process": ("cluster-2-unsplit", "in-process"),
-             "cluster-2-unsplit_over_cluster-2": ("cluster-2-unsplit", "cluster-2")}
+             "cluster-1_over_in-process": ("cluster-1", "in-process")}
     return {name: r for name, (a, b) in pairs.items() if (r := ratio(a, b)) is not None}
 
 
@@ -404,14 +388,14 @@ def markdown(results: dict) -> str:
 
 
 LAYOUT = {"in-process": "1 process x 2", "cluster-1": "1 x 2 (dask worker --nworkers 1, NUMBA_NUM_THREADS=2)",
-          "cluster-2": "2 x 1 (NUMBA_NUM_THREADS=1 per worker)", "cluster-2-unsplit": "2 x ? (--threads 2 only)"}
+          "cluster-2": "2 x 1 (--threads 2 shared by the workers)"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 copies of a 4,096 x 4,096 slide")
     parser.add_argument("--configs", nargs="+", choices=CONFIGS,
-                        help=f"configurations to run (default: all with --quick, else {' '.join(FULL_DEFAULT)})")
+                        help="configurations to run (default: all)")
     parser.add_argument("--copies", type=int, default=COPIES, help="copies of the slide (default: %(default)s)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -424,7 +408,7 @@ def main() -> None:
     started = provenance()
     cores = os.cpu_count() or 1
     side = 4096 if args.quick else 20_000
-    configs = args.configs or (CONFIGS if args.quick else FULL_DEFAULT)
+    configs = args.configs or CONFIGS
     start = time.perf_counter()
     source, reference = source_slide(side)
     built = time.perf_counter() - start

@@ -97,6 +97,16 @@ def test_tiff_pyramid_levels_mpp_and_regions(tmp_path, tissue):
             slide.read(1, 150, 0, 100, 10)
 
 
+def test_an_empty_segment_reads_as_glass(tmp_path):
+    path = tmp_path / "sparse.tif"
+    tifffile.imwrite(path, np.full((128, 128, 3), 40, np.uint8), tile=(64, 64), photometric="rgb")
+    with tifffile.TiffFile(path, mode="r+b") as tif:  # the first tile never written, as scanners leave glass
+        tif.pages[0].tags["TileByteCounts"].overwrite((0, 12288, 12288, 12288))
+    with open_slide(path) as slide:
+        region = slide.read(0, 10, 20, 100, 90)
+    assert (region[:54, :44] == 255).all() and (region[54:] == 40).all() and (region[:, 44:] == 40).all()
+
+
 def test_strip_tiff_resolution_tags_and_plain_images(tmp_path, tissue):
     strips = tmp_path / "strips.tif"
     tifffile.imwrite(strips, tissue, photometric="rgb", rowsperstrip=37, resolution=(40000, 40000),

@@ -35,8 +35,8 @@ import numpy as np
 from stainlab import __version__
 from stainlab.errors import InputError, NoTissueError
 from stainlab.io.images import write_image
-from stainlab.wsi.pyramid import (JPEG_QUALITY, RowWriter, TileCodec, TileStore, level_shapes, work_folder,
-                                 write_pyramid)
+from stainlab.wsi.pyramid import (JPEG_QUALITY, RowWriter, TileCodec, TileStore, halve, level_shapes,
+                                 work_folder, write_pyramid)
 from stainlab.wsi.readers import Slide, open_slide
 from stainlab.wsi.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, Box, RowRunner, RowStats,
                                 TileGrid, tissue_fraction)
@@ -302,8 +302,8 @@ def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress 
         writer = RowWriter(plan.store(), plan.shapes, plan.codec, pool, lower_levels)
         rows = (_table_rows if isinstance(fn, SlideColorMap) and not plan.skip_below else _runner_rows)
         try:
-            for row, pixels, tiles, stats in rows(plan, slide, fn, start, stop, pool):
-                writer.put(0, row, pixels, tiles)
+            for row, tiles, half, stats in rows(plan, slide, fn, start, stop, pool, writer.wants_halves()):
+                writer.put(0, row, tiles, half)
                 total = RowStats(total.tiles + stats.tiles, total.transformed + stats.transformed,
                                  total.pixels + stats.pixels)
                 if progress:
@@ -316,11 +316,12 @@ def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress 
     return total
 
 
-def _table_rows(plan: SlidePlan, slide: Slide, fn: SlideColorMap, start: int, stop: int, pool):
-    """Rows of a slide-wide colour table: each core read, gathered and encoded in one task of ``pool``."""
-    def core(box: Box) -> tuple[np.ndarray, bytes]:
+def _table_rows(plan: SlidePlan, slide: Slide, fn: SlideColorMap, start: int, stop: int, pool, halves: bool):
+    """Rows of a slide-wide colour table: each core read, gathered, encoded (and halved, for the next
+    level) in one task of ``pool``; yields each row's tiles, its half and its totals."""
+    def core(box: Box) -> tuple[bytes, np.ndarray | None]:
         out = fn(slide.read(plan.level, box.y0, box.x0, *box.shape), parallel=False)
-        return out, plan.codec.encode(out)
+        return plan.codec.encode(out), halve(out) if halves else None
 
     grid = plan.grid
     submitted: dict[int, list[Future]] = {}
@@ -329,15 +330,16 @@ def _table_rows(plan: SlidePlan, slide: Slide, fn: SlideColorMap, start: int, st
             if ahead not in submitted:
                 submitted[ahead] = [pool.submit(core, grid.core(ahead, col)) for col in range(grid.cols)]
         done = [future.result() for future in submitted.pop(row)]
-        pixels = np.concatenate([out for out, _ in done], axis=1)
-        yield row, pixels, [data for _, data in done], RowStats(grid.cols, grid.cols, pixels.shape[0] * pixels.shape[1])
+        height = grid.core(row, 0).shape[0]
+        yield (row, [data for data, _ in done], np.concatenate([half for _, half in done], axis=1) if halves else None,
+               RowStats(grid.cols, grid.cols, height * grid.width))
 
 
-def _runner_rows(plan: SlidePlan, slide: Slide, fn, start: int, stop: int, pool):
+def _runner_rows(plan: SlidePlan, slide: Slide, fn, start: int, stop: int, pool, halves: bool):
     """Rows of any transform through :class:`RowRunner` in this thread, their tiles encoded in ``pool``."""
     read = lambda box: slide.read(plan.level, box.y0, box.x0, *box.shape)  # noqa: E731
     for row, pixels, stats in RowRunner(plan.grid, read, fn, plan.skip_below).rows(start, stop):
-        yield row, pixels, plan.codec.encode_row(pixels, pool), stats
+        yield row, plan.codec.encode_row(pixels, pool), halve(pixels) if halves else None, stats
 
 
 def row_runs(rows: list[int], size: int | None = None) -> list[tuple[int, int]]:

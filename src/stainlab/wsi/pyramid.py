@@ -244,36 +244,44 @@ def rows_of(shape: tuple[int, int], tile: int) -> int:
 
 class RowWriter:
     """Puts finished rows of tiles in the store and, with ``lower_levels``, makes the levels below as
-    the rows above them finish: a row of a level (its pixels, its tiles encoded or being encoded in
-    ``pool``), once its pair is there, is halved with it into the next level's row, which is encoded in
-    ``pool`` and stored the same way, and so on down. Rows a run did not see are decoded from the
-    store. :meth:`flush` waits for the encodings; :meth:`complete` also fills any row still missing (a
-    slide whose rows other processes computed) from the store."""
+    the rows above them finish. A row of a level comes with its tiles (encoded, or futures of ``pool``
+    encoding them) and with itself halved (:func:`halve`: its 512 rows of pixels are an even number, so
+    halving row by row is halving the level, and the threads that made the tiles can halve them too);
+    once the halves of a pair of rows are there, they are the next level's row, which is encoded in
+    ``pool``, stored, halved and paired the same way, and so on down. Rows a run did not see are
+    decoded from the store. :meth:`flush` waits for the encodings; :meth:`complete` also fills any row
+    still missing (a slide whose rows other processes computed) from the store."""
 
     def __init__(self, store: TileStore, shapes: list[tuple[int, int]], codec: TileCodec,
                  pool: Executor | None = None, lower_levels: bool = True) -> None:
         self.store, self.shapes, self.codec, self.pool = store, shapes, codec, pool
         self.lower_levels = lower_levels
-        self._waiting: dict[int, tuple[int, np.ndarray]] = {}  # level -> its even row awaiting its pair
+        self._waiting: dict[int, tuple[int, np.ndarray]] = {}  # level -> its even row's half, awaiting a pair
         self._encoding: list[tuple[int, int, list]] = []        # rows whose tiles may still be encoding
 
-    def put(self, level: int, row: int, pixels: np.ndarray, tiles: list) -> None:
-        """Store row ``row`` of ``level`` once its ``tiles`` (bytes or futures of bytes) are encoded."""
+    def wants_halves(self, level: int = 0) -> bool:
+        """Whether :meth:`put` needs the rows of ``level`` halved."""
+        return self.lower_levels and level + 1 < len(self.shapes)
+
+    def put(self, level: int, row: int, tiles: list, half: np.ndarray | None = None) -> None:
+        """Store row ``row`` of ``level`` once its ``tiles`` (bytes or futures of bytes) are encoded;
+        ``half``: the row halved, when :meth:`wants_halves`."""
         self._encoding.append((level, row, tiles))
         self._flush(wait=len(self._encoding) > _MAX_ENCODING_ROWS)
-        if self.lower_levels and level + 1 < len(self.shapes):
-            self._pair(level, row, pixels)
+        if self.wants_halves(level):
+            self._pair(level, row, half)
 
-    def _pair(self, level: int, row: int, pixels: np.ndarray) -> None:
+    def _pair(self, level: int, row: int, half: np.ndarray) -> None:
         if row % 2 == 0 and row + 1 < rows_of(self.shapes[level], self.codec.tile):
-            self._waiting[level] = (row, pixels)
+            self._waiting[level] = (row, half)
             return
         if row % 2:
             kept = self._waiting.pop(level, None)
-            above = kept[1] if kept and kept[0] == row - 1 else self.pixels(level, row - 1)
-            pixels = np.concatenate([above, pixels])
-        half = halve(pixels)
-        self.put(level + 1, row // 2, half, self.codec.encode_row(half, self.pool))
+            above = kept[1] if kept and kept[0] == row - 1 else halve(self.pixels(level, row - 1))
+            half = np.concatenate([above, half])
+        below = half  # the next level's row
+        self.put(level + 1, row // 2, self.codec.encode_row(below, self.pool),
+                 halve(below) if self.wants_halves(level + 1) else None)
 
     def _flush(self, wait: bool) -> None:
         """Store the rows whose tiles are encoded; with ``wait``, the oldest too, waiting for it."""

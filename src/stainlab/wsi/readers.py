@@ -225,14 +225,17 @@ class TiffSlide(Slide):
         page = self._pages[level]
         seg_h, seg_w = self._segment(page)
         across = -(-page.imagewidth // seg_w)
-        out = np.full((height, width, page.samplesperpixel), BACKGROUND_FILL, np.uint8)
+        out = np.empty((height, width, page.samplesperpixel), np.uint8)
+        region = Box(y, y + height, x, x + width)
         for row in range(y // seg_h, (y + height - 1) // seg_h + 1):
             for col in range(x // seg_w, (x + width - 1) // seg_w + 1):
                 index = row * across + col
                 found = self._recent.get((level, index))
                 if found is None:
                     found = self._recent.put((level, index), self._decode(page, index))
-                self._paste(found, out, y, x)
+                if found is None:  # an empty segment is glass
+                    found = (None, Box(row * seg_h, (row + 1) * seg_h, col * seg_w, (col + 1) * seg_w))
+                self._paste(found, out, region)
         return self._to_rgb(out)
 
     def _decode(self, page, index: int) -> tuple[np.ndarray, Box] | None:
@@ -257,15 +260,12 @@ class TiffSlide(Slide):
         return seg, Box(where[2], where[2] + seg.shape[0], where[3], where[3] + seg.shape[1])
 
     @staticmethod
-    def _paste(found: tuple[np.ndarray, Box] | None, out: np.ndarray, y: int, x: int) -> None:
-        """Copy the part of a decoded segment that falls in ``out`` (placed at y, x)."""
-        if found is None:
-            return
+    def _paste(found: tuple[np.ndarray | None, Box], out: np.ndarray, region: Box) -> None:
+        """Copy the part of a decoded segment (None: glass) that falls in ``out``, which covers ``region``."""
         seg, seg_box = found
-        region = Box(y, y + out.shape[0], x, x + out.shape[1])
         part = seg_box.intersect(region)
         if part is not None:
-            out[part.within(region)] = seg[part.within(seg_box)]
+            out[part.within(region)] = BACKGROUND_FILL if seg is None else seg[part.within(seg_box)]
 
     @staticmethod
     def _to_rgb(samples: np.ndarray) -> np.ndarray:

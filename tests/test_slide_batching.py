@@ -86,13 +86,18 @@ def test_the_batch_size_by_memory(model, monkeypatch):
     assert inference.forward_bytes(nn.Sequential(conv, nn.ReLU(inplace=True)), 64, 64) == 8 * 64 * 64 * 4
     assert inference.forward_bytes(nn.Sequential(conv, nn.ReLU()), 64, 64) == 2 * 8 * 64 * 64 * 4
     t = stainlab.load(f"unet:{model}")
-    chosen = t.batch_size_of(96, 96)
-    assert 1 <= chosen <= inference.MAX_CPU_BATCH and t.batch_size_of(640, 640) == t.batch_size_of(512, 512)
+    assert t.batch_size_of(96, 96) == 1  # the CPU: one window per call (batches did not pay there)
+    monkeypatch.setattr(inference, "MAX_CPU_BATCH", inference.MAX_BATCH)  # the rule of a GPU, on the CPU
     per_window = inference.forward_bytes(t._net, 96, 96)
     monkeypatch.setattr(inference, "free_memory", lambda device: 5 * per_window)  # room for 2.5 windows
     assert inference.batch_size_for(t._net, 96, 96) == 2
     monkeypatch.setattr(inference, "free_memory", lambda device: 0)
     assert inference.batch_size_for(t._net, 96, 96) == 1  # never less than one
+    monkeypatch.setattr(inference, "free_memory", lambda device: 1 << 50)
+    fresh = stainlab.load(f"unet:{model}")
+    assert fresh.batch_size_of(640, 640) == inference.MAX_BATCH == 32  # capped
+    monkeypatch.setattr(inference, "free_memory", lambda device: 0)
+    assert fresh.batch_size_of(512, 512) == 32  # the same network input (tile 512): chosen once, kept
 
 
 def test_device_and_batch_size_are_not_saved_and_keep_the_identity(model, tmp_path):

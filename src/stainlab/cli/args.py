@@ -99,8 +99,8 @@ def add_device_options(parser: argparse.ArgumentParser, batches: str | None = No
                              "depend on it")
     if batches:
         parser.add_argument("--batch-size", type=positive_int, metavar="N",
-                            help=f"{batches} per network call (default: as many as fit in half the device's free "
-                                 "memory, within a cap; see stainlab.nets.inference)")
+                            help=f"{batches} per network call (default: on a GPU as many as fit in half its free "
+                                 "memory, capped; on the CPU one, as batches were no faster there)")
 
 
 def transform_from(args, read=None):

@@ -30,9 +30,9 @@ Normalize whole slides or large images, tile by tile with no seams, into pyramid
 open with every level. Per-pixel methods take their statistics from tissue sampled over the whole
 slide; context-aware networks see each tile with --overlap pixels of context and are feathered across
 tile borders. Background tiles are not run through a network; their glass gets the colour the network
-gives glass. A network takes the tissue tiles of a tile row in batches (--batch-size; default: as many
-as fit in the free memory) on --device (cpu, or a GPU: cuda). A crashed run resumes from the tile rows
-already finished, also on another device.
+gives glass. A network runs on --device (cpu, or a GPU: cuda) and takes the tissue tiles of a tile row
+in batches (--batch-size; default: on a GPU as many as fit in its free memory, on the CPU one). A
+crashed run resumes from the tile rows already finished, also on another device.
 Several slides run on an embedded Dask cluster (--workers), or on --scheduler tcp://host:port;
 a single slide with --workers N is spread over the cluster by runs of tile rows.
 On an existing cluster (start 'dask scheduler' on one machine and 'dask worker tcp://HOST:8786' on

@@ -21,8 +21,10 @@ from stainlab.nets.devices import free_memory
 
 PROBE = 128          # side of the crop on which a network's memory per pixel is measured
 MEMORY_SHARE = 0.5   # of the free device memory a batch may take (the rest: inputs, blending, other work)
-MAX_BATCH = 32       # images per call on an accelerator: beyond it a GPU is busy already
-MAX_CPU_BATCH = 8    # on the CPU a single image keeps the cores busy: batches save only per-call costs
+MAX_BATCH = 32       # images per call on an accelerator (a guess: no GPU has been lent to measure it)
+# On the CPU one 512 px window already keeps the cores busy: batches were no faster than one window at a
+# time (benchmarks/results/slide_networks.json), so the CPU gets one unless asked for more.
+MAX_CPU_BATCH = 1
 
 
 def to_net(images: np.ndarray) -> torch.Tensor:
@@ -132,5 +134,7 @@ def batch_size_for(net: nn.Module, height: int, width: int) -> int:
     at most ``MAX_BATCH`` (``MAX_CPU_BATCH`` on the CPU), at least 1."""
     device = next(net.parameters()).device
     cap = MAX_CPU_BATCH if device.type == "cpu" else MAX_BATCH
+    if cap == 1:
+        return 1
     fits = int(MEMORY_SHARE * free_memory(device)) // max(forward_bytes(net, height, width), 1)
     return max(1, min(cap, fits))

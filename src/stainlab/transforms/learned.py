@@ -5,7 +5,7 @@ neighbourhood of each pixel: :class:`NetworkTransform` runs them on the whole im
 overlapping tiles when it is larger than ``tile`` (see :func:`stainlab.nets.inference.apply_network`),
 on the CPU or on a GPU (``device="cuda"``). The slide tiler hands it a row of windows at a time
 (:meth:`NetworkTransform.transform_many`), which it runs in batches of equal-shaped windows: as many as
-fit in the device's free memory, or ``batch_size``. Device and batch size change how fast it runs, not
+fit in a GPU's free memory (one on the CPU, where batches are no faster), or ``batch_size``. Device and batch size change how fast it runs, not
 its outputs, so they are neither saved nor part of its fingerprint (``Transform.run_options``).
 They load as ``"unet:PATH"``, ``"cyclegan:PATH"``, ``"ccgan:PATH"`` or ``"pcnet:PATH"`` from a model file
 written by ``stainlab train`` (its header names the architecture), and ``cyclegan`` also from a

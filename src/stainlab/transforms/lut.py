@@ -112,10 +112,10 @@ def _collect_pooled(acc, cells, counts, colors):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _fill_table(table, cells, mapped, keep):  # pragma: no cover - compiled
+    """Pack each cell's mapped colour and keep flag into its table word (see :func:`_gather_range`)."""
     for j in range(cells.shape[0]):
-        for c in range(3):
-            table[cells[j], c] = mapped[j, c]
-        table[cells[j], 3] = keep[j]
+        table[cells[j]] = (np.uint32(mapped[j, 0]) | (np.uint32(mapped[j, 1]) << 8) | (np.uint32(mapped[j, 2]) << 16)
+                           | (np.uint32(keep[j]) << 24))
 
 
 class _Buffers(threading.local):
@@ -136,56 +136,60 @@ class _Buffers(threading.local):
             elif kind == "pool":
                 self.arrays[key] = np.zeros((cells, 4), dtype=np.float64)
             else:
-                self.arrays[key] = np.empty((cells, 4), dtype=np.uint8)
+                self.arrays[key] = np.empty(cells, dtype=np.uint32)
         return self.arrays[key]
 
 
 _BUFFERS = _Buffers()
 
 
-_NOT_READY = 255  # 4th table column of a cell not evaluated yet (0: mapped, 1: keeps the pixel)
+_NOT_READY = 255  # keep flag of a cell not evaluated yet (0: mapped, 1: keeps the pixel)
 
 
 @njit(cache=True, nogil=True)
 def _gather_range(pixels, start, stop, shift, table, out):  # pragma: no cover - compiled
-    """Look pixels ``start:stop`` up; a cell whose 4th table column is 1 keeps the pixel's own value.
-    Stops at the first pixel whose cell is not evaluated yet and returns its index (-1: all done)."""
+    """Look pixels ``start:stop`` of the flat RGB arrays up. A table word packs a cell's mapped colour
+    (bytes 0-2) and its keep flag (byte 3; 1: the pixel keeps its own value), so a pixel costs one
+    memory access. Stops at the first pixel whose cell is not evaluated yet and returns its index
+    (-1: all done)."""
     bits = 8 - shift
     for i in range(start, stop):
-        cell = ((pixels[i, 0] >> shift) << (2 * bits)) | ((pixels[i, 1] >> shift) << bits) | (pixels[i, 2] >> shift)
-        flag = table[cell, 3]
+        r, g, b = np.int64(pixels[3 * i]), np.int64(pixels[3 * i + 1]), np.int64(pixels[3 * i + 2])
+        word = table[((r >> shift) << (2 * bits)) | ((g >> shift) << bits) | (b >> shift)]
+        flag = word >> 24
         if flag == 0:
-            for c in range(3):
-                out[i, c] = table[cell, c]
+            out[3 * i], out[3 * i + 1], out[3 * i + 2] = word & 255, (word >> 8) & 255, (word >> 16) & 255
         elif flag == 1:
-            for c in range(3):
-                out[i, c] = pixels[i, c]
+            out[3 * i], out[3 * i + 1], out[3 * i + 2] = r, g, b
         else:
             return i
     return -1
 
 
 _GATHER_PARTS = 64  # slices of the pixels handed to numba's threads
+_CHUNK_CELLS = 1 << 20  # cells evaluated per call when a whole table is filled
 
 
 @njit(cache=True, parallel=True)
 def _gather(pixels, shift, table, out):  # pragma: no cover - compiled
     """:func:`_gather_range` over all pixels, slices in parallel (every cell they use evaluated)."""
-    n = pixels.shape[0]
+    n = pixels.shape[0] // 3
     for p in prange(_GATHER_PARTS):
         _gather_range(pixels, n * p // _GATHER_PARTS, n * (p + 1) // _GATHER_PARTS, shift, table, out)
 
 
 @njit(cache=True, nogil=True)
 def _missing_cells(pixels, shift, table, seen):  # pragma: no cover - compiled
-    """The cells of ``pixels`` not evaluated yet in ``table``, each once (``seen``: a zeroed scratch
-    flag per cell, zeroed again on return)."""
+    """The cells of the flat RGB ``pixels`` not evaluated yet in ``table``, each once (``seen``: a
+    zeroed scratch flag per cell, zeroed again on return)."""
     bits = 8 - shift
-    found = np.empty(min(pixels.shape[0], table.shape[0]), dtype=np.int64)
+    n_pixels = pixels.shape[0] // 3
+    found = np.empty(min(n_pixels, table.shape[0]), dtype=np.int64)
     n = 0
-    for i in range(pixels.shape[0]):
-        cell = ((pixels[i, 0] >> shift) << (2 * bits)) | ((pixels[i, 1] >> shift) << bits) | (pixels[i, 2] >> shift)
-        if table[cell, 3] == _NOT_READY and not seen[cell]:
+    for i in range(n_pixels):
+        cell = ((np.int64(pixels[3 * i]) >> shift) << (2 * bits)) | ((np.int64(pixels[3 * i + 1]) >> shift) << bits) \
+            | (np.int64(pixels[3 * i + 2]) >> shift)
+        if table[cell] >> 24 == _NOT_READY and not seen[cell]:
             seen[cell] = 1
             found[n] = cell
             n += 1
@@ -266,7 +270,7 @@ def apply_table(image: np.ndarray, histogram: ColorHistogram, mapped: np.ndarray
     keep = np.zeros(len(mapped), np.uint8) if keep is None else keep.astype(np.uint8)
     _fill_table(table, histogram.cells, mapped, keep)
     out = np.empty_like(image)
-    _gather(image.reshape(-1, 3), 8 - histogram.bits, table, out.reshape(-1, 3))
+    _gather(image.reshape(-1), 8 - histogram.bits, table, out.reshape(-1))
     return out
 
 
@@ -286,39 +290,44 @@ class LatticeTable:
 
     def __init__(self, bits: int, rows) -> None:
         self.bits, self.rows = _check_bits(bits), rows
-        self.table = np.zeros((1 << (3 * self.bits), 4), dtype=np.uint8)
-        self.table[:, 3] = _NOT_READY
+        self.table = np.full(1 << (3 * self.bits), _NOT_READY << 24, dtype=np.uint32)
         self._seen = np.zeros(len(self.table), dtype=np.uint8)
         self._lock = threading.Lock()
 
     def __call__(self, image: np.ndarray, parallel: bool = True) -> np.ndarray:
         """``image`` through the table; ``parallel`` False gathers in the calling thread only (for
         callers that run images in threads of their own)."""
-        pixels, shift = image.reshape(-1, 3), 8 - self.bits
+        image = np.ascontiguousarray(image)
+        pixels, shift = image.reshape(-1), 8 - self.bits
         out = np.empty_like(image)
         if parallel:
             self._evaluate(pixels)
-            _gather(pixels, shift, self.table, out.reshape(-1, 3))
+            _gather(pixels, shift, self.table, out.reshape(-1))
             return out
         start = 0
-        while (start := _gather_range(pixels, start, len(pixels), shift, self.table, out.reshape(-1, 3))) >= 0:
-            self._evaluate(pixels[start:])  # met a cell not evaluated yet: the rest's new cells at once
+        while (start := _gather_range(pixels, start, len(pixels) // 3, shift, self.table, out.reshape(-1))) >= 0:
+            self._evaluate(pixels[3 * start:])  # met a cell not evaluated yet: the rest's new cells at once
         return out
 
     def _evaluate(self, pixels: np.ndarray) -> None:
-        """Fill the cells of ``pixels`` not evaluated yet."""
+        """Fill the cells of the flat RGB ``pixels`` not evaluated yet."""
         with self._lock:
             self.prepare(_missing_cells(pixels, 8 - self.bits, self.table, self._seen))
 
-    def prepare(self, cells: np.ndarray) -> None:
-        """Evaluate ``cells`` (int cell indices, each once) now, e.g. the colours of a sample."""
-        cells = cells[self.table[cells, 3] == _NOT_READY]
+    def prepare(self, cells: np.ndarray | None = None) -> None:
+        """Evaluate ``cells`` (int cell indices, each once; None: every cell) now, e.g. the colours of a
+        sample."""
+        if cells is None:
+            for start in range(0, len(self.table), _CHUNK_CELLS):
+                self.prepare(np.arange(start, min(start + _CHUNK_CELLS, len(self.table))))
+            return
+        cells = cells[self.table[cells] >> 24 == _NOT_READY]
         if len(cells):
             shift, mask = 8 - self.bits, (1 << self.bits) - 1
             levels = np.stack([(cells >> (2 * self.bits)) & mask, (cells >> self.bits) & mask, cells & mask], axis=1)
             mapped, keep = self.rows((levels << shift) + ((1 << shift) - 1) / 2.0)
-            self.table[cells, :3] = mapped
-            self.table[cells, 3] = 0 if keep is None else keep
+            _fill_table(self.table, cells, mapped, np.zeros(len(cells), np.uint8) if keep is None
+                        else keep.astype(np.uint8))
 
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:

@@ -16,6 +16,11 @@ right) are measured on the written level 0 as the mean absolute difference of ne
 across 512-pixel tile borders and inside tiles (:func:`stainlab.metrics.consistency.border_differences`),
 for naive tiling (each tile alone: per-tile statistics, or no overlap) against stainlab's.
 
+The codec bound (issue 16): after a Macenko case, the same process decodes every stored tile of the level
+and re-encodes it as the output does (JPEG 90, YCbCr 4:2:0), nothing else, in 2 and in 3 threads (the slide
+runs its tiles in one thread more than --threads); the faster is the bound, and the ratio is the slide's
+MPix/s over it (targets: 0.5 on the 400 MPix slide, 0.4 on CMU-1).
+
 The CPU is shared with other work: timings are wall-clock on whatever share of the 2 cores was free.
 
     .venv/bin/python benchmarks/slides.py            # full run -> benchmarks/results/slides.json + .md
@@ -239,12 +244,13 @@ def run_case(case: dict) -> dict:
               "threads": threads}
     if case.get("bound"):  # end to end against the codec alone, in the same process and threads
         mpix = result.width * result.height / 1e6
-        record["fit_seconds"] = round(fit_seconds, 3)
-        record["end_to_end_mpix_per_s"] = round(mpix / (seconds + fit_seconds), 3)
+        record["fit_seconds"] = round(fit_seconds, 3)  # the reference's fit: once for a whole cohort
+        record["with_fit_mpix_per_s"] = round(mpix / (seconds + fit_seconds), 3)
         # the slide runs its tiles in threads + 1 threads: the bound is the faster of both counts
         record["bound"] = max((decode_encode_bound(source, result.level, n, options.quality) for n in (threads, threads + 1)),
                               key=lambda bound: bound["mpix_per_s"])
-        record["ratio_to_bound"] = round(record["end_to_end_mpix_per_s"] / record["bound"]["mpix_per_s"], 3)
+        record["ratio_to_bound"] = round(record["mpix_per_s"] / record["bound"]["mpix_per_s"], 3)
+        record["ratio_to_bound_with_fit"] = round(record["with_fit_mpix_per_s"] / record["bound"]["mpix_per_s"], 3)
     if case.get("seams"):
         out = pixels(output, case.get("crop"))
         source_pixels = pixels(source, case.get("crop"), result.level)  # the level that was normalized
@@ -301,15 +307,17 @@ def markdown(results: dict) -> str:
                      f"| {r['tiles']} ({r['tissue_tiles']}) | {r['seconds']} | {r['mpix_per_s']} | {r['peak_rss_mib']} "
                      f"| {r.get('seams_input', {}).get('seam', '')} | {shown} "
                      f"| {r.get('seams_naive_per_tile_statistics', {}).get('seam', '')} |")
-    lines += ["", "End to end (fitting the reference, sampling the slide, the slide-wide table, every tile read, "
-              "transformed and encoded, the pyramid written) against decoding and re-encoding every tile alone, "
-              "same threads:", "",
-              "| case | fit s | slide s | end to end MPix/s | decode+encode MPix/s | ratio |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["", "End to end against decoding and re-encoding every tile alone (nothing else, same process, "
+              "same or one more thread). The slide's time is `normalize_slide` whole: opening and planning, "
+              "sampling tissue, the whole-slide statistics and colour table, every tile read, mapped and encoded, "
+              "the lower levels, the TIFF written and flushed to disk. The reference's fit (an exact 8-bit colour "
+              "histogram of the whole 6.6 MPix CMU-1 region, once for a cohort) is shown apart and with it:", "",
+              "| case | slide s | slide MPix/s | decode+encode MPix/s | ratio | reference fit s | ratio with the fit |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results["cases"]:
         if "bound" in r:
-            lines.append(f"| {r['name']} | {r['fit_seconds']} | {r['seconds']} | {r['end_to_end_mpix_per_s']} "
-                         f"| {r['bound']['mpix_per_s']} | {r['ratio_to_bound']} |")
+            lines.append(f"| {r['name']} | {r['seconds']} | {r['mpix_per_s']} | {r['bound']['mpix_per_s']} "
+                         f"| {r['ratio_to_bound']} | {r['fit_seconds']} | {r['ratio_to_bound_with_fit']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -131,7 +131,8 @@ class SlideColorMap:
 
     def __init__(self, transform: PixelTransform, sample: list[np.ndarray], tiles: int = 0) -> None:
         pixels = np.concatenate([tile.reshape(-1, 3) for tile in sample])
-        pixels = pixels[::-(-len(pixels) // SAMPLE_MAX_PIXELS), None]  # evenly strided: a 64-tile sample has 16 M
+        # evenly strided (a 64-tile sample has 16 M), and contiguous: one compiled kernel for every slide
+        pixels = np.ascontiguousarray(pixels[::-(-len(pixels) // SAMPLE_MAX_PIXELS), None])
         histogram = ColorHistogram.of(pixels, transform.lut_bits)
         source = transform.source_of(histogram)
         self.table = LatticeTable(transform.lut_bits, lambda colors: transform.color_table(colors, source))

@@ -49,9 +49,6 @@ KNOWN_DIRTY = {
         "that need an idle machine",
     "benchmarks/results/nct.json":
         "written before benchmarks recorded provenance; its seconds per image need an idle machine",
-    "benchmarks/results/slides.json":
-        "written before benchmarks recorded provenance; wall-clock and peak-memory figures from a run of "
-        "more than 10 minutes",
     "benchmarks/results/virtual_staining.json":
         "written before benchmarks recorded provenance; a run of 9 minutes on an idle machine, longer "
         "on the shared one",

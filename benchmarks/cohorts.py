@@ -403,7 +403,7 @@ def main() -> None:
         print(json.dumps(measure(json.loads(args.measure))))
         return
     sys.path.insert(0, str(ROOT))
-    from provenance import provenance  # benchmarks/provenance.py: commit and dirty flag
+    from provenance import provenance, write_results  # benchmarks/provenance.py: commit and dirty flag
 
     started = provenance()
     cores = os.cpu_count() or 1
@@ -436,10 +436,7 @@ def main() -> None:
     results["seconds"] = round(time.perf_counter() - start, 1)
     results["provenance"] = provenance(started)
     target = WORK / "cohorts-quick.json" if args.quick else RESULTS / "cohorts.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(results, indent=1))
-    target.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(target, results, markdown(results))
 
 
 if __name__ == "__main__":

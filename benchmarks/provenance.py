@@ -82,6 +82,16 @@ def provenance(started: dict[str, Any] | None = None) -> dict[str, Any]:
     return record
 
 
+def write_results(target: Path, results: dict, markdown: str) -> None:
+    """``results`` as ``target`` (JSON) and ``markdown`` beside it (``.md``); the table is printed too."""
+    import json
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=1))
+    target.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
 if __name__ == "__main__":
     import json
 

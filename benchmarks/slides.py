@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import provenance  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
+from provenance import provenance, write_results  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "_work"
@@ -373,10 +373,7 @@ def main() -> None:
         results["cases"].append(record)
     results["provenance"] = provenance(started)
     target = WORK / "slides-quick.json" if args.quick else RESULTS / "slides.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(results, indent=1))
-    target.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(target, results, markdown(results))
 
 
 if __name__ == "__main__":

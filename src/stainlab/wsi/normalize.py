@@ -362,14 +362,19 @@ def _table_rows(plan: SlidePlan, slide: Slide, fn: SlideColorMap, start: int, st
 
     grid = plan.grid
     submitted: dict[int, list[Future]] = {}
-    for row in range(start, stop):
-        for ahead in range(row, min(row + ROWS_AHEAD + 1, stop)):
-            if ahead not in submitted:
-                submitted[ahead] = [pool.submit(core, grid.core(ahead, col)) for col in range(grid.cols)]
-        done = [future.result() for future in submitted.pop(row)]
-        height = grid.core(row, 0).shape[0]
-        yield (row, [data for data, _ in done], np.concatenate([half for _, half in done], axis=1) if halves else None,
-               RowStats(grid.cols, grid.cols, height * grid.width))
+    try:
+        for row in range(start, stop):
+            for ahead in range(row, min(row + ROWS_AHEAD + 1, stop)):
+                if ahead not in submitted:
+                    submitted[ahead] = [pool.submit(core, grid.core(ahead, col)) for col in range(grid.cols)]
+            done = [future.result() for future in submitted.pop(row)]
+            height = grid.core(row, 0).shape[0]
+            yield (row, [data for data, _ in done],
+                   np.concatenate([half for _, half in done], axis=1) if halves else None,
+                   RowStats(grid.cols, grid.cols, height * grid.width))
+    finally:  # stopped by a failure: the rows read ahead are not waited for
+        for future in (future for futures in submitted.values() for future in futures):
+            future.cancel()
 
 
 def _runner_rows(plan: SlidePlan, slide: Slide, fn, start: int, stop: int, pool, halves: bool):

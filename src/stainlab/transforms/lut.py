@@ -9,7 +9,8 @@ its own cell and the result is exact; the default 7 bits evaluates each cell at 
 pixels (exact for single-colour cells such as glass), so a pixel is off by at most one level per
 channel before the map's gain (the test suite bounds the CIEDE2000 error).
 
-Both passes are numba kernels with no per-pixel temporaries, so memory stays at input + output plus\nlattice-sized tables that each thread allocates once.
+Both passes are numba kernels with no per-pixel temporaries, so memory stays at input + output plus
+lattice-sized tables that each thread allocates once.
 """
 
 from __future__ import annotations

@@ -323,17 +323,17 @@ def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress 
 
     Reading (decoding), transforming and encoding overlap in ``threads`` threads (default: numba's
     thread count, which ``--threads`` sets) and one more, which fills the moments the others wait for
-    the GIL or the disk (measured: 10% faster on 2 cores than as many threads as cores): the codecs and the compiled kernels release the GIL, and
-    each of those threads runs numba's kernels serially (their own thread pools would oversubscribe the
-    cores, and waking them costs milliseconds on a busy machine). A slide-wide colour table runs tile
-    by tile in those threads, :data:`ROWS_AHEAD` rows ahead of the
-    row being stored; any other transform runs in this thread, row by row, while the threads read and
-    encode around it."""
+    the GIL or the disk (10% faster on 2 cores than as many threads as cores). The codecs and the
+    compiled kernels release the GIL; each of those threads runs numba's kernels serially (numba's own
+    pools would oversubscribe the cores, and waking them costs milliseconds on a busy machine). A
+    slide-wide colour table runs tile by tile in those threads, :data:`ROWS_AHEAD` rows ahead of the row
+    being stored; any other transform runs in this thread, row by row, while the threads read and encode
+    around it."""
     import numba
 
     reuse_freed_memory()
     total = RowStats()
-    threads = (threads or numba.get_num_threads()) + 1  # one more than the cores: covers waits for the GIL and I/O
+    threads = (threads or numba.get_num_threads()) + 1
     with _opened(plan, slide) as slide, ThreadPoolExecutor(threads, initializer=numba.set_num_threads,
                                                            initargs=(1,)) as pool:
         writer = RowWriter(plan.store(), plan.shapes, plan.codec, pool, lower_levels)

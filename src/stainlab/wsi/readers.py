@@ -185,7 +185,7 @@ class TiffSlide(Slide):
         super().__init__(path, levels, "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "tiff",
                          notes)
         self._recent = RecentSegments()
-        self._tif.filehandle.set_lock(True)  # segments are read from several threads (tifffile's lock is off by default)
+        self._tif.filehandle.set_lock(True)  # segments are read from several threads (off by default)
 
     @staticmethod
     def _check_layout(path: Path, page) -> None:

@@ -201,6 +201,22 @@ def test_lower_levels_are_the_halved_levels_above_even_after_a_crash(tmp_path, t
     assert all(np.array_equal(a, b) for a, b in zip(resumed, whole))
 
 
+def test_a_resumed_jpeg_pyramid_matches_an_uninterrupted_one(tmp_path, tissue):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    options = SlideOptions(tile=64, overlap=16, min_tissue=0.0)  # JPEG tiles: rows a run did not see are decoded
+    whole = read_levels(normalize_slide(src, tmp_path / "whole.ome.tif", TileMean(), options).output)[0]
+    out = tmp_path / "o.ome.tif"
+    crashing = TileMean()
+    crashing.crash_at = 33  # in row 3: rows 0-2 stored, level 1 row 0 too, row 2 waits for its pair
+    with pytest.raises(RuntimeError):
+        normalize_slide(src, out, crashing, options)
+    resumed = read_levels(normalize_slide(src, out, TileMean(), options).output)[0]
+    assert np.array_equal(resumed[0], whole[0])        # the same tiles, encoded alike
+    assert np.array_equal(resumed[1][:64], whole[1][:64])  # level 1's first row was stored before the crash
+    for a, b in zip(resumed[1:], whole[1:]):  # rows made from a decoded JPEG row: within JPEG 90's error
+        assert np.abs(a.astype(int) - b).mean() < 1.5
+
+
 def test_threads_and_tiles_that_straddle_segments_change_nothing(tmp_path, tissue, reinhard, monkeypatch):
     import numba
 

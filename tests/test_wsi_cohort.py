@@ -83,7 +83,7 @@ def test_one_slide_spread_over_two_workers_equals_the_single_process_run(tmp_pat
     assert a.shape == (450, 300, 3) and np.array_equal(a, b)  # 8 rows in 4 tasks: the same pixels
     for level in (1, 2):  # halved from the stored JPEG rows, not from the rows before encoding
         a, b = (tifffile.imread(run.result.output, level=level).astype(int) for run in (local, spread))
-        assert a.shape == b.shape and np.abs(a - b).mean() < 2.5  # JPEG 90 of the same texture: 1-3
+        assert a.shape == b.shape and np.abs(a - b).mean() < 2 + level  # JPEG 90 error, growing per level
 
 
 def test_a_corrupt_tile_fails_a_spread_slide_in_one_line_without_retries(tmp_path, capfd):

@@ -15,10 +15,12 @@ alternately, ``REPEATS`` times each; the figure is the fastest run of each (the 
 shared machine; every run is recorded). The outputs must agree (the largest difference is recorded).
 Slides are 6 cores wide, so each row has 4 interior windows of one shape (and 2 edge windows of
 another): batches of up to 4. Two network tiles: ``tile=640`` runs each 640 px window (512 + 2 x 64)
-in one piece, as ``benchmarks/slides.py`` does; the transform's default ``tile=512`` cuts each window
-into overlapping 512 px network tiles (four for an interior window), which is what ``stainlab slide
---tile 512`` does today unless ``--param tile=640`` is given (measured for the 16-channel network only:
-the 64-channel one would take minutes per case on two cores).
+in one piece, as ``benchmarks/slides.py`` does; with the transform's default ``tile=512`` the windows were
+cut into overlapping 512 px network tiles (four for an interior window) until the slide tiler began to
+send windows that exceed the network tile by no more than its overlap through whole
+(``NetworkTransform.transform_many(windows=True)``): the committed results (b4b5d93) are from before,
+and today both tiles run the same path (measured for the 16-channel network only: the 64-channel one
+would take minutes per case on two cores).
 
     .venv/bin/python benchmarks/slide_networks.py     # about 4 minutes on 2 shared cores -> results/slide_networks.json
 

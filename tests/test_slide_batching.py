@@ -57,10 +57,15 @@ def network_batches(transform) -> list[int]:
     return sizes
 
 
-@pytest.mark.parametrize("net_tile", [512, 64])   # 64: each window also cut into the network's own tiles
+def window_by_window(transform):
+    """The transform as the tiler uses it (``transform_many(..., windows=True)``), one window per call."""
+    return lambda image: transform.transform_many([image], windows=True)[0]
+
+
+@pytest.mark.parametrize("net_tile", [512, 64])   # 64: windows larger than 64 + 2 x 8 also cut into network tiles
 def test_batched_rows_equal_the_windows_one_at_a_time(model, slide, net_tile):
     t = stainlab.load(f"unet:{model}", tile=net_tile, overlap=8, batch_size=3)
-    alone = run_tiled(slide, one_at_a_time(t), TILE, OVERLAP, min_tissue=0.01)
+    alone = run_tiled(slide, window_by_window(t), TILE, OVERLAP, min_tissue=0.01)
     batched = run_tiled(slide, t, TILE, OVERLAP, min_tissue=0.01)
     np.testing.assert_array_equal(batched, alone)
     assert alone[100, 150].tolist() != slide[100, 150].tolist() and alone.std() > 5  # the network did map it
@@ -77,6 +82,18 @@ def test_the_batch_size_is_respected_and_every_tissue_window_runs_once(model, sl
     run_tiled(slide, t, TILE, OVERLAP, min_tissue=0.01)
     assert sum(sizes) == counted.calls == 9  # 2 rows x 4 tissue columns, and the glass colour once
     assert sizes == [1, 2, 1, 1, 1, 2, 1]  # each row: its edge window, the 3 inner ones as 2 + 1; row 0: the probe
+
+
+def test_a_window_no_larger_than_a_network_tile_with_its_overlap_goes_through_whole(model, slide):
+    cut = stainlab.load(f"unet:{model}", tile=64, overlap=16)   # windows of 96 = 64 + 2 x 16: not cut
+    whole = stainlab.load(f"unet:{model}", tile=96, overlap=16)  # the same network, each window in one piece
+    calls = network_batches(cut)
+    np.testing.assert_array_equal(run_tiled(slide, cut, TILE, OVERLAP, min_tissue=0.01),
+                                  run_tiled(slide, one_at_a_time(whole), TILE, OVERLAP, min_tissue=0.01))
+    assert sum(calls) == 9  # one network call per tissue window and the glass probe, not four
+    window = slide[:96, 48:144]
+    assert not np.array_equal(cut(window), whole(window))  # on its own, t(image) still cuts at its tile
+    np.testing.assert_array_equal(cut.transform_many([window], windows=True)[0], whole(window))
 
 
 def test_the_batch_size_by_memory(model, monkeypatch):

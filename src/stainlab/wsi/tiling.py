@@ -29,7 +29,8 @@ on the patch it saw (CycleGAN there). The remedy here:
 windows (one without overlap) and the input windows of the row being computed, so memory follows the
 tile size and the image width, never the height. The tissue windows of a row go through the transform
 together: a network (``transform_many``, :class:`~stainlab.transforms.learned.NetworkTransform`) runs
-them in batches of equal-shaped windows, with the same outputs as one by one.
+them in batches of equal-shaped windows, each window in one piece when it is no larger than the
+network's tile with its overlap (the window already carries its context).
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class RowRunner:
         """The tissue windows of a row through the transform: in batches when it maps many windows at once
         (``fn.transform_many``, a network), one by one otherwise."""
         many = getattr(self.fn, "transform_many", None)
-        outputs = many(images) if many is not None and images else [self.fn(image) for image in images]
+        outputs = many(images, windows=True) if many is not None and images else [self.fn(image) for image in images]
         return [self._checked(out, image, box) for out, image, box in zip(outputs, images, boxes)]
 
     def _checked(self, out, image: np.ndarray, box: Box) -> np.ndarray:
@@ -216,8 +217,7 @@ class RowRunner:
             box = Box(0, min(side, self.grid.height), 0, min(side, self.grid.width))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                flat = np.full((*box.shape, 3), glass, np.uint8)
-                out = self._checked(self.fn(flat), flat, box)
+                out = self._transform_all([np.full((*box.shape, 3), glass, np.uint8)], [box])[0]
             self._glass[glass] = tuple(int(v) - g for v, g in zip(np.median(out.reshape(-1, 3), axis=0), glass))
         return self._glass[glass]
 

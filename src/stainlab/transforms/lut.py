@@ -111,6 +111,11 @@ def _collect_pooled(acc, cells, counts, colors):  # pragma: no cover - compiled
         row[:] = 0
 
 
+def _fill(table: np.ndarray, cells: np.ndarray, mapped: np.ndarray, keep: np.ndarray | None) -> None:
+    """Write ``mapped`` (uint8 (M, 3)) and ``keep`` (bool (M,) or None: none kept) into ``cells`` of ``table``."""
+    _fill_table(table, cells, mapped, np.zeros(len(cells), np.uint8) if keep is None else keep.astype(np.uint8))
+
+
 @njit(cache=True, nogil=True)
 def _fill_table(table, cells, mapped, keep):  # pragma: no cover - compiled
     """Pack each cell's mapped colour and keep flag into its table word (see :func:`_gather_range`)."""
@@ -268,8 +273,7 @@ def apply_table(image: np.ndarray, histogram: ColorHistogram, mapped: np.ndarray
     """Write ``mapped`` (uint8 (M, 3), one row per occupied cell) through every pixel of ``image``;
     pixels of cells flagged in ``keep`` (bool (M,)) keep their own value, byte for byte."""
     table = _BUFFERS.get("table", histogram.bits)  # only this image's cells are written, then read
-    keep = np.zeros(len(mapped), np.uint8) if keep is None else keep.astype(np.uint8)
-    _fill_table(table, histogram.cells, mapped, keep)
+    _fill(table, histogram.cells, mapped, keep)
     out = np.empty_like(image)
     _gather(image.reshape(-1), 8 - histogram.bits, table, out.reshape(-1))
     return out
@@ -327,8 +331,7 @@ class LatticeTable:
             shift, mask = 8 - self.bits, (1 << self.bits) - 1
             levels = np.stack([(cells >> (2 * self.bits)) & mask, (cells >> self.bits) & mask, cells & mask], axis=1)
             mapped, keep = self.rows((levels << shift) + ((1 << shift) - 1) / 2.0)
-            _fill_table(self.table, cells, mapped, np.zeros(len(cells), np.uint8) if keep is None
-                        else keep.astype(np.uint8))
+            _fill(self.table, cells, mapped, keep)
 
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:

@@ -52,6 +52,7 @@ SAMPLE_MIN_TISSUE = 0.05       # a sampled tile counts as tissue from 5% tissue 
 THUMBNAIL_MAX_SIDE = 4096      # a pyramid level at most this large guides the tissue sampling,
 THUMBNAIL_MIN_CORE = 16        # if it shows each core with at least this many pixels a side
 LAZY_TABLE_TILES = 256         # slides of more tiles evaluate their colour table whole (SlideColorMap)
+SAMPLE_READS = 8               # cores read at once while sampling (a few more than needed at most)
 SAMPLE_MAX_PIXELS = 1 << 20    # the whole-slide statistics take at most this many of the sample's pixels
 ROWS_AHEAD = 2                 # tile rows read and transformed ahead of the row being written
 HEAP_BUFFERS = 32 << 20        # glibc: buffers up to this size from the heap (its most), see reuse_freed_memory
@@ -152,8 +153,6 @@ def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
     """Up to ``count`` cores with at least ``min_tissue`` tissue, drawn in a fixed pseudo-random order
     over the whole slide (cores a small pyramid level shows to be background are not read);
     :class:`NoTissueError` when the slide has none."""
-    import numba
-
     order = np.random.default_rng(0).permutation(len(grid))
     order = _likely_tissue(slide, level, grid, order, min_tissue)
 
@@ -163,10 +162,9 @@ def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
         return pixels if tissue_fraction(pixels) >= min_tissue else None
 
     found: list[np.ndarray] = []
-    threads = numba.get_num_threads() + 1
-    with ThreadPoolExecutor(threads) as pool:  # cores decoded in parallel, taken in the order drawn
-        for start in range(0, len(order), 2 * threads):
-            found += [pixels for pixels in pool.map(read, order[start:start + 2 * threads]) if pixels is not None]
+    with tile_pool() as pool:  # cores decoded in parallel, taken in the order drawn
+        for start in range(0, len(order), SAMPLE_READS):
+            found += [pixels for pixels in pool.map(read, order[start:start + SAMPLE_READS]) if pixels is not None]
             if len(found) >= count:
                 break
     found = found[:count]
@@ -300,6 +298,18 @@ def _opened(plan: SlidePlan, slide: Slide | None):
             yield opened
 
 
+def tile_pool(threads: int | None = None) -> ThreadPoolExecutor:
+    """The threads that read, map and encode tiles: ``threads`` (default: numba's thread count, which
+    ``--threads`` sets) and one more, which fills the moments the others wait for the GIL or the disk
+    (10% faster on 2 cores than as many threads as cores). The codecs and the compiled kernels release
+    the GIL; each thread runs numba's kernels serially (numba's own pools would oversubscribe the cores,
+    and waking them costs milliseconds on a busy machine)."""
+    import numba
+
+    return ThreadPoolExecutor((threads or numba.get_num_threads()) + 1, initializer=numba.set_num_threads,
+                              initargs=(1,))
+
+
 @functools.cache
 def reuse_freed_memory() -> bool:
     """Let glibc keep freed tile buffers for the next tiles (once per process; False where the C
@@ -321,21 +331,13 @@ def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress 
     in order). Any process can run any rows: the windows of a neighbouring row that overlap them are
     computed again, the same.
 
-    Reading (decoding), transforming and encoding overlap in ``threads`` threads (default: numba's
-    thread count, which ``--threads`` sets) and one more, which fills the moments the others wait for
-    the GIL or the disk (10% faster on 2 cores than as many threads as cores). The codecs and the
-    compiled kernels release the GIL; each of those threads runs numba's kernels serially (numba's own
-    pools would oversubscribe the cores, and waking them costs milliseconds on a busy machine). A
+    Reading (decoding), transforming and encoding overlap in the threads of :func:`tile_pool`. A
     slide-wide colour table runs tile by tile in those threads, :data:`ROWS_AHEAD` rows ahead of the row
     being stored; any other transform runs in this thread, row by row, while the threads read and encode
     around it."""
-    import numba
-
     reuse_freed_memory()
     total = RowStats()
-    threads = (threads or numba.get_num_threads()) + 1
-    with _opened(plan, slide) as slide, ThreadPoolExecutor(threads, initializer=numba.set_num_threads,
-                                                           initargs=(1,)) as pool:
+    with _opened(plan, slide) as slide, tile_pool(threads) as pool:
         writer = RowWriter(plan.store(), plan.shapes, plan.codec, pool, lower_levels)
         rows = (_table_rows if isinstance(fn, SlideColorMap) and not plan.skip_below else _runner_rows)
         try:

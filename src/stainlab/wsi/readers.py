@@ -149,15 +149,16 @@ class RecentSegments:
         return None
 
     def put(self, key, value):
-        """Keep ``value`` under ``key`` (dropping the oldest beyond the budget); returns it."""
-        nbytes = value[0].nbytes if value is not None else 0
+        """Keep ``value`` (a decoded segment and its box; None, an empty segment, is not kept) under ``key``,
+        dropping the oldest beyond the budget; returns it."""
+        if value is None:
+            return None
         with self._lock:
             if key not in self._items:
                 self._items[key] = value
-                self.size += nbytes
+                self.size += value[0].nbytes
             while self.size > self.budget and len(self._items) > 1:
-                _, old = self._items.popitem(last=False)
-                self.size -= old[0].nbytes if old is not None else 0
+                self.size -= self._items.popitem(last=False)[1][0].nbytes
         return value
 
 
@@ -230,9 +231,7 @@ class TiffSlide(Slide):
         for row in range(y // seg_h, (y + height - 1) // seg_h + 1):
             for col in range(x // seg_w, (x + width - 1) // seg_w + 1):
                 index = row * across + col
-                found = self._recent.get((level, index))
-                if found is None:
-                    found = self._recent.put((level, index), self._decode(page, index))
+                found = self._recent.get((level, index)) or self._recent.put((level, index), self._decode(page, index))
                 if found is None:  # an empty segment is glass
                     found = (None, Box(row * seg_h, (row + 1) * seg_h, col * seg_w, (col + 1) * seg_w))
                 self._paste(found, out, region)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from stainlab.cli import messages
-from stainlab.cli.args import key_value, subcommand
+from stainlab.cli.args import add_device_options, key_value, subcommand
 from stainlab.transforms import registry
 
 
@@ -44,10 +44,11 @@ def run(args) -> int:
     if args.classifier:
         from stainlab.evaluate.semantic import SemanticScorer
 
-        semantic = SemanticScorer.from_classifier(args.classifier, data)
+        semantic = SemanticScorer.from_classifier(args.classifier, data, args.device)
     harness = Harness(data, out, reference, metric_names, semantic=semantic,
                       reference_source=args.reference or "given",  # else the harness names its default
-                      progress=sys.stderr.isatty() and messages.level > messages.QUIET)
+                      progress=sys.stderr.isatty() and messages.level > messages.QUIET,
+                      device=args.device, batch_size=args.batch_size)
     results = harness.evaluate(methods, params)
     files = write_report(results, out)
     if messages.level > messages.QUIET:
@@ -73,13 +74,18 @@ def add(sub, common) -> None:
         "Writes results.json/.csv/.md and report.html (ranked by the first metric, with the reference,\n"
         "a montage and charts). Re-running into the same folder resumes: a method is scored again only\n"
         "when its spec, parameters, files, the reference or the metrics changed; methods no longer asked\n"
-        "for leave the report. REPORT_DIR must be new, empty or an earlier report.",
+        "for leave the report. REPORT_DIR must be new, empty or an earlier report.\n"
+        "Networks (learned methods, and the --classifier) run on --device, the methods --batch-size\n"
+        "images a call; classical methods run on the CPU. Neither changes the scores (beyond float\n"
+        "rounding) or what a re-run resumes.",
         "examples:\n  stainlab evaluate --data long-he -o report/\n"
         "  stainlab evaluate --data long-he --source tiles/ -r my_reference.png -o report/\n"
         "  stainlab evaluate --methods reinhard,macenko --data bench/ -o report/\n"
         "  stainlab evaluate --methods macenko,strong=macenko --param strong.alpha=5 --data bench/ -o report/\n"
         "  stainlab evaluate --methods macenko,fitted/vahadane.json,unet:runs/u/student.safetensors \\\n"
         "      --data bench/ -o report/   # labels: macenko, vahadane.json, unet:student\n"
+        "  stainlab evaluate --methods reinhard,unet:runs/u/student.safetensors --data bench/ -o report/ \\\n"
+        "      --device cuda --batch-size 8\n"
         "  stainlab evaluate --data understained --source tiles/ --seed 3 -o report/", common)
     parser.add_argument("--data", required=True, metavar="DIR_OR_PRESET",
                         help="paired folder (A/, B/) or a simulator preset name")
@@ -105,5 +111,6 @@ def add(sub, common) -> None:
                         help="virtual stainers on BCI-layout data (HE/test, IHC/test): paper 002's HER2-level "
                              "scores (top-1/3/5, kNN-10) and a perceptual hash with this `stainlab train "
                              "comparator` model file, a separate one from the training comparator")
+    add_device_options(parser, "images")
     parser.add_argument("-o", "--out", required=True, metavar="REPORT_DIR", help="report folder")
     parser.set_defaults(run=run)

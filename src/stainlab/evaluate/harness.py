@@ -16,7 +16,11 @@ by the user whose median tissue colour is more than :data:`~stainlab.data.looks.
 CIEDE2000 from the truths' (and is not the image the benchmark was rendered for) is scored as given,
 with a warning naming the distance.
 
-Resumable: each method's per-image results are saved (atomically) after every image under
+Networks among the methods run on ``device`` in batches of ``batch_size`` images, as ``stainlab normalize``
+sets them (:func:`stainlab.build.run_on`); classical methods run on the CPU. Neither changes a saved run's
+identity.
+
+Resumable: each method's per-image results are saved (atomically) after every image (batch) under
 ``OUT/runs/``; a re-run with the same reference, metrics, spec, parameters and files skips what is done.
 A method that fails is reported with its error and the others go on. The folder must be empty or a
 report (:mod:`stainlab.evaluate.folder`); after a run it holds this run's methods only.
@@ -34,6 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from stainlab import metrics
+from stainlab.build import run_on
 from stainlab.data.benchmark import META, REFERENCE
 from stainlab.data.folders import PairedFolders, UnpairedFolders, read_pair
 from stainlab.data.looks import LOOK_TOLERANCE, fingerprint, look_distance, tissue_colour, typical
@@ -164,10 +169,16 @@ class Harness:
     Unpaired data (:class:`UnpairedFolders`, e.g. the HEV layout: sources in ``a``, the target domain in
     ``b``): each output is scored by distribution distance to a pooled sample of the target domain, and
     the reference defaults to the first target image.
+
+    ``device`` and ``batch_size``: where the networks among the methods run, and how many images go
+    through one network call (None: the CPU; on a GPU as many as fit, on the CPU one). An unavailable
+    device raises :class:`InputError` here, before any work.
     """
 
     def __init__(self, data: PairedFolders | UnpairedFolders, out, reference: np.ndarray | None = None,
-                 metric_names=None, progress: bool = True, semantic=None, reference_source: str = "given") -> None:
+                 metric_names=None, progress: bool = True, semantic=None, reference_source: str = "given",
+                 device: str | None = None, batch_size: int | None = None) -> None:
+        self.device, self.batch_size = _run_options(device, batch_size)
         self.paired = isinstance(data, PairedFolders)
         metric_names = list(metric_names or (("psnr", "ssim", "ciede2000", "mae") if self.paired
                                              else UNPAIRED_METRICS))
@@ -281,6 +292,8 @@ class Harness:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 transform = load(spec, **params)
+                if transform.run_options:  # a network; a classical method stays on the CPU
+                    transform = run_on(transform, self.device, self.batch_size)
                 if not (spec.endswith(".json") and transform.fitted):  # a fitted file keeps its target
                     transform.fit(self.reference)
             run.fit_seconds = time.perf_counter() - started
@@ -295,24 +308,37 @@ class Harness:
         run = run or self._load_run(name)
         run.error = None
         todo = [k for k in self.pairs if k not in run.scores]
-        for key in tqdm(todo, desc=name, unit="image", disable=not self.progress or not todo, leave=False):
-            source, truth = self._load(key)
-            try:
-                started = time.perf_counter()
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    output = source if transform is None else transform(source)
-                run.seconds[key] = time.perf_counter() - started
-                run.warnings = list(dict.fromkeys(run.warnings + [f"{key}: {w.message}" for w in caught]))
-            except Exception as err:  # noqa: BLE001
-                run.error = f"{key}: {type(err).__name__}: {err}"
-                break
-            run.scores[key] = score(output, truth, self.pixel_metrics)
-            if self.semantic is not None:
-                run.scores[key].update(self.semantic.score(key, output))
-            if key in self.montage_keys and transform is not None:  # the baseline's outputs are the sources
-                write_image(self.out / "outputs" / folder_name(name) / f"{key}.png", output, overwrite=True)
-            self._save_run(run)
+        many = getattr(transform, "transform_many", None)  # a network: images in batches
+        with tqdm(total=len(todo), desc=name, unit="image", disable=not self.progress or not todo,
+                  leave=False) as bar:
+            while todo:
+                loaded = [self._load(todo[0])]
+                size = 1 if many is None else transform.batch_size_of(*loaded[0][0].shape[:2])
+                loaded += [self._load(key) for key in todo[1:size]]
+                keys, todo = todo[:len(loaded)], todo[len(loaded):]
+                sources, where = [source for source, _ in loaded], ", ".join(keys)
+                try:
+                    started = time.perf_counter()
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        if transform is None:
+                            outputs = sources
+                        else:
+                            outputs = [transform(sources[0])] if len(sources) == 1 else many(sources)
+                    seconds = (time.perf_counter() - started) / len(keys)  # each image's share of the call
+                    run.warnings = list(dict.fromkeys(run.warnings + [f"{where}: {w.message}" for w in caught]))
+                except Exception as err:  # noqa: BLE001
+                    run.error = f"{where}: {type(err).__name__}: {err}"
+                    break
+                for key, output, (_, truth) in zip(keys, outputs, loaded):
+                    run.seconds[key] = seconds
+                    run.scores[key] = score(output, truth, self.pixel_metrics)
+                    if self.semantic is not None:
+                        run.scores[key].update(self.semantic.score(key, output))
+                    if key in self.montage_keys and transform is not None:  # the baseline's are the sources
+                        write_image(self.out / "outputs" / folder_name(name) / f"{key}.png", output, overwrite=True)
+                self._save_run(run)
+                bar.update(len(keys))
         self._save_run(run)
         return run
 
@@ -358,6 +384,19 @@ class Harness:
         atomic_write_text(self.out / "results.json", json.dumps(_finite(results), indent=1))
         self._prune(methods)
         return results
+
+
+def _run_options(device: str | None, batch_size: int | None) -> tuple[str | None, int | None]:
+    """``device`` and ``batch_size`` once they are known to work here (else :class:`InputError`)."""
+    from stainlab.nets.devices import torch_device
+    from stainlab.transforms.checks import check_int
+    from stainlab.transforms.learned import MAX_BATCH_SIZE
+
+    if device is not None:
+        torch_device(device)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+    return device, batch_size
 
 
 def _benchmark_reference(root: Path) -> dict | None:

@@ -66,11 +66,15 @@ class SemanticScorer:
         self.truth_hashes = {k: hasher(truths[k]) for k in self.keys}
 
     @classmethod
-    def from_classifier(cls, path, data: PairedFolders) -> SemanticScorer:
-        """The scorer of a HER2 classifier file over the pairs of ``data`` (levels from the file names)."""
+    def from_classifier(cls, path, data: PairedFolders, device: str | None = None) -> SemanticScorer:
+        """The scorer of a HER2 classifier file over the pairs of ``data`` (levels from the file names),
+        its network run on ``device`` (None: the CPU)."""
+        from stainlab.nets.devices import torch_device
         from stainlab.training.recipes.comparator import load_classifier
 
         network = load_classifier(path)
+        if device is not None:
+            network.to(torch_device(device))
         truths = {a.stem: read_image(b)[0] for a, b in data.pairs}
         levels = {a.stem: level_from_name(a) for a, _ in data.pairs}
         return cls(truths, levels, lambda image: classifier_features(network, image),

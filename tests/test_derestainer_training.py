@@ -47,7 +47,7 @@ def data(bci):
 @pytest.fixture(scope="module")
 def comparator(data, tmp_path_factory):
     run = tmp_path_factory.mktemp("comparator")
-    result = train("comparator", data, run, preset="tiny", overrides={**SMALL, "batch_size": 8, "steps": 20},
+    result = train("comparator", data, run, preset="tiny", overrides={**SMALL, "batch_size": 8, "steps": 40},
                    progress=False)
     return result
 

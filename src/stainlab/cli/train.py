@@ -17,6 +17,7 @@ import stainlab.networks as networks
 from stainlab.cli import messages
 from stainlab.cli.args import key_value, positive_int, subcommand
 from stainlab.errors import InputError
+from stainlab.precision import PRECISIONS
 
 
 class _Setting(argparse.Action):
@@ -87,7 +88,27 @@ def _run_options() -> argparse.ArgumentParser:
                        help="continue the run in RUN_DIR from its checkpoint, with its data and settings")
     group.add_argument("--overwrite", action="store_true", help="start over in a RUN_DIR that holds a run")
     group.add_argument("--device", dest="device", action=_Setting, default=argparse.SUPPRESS,
-                       help="torch device, e.g. cpu or cuda (default: cpu)")
+                       help="torch device, e.g. cpu or cuda (default: cpu); a resumed run may move")
+    group.add_argument("--precision", dest="precision", action=_Setting, choices=PRECISIONS,
+                       default=argparse.SUPPRESS,
+                       help="fp32 (default), or mixed precision: bf16 (CPU, recent GPUs) or fp16 (GPUs, with a "
+                            "gradient scaler); losses that need it stay fp32")
+    group.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                       help="train in N processes on this machine (one per GPU, or sharing the CPU), each on its "
+                            "share of every batch; across machines use torchrun --nproc_per_node N -m stainlab "
+                            "train ... instead")
+    group.add_argument("--workers", dest="workers", action=_Setting, type=int, default=argparse.SUPPRESS,
+                       metavar="N", help="loader processes that decode and augment batches ahead (default: none on "
+                                         "the CPU, one per spare core up to 8 for a GPU)")
+    group.add_argument("--channels-last", "--no-channels-last", dest="channels_last", action=_Setting, nargs=0,
+                       default=argparse.SUPPRESS, help="NHWC memory layout for the convolutions (pays on GPUs)")
+    group.add_argument("--compile", "--no-compile", dest="compile", action=_Setting, nargs=0,
+                       default=argparse.SUPPRESS, help="torch.compile the networks (slower first steps)")
+    group.add_argument("--slide-level", dest="slide_level", action=_Setting, type=int, default=argparse.SUPPRESS,
+                       metavar="L", help="training on whole slides (DATA/A, DATA/B of .svs, .ndpi ...): the "
+                                         "pyramid level to draw tiles from (default: 0)")
+    group.add_argument("--slide-mpp", dest="slide_mpp", action=_Setting, type=float, default=argparse.SUPPRESS,
+                       metavar="MPP", help="... or the resolution in microns per pixel (the nearest level)")
     group.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                        help="any recipe setting, e.g. --set lr=1e-4 --set batch_size=8 (repeatable)")
     return parent
@@ -103,6 +124,7 @@ def _writes(recipe: str) -> str:
 def run(args) -> int:
     from stainlab.nets.files import read_model_info
     from stainlab.training import TrainingData, resume_run, train
+    from stainlab.training.distributed import launched_rank
 
     overrides = dict(args.set)
     progress = sys.stderr.isatty() and messages.level > messages.QUIET
@@ -111,12 +133,14 @@ def run(args) -> int:
         raise InputError("--resume continues the run in RUN_DIR, --overwrite replaces it: choose one")
     if args.resume:
         result = resume_run(args.out, data, recipe=args.recipe, preset=args.preset, seed=args.seed,
-                            overrides=overrides, progress=progress)
+                            overrides=overrides, progress=progress, processes=args.nproc)
     elif data is None:
         raise InputError("--data DIR is needed to start a run (only --resume reads it from RUN_DIR/config.json)")
     else:
         result = train(args.recipe, data, args.out, preset=args.preset or "paper", overrides=overrides,
-                       seed=args.seed or 0, overwrite=args.overwrite, progress=progress)
+                       seed=args.seed or 0, overwrite=args.overwrite, progress=progress, processes=args.nproc)
+    if launched_rank():
+        return 0  # under torchrun only rank 0 reports
     last = result.history[-1] if result.history else {}
     losses = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("step", "epoch", "lr", "seconds"))
     messages.result(f"trained {args.recipe} for {result.step} steps into {result.run_dir} ({losses})")
@@ -138,6 +162,8 @@ def add(sub, common) -> None:
         "  stainlab train distill --data tiles/ --teacher runs/teacher -o runs/unet\n"
         "  stainlab train distill --data tiles/ --teacher runs/teacher --student stainnet -o runs/stainnet\n"
         "  stainlab train ccgan --data pairs/ -o runs/ccgan --preset tiny\n"
+        "  stainlab train cyclegan --data slides/ --slide-mpp 0.5 -o runs/gan --device cuda --precision bf16\n"
+        "  torchrun --nproc_per_node 4 -m stainlab train derestainer --data BCI/ -o runs/bci --device cuda\n"
         "  stainlab normalize tiles/ -m unet --model runs/unet/student.safetensors -o out/", common)
     recipes = train.add_subparsers(dest="recipe", metavar="RECIPE", required=True, parser_class=_RecipeParser)
     options = _run_options()

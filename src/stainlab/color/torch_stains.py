@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from stainlab.color.deconvolution import _SKIMAGE_FLOOR, stain_basis
+from stainlab.precision import full_precision
 
 _LOG_FLOOR = -math.log(_SKIMAGE_FLOOR)   # scikit-image's log_adjust, 13.8155...
 _I0 = 255.0                              # stainlab's incident light in 8-bit units
@@ -70,14 +71,17 @@ class StainSeparator(nn.Module):
         self.register_buffer("inverse", torch.as_tensor(basis.inverse, dtype=torch.float32), persistent=False)
         self._basis = basis
 
+    @full_precision
     def separate(self, rgb: torch.Tensor) -> torch.Tensor:
         """Concentrations of RGB in [0, 1]."""
         return _separate(_check_nchw(rgb, "rgb"), self.inverse.to(rgb.dtype), self.convention)
 
+    @full_precision
     def combine(self, conc: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1] of concentrations."""
         return _combine(_check_nchw(conc, "concentrations"), self.matrix.to(conc.dtype), self.convention)
 
+    @full_precision  # logarithms of light: fp32 under autocast
     def project(self, rgb: torch.Tensor, channel) -> torch.Tensor:
         """One stain alone, RGB in [0, 1] -> RGB in [0, 1]."""
         keep = self._basis.index(channel)

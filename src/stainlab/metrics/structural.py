@@ -19,6 +19,7 @@ from scipy.ndimage import correlate1d
 
 from stainlab.errors import InputError
 from stainlab.metrics._inputs import as_pair, per_image
+from stainlab.precision import full_precision
 
 WINDOW_SIZE = 11
 SIGMA = 1.5
@@ -111,6 +112,7 @@ def ms_ssim(a, b, weights=MS_SSIM_WEIGHTS):
     return per_image(value.mean(axis=1), single)
 
 
+@full_precision  # variances as E[x^2] - E[x]^2: fp32 under autocast
 def ssim_torch(x, y, data_range: float = 1.0, reduction: str = "mean"):
     """Differentiable SSIM of float torch batches ``(N, C, H, W)``: the same formula as :func:`ssim`.
 

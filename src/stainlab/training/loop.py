@@ -4,14 +4,19 @@ A run lives in one folder:
 
 - ``config.json``: recipe, preset, every setting, seed and data (with the folder it was read from),
   written when the run starts;
-- ``checkpoint.pt``: networks, optimisers, step, random-generator states and the log so far, written
-  atomically every ``checkpoint_every`` steps and at the end; :func:`resume_run` continues from it with
-  the settings and data of ``config.json`` (only the step count may change) and draws exactly what the
-  uninterrupted run would have drawn;
+- ``checkpoint.pt``: networks, optimisers, gradient scaler, step, random-generator states and the log so
+  far, written atomically every ``checkpoint_every`` steps and at the end; :func:`resume_run` continues
+  from it with the settings and data of ``config.json`` (only the step count and where it runs may
+  change) and, on the same device and precision, draws exactly what the uninterrupted run would have;
 - ``log.csv``: the loss terms averaged over every ``log_every`` steps, with learning rate and time;
 - ``losses.png`` and ``samples/step_NNNNNN.png``: the loss curves and a montage of fixed samples, each epoch;
 - the model files (``*.safetensors``, architecture in the header, see :mod:`stainlab.nets.files`),
   loadable with ``stainlab.load("unet:RUN/student.safetensors")`` and friends.
+
+Each step's batch is a function of the seed and the step (:mod:`stainlab.training.data`), made ahead by
+loader worker processes; the step runs in the config's precision (:mod:`stainlab.precision`). With
+several processes (:mod:`stainlab.training.distributed`) each trains on its share of the batch and only
+rank 0 writes the folder.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import csv
 import io
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -32,6 +38,8 @@ from stainlab.errors import InputError
 from stainlab.io.atomic import atomic_path, atomic_write_text
 from stainlab.nets.files import save_model
 from stainlab.nets.inference import from_net
+from stainlab.training import distributed
+from stainlab.training.data import as_net, step_batches
 from stainlab.training.plots import plot_losses, save_montage
 from stainlab.training.recipe import Recipe, TrainConfig, TrainingData
 
@@ -39,6 +47,8 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 MIN_PICTURE_STEPS = 25
 SAMPLES = 4
+MAX_LOADER_WORKERS = 8
+CHANGEABLE_ON_RESUME = ("steps", "device", "workers", "compile")  # how long and where, not what is trained
 
 
 @dataclass
@@ -103,21 +113,26 @@ class _Run:
             "networks": {k: m.state_dict() for k, m in self.recipe.networks.items()},
             "optimizers": {k: o.state_dict() for k, o in self.recipe.optimizers.items()},
             "extra": self.recipe.extra_state(),
+            "precision": self.recipe.precision.state_dict(),
             "numpy_rng": self.recipe.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.recipe.device) if self.recipe.device.type == "cuda" else None,
         }
         with atomic_path(self.run_dir / CHECKPOINT) as tmp:
             torch.save(state, tmp)
 
     def restore(self) -> None:
         state = torch.load(self.run_dir / CHECKPOINT, map_location=self.recipe.device, weights_only=True)
+        self.recipe.precision.load_state_dict(state.get("precision", {"name": "fp32", "scaler": {}}))
         for key, module in self.recipe.networks.items():
             module.load_state_dict(state["networks"][key])
         for key, optimizer in self.recipe.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][key])
         self.recipe.load_extra_state(state["extra"])
         self.recipe.rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state.get("cuda_rng") is not None and self.recipe.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.recipe.device)
         self.step, self.history, self.window = state["step"], state["history"], state["window"]
         if self.history and self.history[-1]["step"] % self.recipe.config.log_every:
             self.history.pop()  # the partial row at the end of the earlier run: its values are in the window
@@ -169,32 +184,38 @@ def read_run(run_dir) -> dict:
 
 
 def train(recipe: str, data: TrainingData, run_dir, *, preset: str = "paper", overrides: dict | None = None,
-          seed: int = 0, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainResult:
+          seed: int = 0, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          processes: int = 1) -> TrainResult:
     """Train ``recipe`` on ``data`` into ``run_dir`` and write its model files; see the module docstring.
     ``resume=True`` continues the run in ``run_dir`` instead (:func:`resume_run`), which must have been
-    started with these settings."""
+    started with these settings. ``processes > 1`` trains in that many processes on this machine
+    (:mod:`stainlab.training.distributed`); under ``torchrun`` the processes are already there."""
     if resume:
         return resume_run(run_dir, data, recipe=recipe, preset=preset, seed=seed, overrides=overrides,
-                          progress=progress)
+                          progress=progress, processes=processes)
     config = make_config(recipe, preset, overrides)
     run_dir = Path(run_dir)
-    _prepare_folder(run_dir, overwrite)
+    if distributed.launched_rank() == 0:
+        _prepare_folder(run_dir, overwrite)
     record = {"recipe": recipe, "preset": preset, "seed": seed, "data": data.description, "folder": data.folder,
               "paired": data.paired}
-    return _train(run_dir, record, config, data, False, progress)
+    return _train(run_dir, record, config, data, False, progress, processes)
 
 
 def resume_run(run_dir, data: TrainingData | None = None, *, recipe: str | None = None, preset: str | None = None,
-               seed: int | None = None, overrides: dict | None = None, progress: bool = True) -> TrainResult:
+               seed: int | None = None, overrides: dict | None = None, progress: bool = True,
+               processes: int = 1) -> TrainResult:
     """Continue the run in ``run_dir`` from its checkpoint with the recipe, preset, seed, settings and data
     (read again from its folder) that its ``config.json`` records, exactly as the uninterrupted run would
-    have gone on. Only ``overrides["steps"]`` may change: anything else given (``recipe``, ``preset``,
-    ``seed``, a setting, ``data`` from another folder) must match the record, or it is refused by name."""
+    have gone on. Only the settings of :data:`CHANGEABLE_ON_RESUME` (the steps and where the run goes on:
+    device, loader workers, compilation; also the number of processes) may change: anything else given
+    (``recipe``, ``preset``, ``seed``, a setting such as the precision, ``data`` from another folder) must
+    match the record, or it is refused by name."""
     run_dir = Path(run_dir)
     record = read_run(run_dir)
     overrides = dict(overrides or {})
-    steps = overrides.pop("steps", record["config"]["steps"])
-    config = make_config(record["recipe"], record["preset"], {**record["config"], **overrides, "steps": steps})
+    changes = {key: overrides.pop(key) for key in CHANGEABLE_ON_RESUME if key in overrides}
+    config = make_config(record["recipe"], record["preset"], {**record["config"], **overrides, **changes})
     given = [(key, value, record[key]) for key, value in (("recipe", recipe), ("preset", preset), ("seed", seed))
              if value is not None]
     given += [(key, value, record["config"].get(key)) for key, value in overrides.items()]
@@ -203,42 +224,65 @@ def resume_run(run_dir, data: TrainingData | None = None, *, recipe: str | None 
     for key, value, before in given:
         if value != before:
             raise InputError(f"{run_dir}: {key}={value} differs from the run's {key}={before}; a resumed run keeps "
-                             "the settings it started with (only --steps may change): start a new run folder "
-                             "for other settings")
+                             f"the settings it started with (only {', '.join(CHANGEABLE_ON_RESUME)} may change): "
+                             "start a new run folder for other settings")
     if data is None:
         if not record.get("folder"):
             raise InputError(f"{run_dir}: the run was trained on data {record['data']}, not read from a folder; "
                              "give the data to resume it")
         data = TrainingData.from_folder(record["folder"], paired=record.get("paired"))
-    return _train(run_dir, record, config, data, True, progress)
+    return _train(run_dir, record, config, data, True, progress, processes)
 
 
 def _train(run_dir: Path, record: dict, config: TrainConfig, data: TrainingData, resumed: bool,
-           progress: bool) -> TrainResult:
+           progress: bool, processes: int) -> TrainResult:
+    """Train in this process, in ``processes`` new ones, or in the process group ``torchrun`` started."""
+    distributed.check_split(config.batch_size, max(processes, distributed.launched_size()))
+    if processes > 1:
+        if distributed.launched_size() > 1:
+            raise InputError("--nproc starts its own processes; under torchrun leave it out (torchrun's "
+                             "--nproc_per_node says how many)")
+        return distributed.spawn(processes, _train_here, run_dir, record, config, data, resumed, False)
+    return _train_here(run_dir, record, config, data, resumed, progress)
+
+
+def _train_here(run_dir: Path, record: dict, config: TrainConfig, data: TrainingData, resumed: bool,
+                progress: bool) -> TrainResult:
     """Build the recipe, restore a resumed run's checkpoint, record the run and train it to ``config.steps``."""
+    world = distributed.join(config.device)
     recipe, seed = record["recipe"], record["seed"]
     torch.manual_seed(seed)
     run = _Run(recipe_class(recipe)(config, np.random.default_rng(seed)), run_dir, seed)
+    run.recipe.prepare()
+    if not world.main:
+        world.barrier()  # rank 0 makes what the sampler writes (a teacher's outputs) first
     sampler = run.recipe.sampler(data, run_dir)
+    if world.main:
+        world.barrier()
     device = run.recipe.device
     samples = {k: v.to(device) for k, v in sampler.draw(np.random.default_rng(seed + 1),
                                                         min(SAMPLES, len(sampler))).items()}
     if resumed:
         run.restore()
-    # a resumed run's record changes (its step count) only once its checkpoint has loaded
-    record = {**record, "config": json.loads(json.dumps(asdict(config)))}
-    atomic_write_text(run_dir / CONFIG, json.dumps(record, indent=1))
+    if world.main:  # a resumed run's record changes (its step count) only once its checkpoint has loaded
+        record = {**record, "config": json.loads(json.dumps(asdict(config)))}
+        atomic_write_text(run_dir / CONFIG, json.dumps(record, indent=1))
     epoch_steps = config.epoch_steps or max(1, math.ceil(len(sampler) / config.batch_size))
     picture_steps = config.picture_every or epoch_steps * max(1, math.ceil(MIN_PICTURE_STEPS / epoch_steps))
     started = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)  # resumed: cumulative
-    bar = _progress(config.steps, run.step, recipe, progress)
+    bar = _progress(config.steps, run.step, recipe, progress and world.main)
+    batches = step_batches(sampler, seed, config.batch_size, run.step, config.steps, workers=loader_workers(config),
+                           pin_memory=device.type == "cuda", rank=world.rank, world=world.size)
     while run.step < config.steps:
         factor = learning_rate_factor(config, run.step, epoch_steps)
         for optimizer in run.recipe.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * factor
-        batch = {k: v.to(device) for k, v in sampler.draw(run.recipe.rng, config.batch_size).items()}
-        for name, value in run.recipe.step(batch).items():
+        batch = {k: as_net(v, device, config.channels_last) if k in ("A", "B") else v.to(device)
+                 for k, v in next(batches).items()}
+        with run.recipe.precision.autocast():
+            terms = run.recipe.step(batch)
+        for name, value in world.average_values(terms).items():
             if not math.isfinite(value):
                 raise FloatingPointError(f"{recipe}: loss {name} became {value} at step {run.step + 1}; "
                                          f"lower the learning rate (--set lr=...) or check the data")
@@ -253,14 +297,27 @@ def _train(run_dir: Path, record: dict, config: TrainConfig, data: TrainingData,
             if run.step % config.log_every == 0:
                 run.window = {}
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "epoch", "lr", "seconds")})
-        if run.step % picture_steps == 0 and run.step < config.steps:
+        if world.main and run.step % picture_steps == 0 and run.step < config.steps:
             run.pictures(samples)
-        if run.step % config.checkpoint_every == 0 and run.step < config.steps:
+        if world.main and run.step % config.checkpoint_every == 0 and run.step < config.steps:
             run.save()
     bar.close()
-    run.pictures(samples)
-    models = run.save()
+    models = {}
+    if world.main:
+        run.pictures(samples)
+        models = run.save()
+    world.barrier()
     return TrainResult(run_dir, run.step, run.history, models)
+
+
+def loader_workers(config: TrainConfig) -> int:
+    """Loader processes for ``config``: its ``workers``, or by default none on the CPU (the steps need
+    the cores) and one per spare core, up to :data:`MAX_LOADER_WORKERS`, for a GPU."""
+    if config.workers >= 0:
+        return config.workers
+    if torch.device(config.device).type == "cpu":
+        return 0
+    return max(1, min(MAX_LOADER_WORKERS, (os.cpu_count() or 2) // max(1, distributed.launched_size()) - 1))
 
 
 def _progress(total: int, done: int, recipe: str, enabled: bool):

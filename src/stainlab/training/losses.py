@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from stainlab.metrics.structural import ssim_torch
+from stainlab.precision import full_precision
 
 
 def adversarial_loss(scores: torch.Tensor, real: bool, kind: str = "lsgan") -> torch.Tensor:
@@ -41,6 +42,7 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
+@full_precision  # sums of H x W products: fp32 under autocast
 def gram_loss(features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
     """Squared Frobenius distance of the Gram matrices, averaged over the batch (paper 004, Eq. 8)."""
     difference = gram_matrix(features) - gram_matrix(target_features)

@@ -21,7 +21,7 @@ from stainlab.color.pixels import tissue_limit
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError, NoTissueError
 from stainlab.wsi.readers import Slide, open_slide
-from stainlab.wsi.references import _whole_image, list_slides
+from stainlab.wsi.references import read_whole, list_slides
 
 OPEN_SLIDES = 4             # slides a domain keeps open, per process
 THUMBNAIL_SIDE = 2048       # tissue is found on a level read at most this large a side (strided if larger)
@@ -35,7 +35,7 @@ _BLOCK_PIXELS = 1 << 24     # pixels decoded at once while reading a large thumb
 def slide_files(folder) -> list[Path]:
     """The whole slides in ``folder``: files the slide readers take that are not read whole as images
     (vendor formats, and TIFFs larger than a reference image; see :func:`stainlab.wsi.references.list_slides`)."""
-    return [path for path in list_slides(folder) if not _whole_image(path)]
+    return [path for path in list_slides(folder) if not read_whole(path)]
 
 
 class _Tissue:

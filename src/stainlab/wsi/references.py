@@ -34,7 +34,7 @@ def read_references(sources, mpp: float | None = None, tile: int = DEFAULT_TILE,
         raise InputError(f"{', '.join(map(str, sources))}: no reference images found")
     images = []
     for path in paths:
-        if _whole_image(path):
+        if read_whole(path):
             image, notes = read_image(path)  # 16-bit, float, grey... converted as for any input image
             for note in notes:
                 warnings.warn(f"{path}: {note}", stacklevel=2)
@@ -47,7 +47,7 @@ def read_references(sources, mpp: float | None = None, tile: int = DEFAULT_TILE,
     return images
 
 
-def _whole_image(path: Path) -> bool:
+def read_whole(path: Path) -> bool:
     """Whether a reference is read whole as an image: any image file, and a TIFF whose first page is at
     most :data:`REFERENCE_SAMPLE_SIDE` a side (larger TIFFs and vendor slides are sampled over tissue)."""
     suffix = path.suffix.lower()

@@ -29,7 +29,6 @@ from stainlab.training.recipes.steps import (
     LEVELS_HINT,
     PreciseBatchNormExports,
     check_labelled,
-    descend,
 )
 
 FILE = "classifier.safetensors"
@@ -92,7 +91,7 @@ class Comparator(PreciseBatchNormExports, Recipe):
     def step(self, batch):
         logits = self.classifier(to_unit(batch["B"]))
         loss = F.cross_entropy(logits, batch["level"])
-        descend(self.optimizers["classifier"], loss)
+        self.descend(self.optimizers["classifier"], loss)
         accuracy = (logits.detach().argmax(1) == batch["level"]).float().mean()
         return {"ce": float(loss.detach()), "accuracy": float(accuracy)}
 

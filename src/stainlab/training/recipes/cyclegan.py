@@ -32,7 +32,6 @@ from stainlab.nets.patchgan import PatchDiscriminator
 from stainlab.training.losses import ImagePool, adversarial_loss, structural_cycle_loss
 from stainlab.training.recipe import Option, Recipe, TrainConfig
 from stainlab.training.recipes.generators import GENERATOR_OPTIONS, build_generator
-from stainlab.training.recipes.steps import descend
 
 
 @dataclass
@@ -115,12 +114,12 @@ class CycleGAN(Recipe):
             terms["paired"] = F.l1_loss(fake_b, real_b) + F.l1_loss(fake_a, real_a)
         weights = {"adv": c.lambda_adv, "cycle": c.lambda_cycle, "identity": c.lambda_identity,
                    "ssim": c.lambda_ssim, "paired": c.lambda_paired}
-        descend(self.optimizers["G"], sum(weights[k] * v for k, v in terms.items()))
+        self.descend(self.optimizers["G"], sum(weights[k] * v for k, v in terms.items()))
         for d in (self.d_a, self.d_b):
             d.requires_grad_(True)
         terms["D"] = (self._discriminator_loss(self.d_b, real_b, self.pool_b.query(fake_b, self.rng))
                       + self._discriminator_loss(self.d_a, real_a, self.pool_a.query(fake_a, self.rng)))
-        descend(self.optimizers["D"], terms["D"])
+        self.descend(self.optimizers["D"], terms["D"])
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def _discriminator_loss(self, d, real, fake):

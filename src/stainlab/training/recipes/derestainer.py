@@ -42,7 +42,6 @@ from stainlab.training.recipes.steps import (
     LEVELS_HINT,
     PreciseBatchNormExports,
     check_labelled,
-    descend,
 )
 
 FILE = "derestainer.safetensors"
@@ -144,10 +143,10 @@ class DeReStainerRecipe(PreciseBatchNormExports, Recipe):
         self.discriminator.requires_grad_(False)
         terms = derestainer_losses(out, he, ihc, batch.get("level"), discriminator=self.discriminator,
                                    comparator=self.comparator, params=self.params)
-        descend(self.optimizers["G"], terms["total"])
+        self.descend(self.optimizers["G"], terms["total"])
         self.discriminator.requires_grad_(True)
         terms["D"] = derestainer_discriminator_loss(self.discriminator, he, ihc, out.fake_ihc)
-        descend(self.optimizers["D"], terms["D"])
+        self.descend(self.optimizers["D"], terms["D"])
         return {key: float(value.detach()) for key, value in terms.items()}
 
     def samples(self, batch):

@@ -32,7 +32,6 @@ from stainlab.nets.generators import load_cyclegan_generator
 from stainlab.nets.inference import apply_network
 from stainlab.training.data import Domain, TileSampler
 from stainlab.training.recipe import Option, Recipe, TrainConfig, TrainingData
-from stainlab.training.recipes.steps import descend
 
 STUDENTS = tuple(networks.written_by("distill"))  # the network registry's architectures this recipe writes
 
@@ -85,6 +84,8 @@ class Distill(Recipe):
                                                       momentum=config.momentum)}
 
     def sampler(self, data: TrainingData, run_dir: Path) -> TileSampler:
+        if data.slides:
+            raise InputError("distill runs its teacher over whole images; give it folders of tiles, not slides")
         g_ab, g_ba = (g if g is None else g.to(self.device) for g in teachers(self.config.teacher))
         if self.config.direction == "BA":
             if g_ba is None:
@@ -104,7 +105,7 @@ class Distill(Recipe):
 
     def step(self, batch):
         loss = F.l1_loss(self.student(batch["A"]), batch["B"])
-        descend(self.optimizers["student"], loss)
+        self.descend(self.optimizers["student"], loss)
         return {"l1": float(loss.detach())}
 
     def samples(self, batch):

@@ -26,7 +26,6 @@ from stainlab.nets.vgg import vgg16
 from stainlab.training.losses import gram_loss
 from stainlab.training.recipe import Option, Recipe, TrainConfig
 from stainlab.training.recipes.generators import GENERATOR_OPTIONS, build_generator
-from stainlab.training.recipes.steps import descend
 
 PHI = "pool5"  # paper 004, Sec. 4.2: "after the fifth max-pooling layer"
 IMAGENET = "vgg16"  # features: VGG16's ImageNet weights, vgg16-397923af.pth in the torch cache
@@ -90,7 +89,7 @@ class PCNet(Recipe):
         }
         weights = {"cycle": c.lambda_cycle, "identity": c.lambda_identity, "paired": c.lambda_paired,
                    "feat": c.lambda_feat}
-        descend(self.optimizers["G"], sum(weights[k] * v for k, v in terms.items()))
+        self.descend(self.optimizers["G"], sum(weights[k] * v for k, v in terms.items()))
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def samples(self, batch):

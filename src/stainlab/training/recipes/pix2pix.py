@@ -26,7 +26,7 @@ from stainlab.nets.files import build_network
 from stainlab.nets.patchgan import PatchDiscriminator
 from stainlab.training.losses import adversarial_loss
 from stainlab.training.recipe import Option, Recipe, TrainConfig
-from stainlab.training.recipes.steps import PreciseBatchNormExports, descend
+from stainlab.training.recipes.steps import PreciseBatchNormExports
 
 ARCH = "unet-generator"
 
@@ -74,12 +74,12 @@ class Pix2Pix(PreciseBatchNormExports, Recipe):
         self.discriminator.requires_grad_(False)
         terms = {"gan": adversarial_loss(self.discriminator(torch.cat([source, fake], 1)), True, "bce"),
                  "l1": F.l1_loss(fake, target)}
-        descend(self.optimizers["G"], terms["gan"] + self.config.lambda_l1 * terms["l1"])
+        self.descend(self.optimizers["G"], terms["gan"] + self.config.lambda_l1 * terms["l1"])
         self.discriminator.requires_grad_(True)
         real_score = self.discriminator(torch.cat([source, target], 1))
         fake_score = self.discriminator(torch.cat([source, fake.detach()], 1))
         terms["D"] = 0.5 * (adversarial_loss(real_score, True, "bce") + adversarial_loss(fake_score, False, "bce"))
-        descend(self.optimizers["D"], terms["D"])
+        self.descend(self.optimizers["D"], terms["D"])
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def samples(self, batch):

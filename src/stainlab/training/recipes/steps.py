@@ -1,5 +1,5 @@
-"""Small pieces the paired recipes share (pix2pix, the HER2 comparator, DeReStainer): an optimiser step,
-the check for level labels, and the BatchNorm statistics of exported networks."""
+"""Small pieces the paired recipes share (pix2pix, the HER2 comparator, DeReStainer): the check for level
+labels and the BatchNorm statistics of exported networks."""
 
 from __future__ import annotations
 
@@ -13,13 +13,6 @@ from torch import nn
 from stainlab.errors import InputError
 
 LEVELS_HINT = "use the BCI layout (HE/train, IHC/train, the level in each file name, e.g. 00001_train_2+.png)"
-
-
-def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    """One optimiser step on ``loss``."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
 
 
 def check_labelled(data, who: str, why: str) -> None:

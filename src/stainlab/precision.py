@@ -11,6 +11,7 @@ bf16 has fp32's range and needs no scaler.
 from __future__ import annotations
 
 import functools
+import warnings
 from contextlib import nullcontext
 
 from stainlab.errors import InputError
@@ -52,6 +53,12 @@ def check_precision(name: str, device) -> None:
                              "use --precision fp16 or fp32")
         return
     if device.type == "cpu" and name == "bf16":
+        import torch
+
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            warnings.warn("precision bf16: this CPU has no bf16 instructions (AVX-512 BF16 or AMX), so bf16 is "
+                          "emulated here and slower than fp32 (20x in benchmarks/results/train_throughput.json)",
+                          stacklevel=3)
         return
     hint = "bf16 or fp32" if device.type == "cpu" else "fp32"
     raise InputError(f"precision {name}: mixed precision in {name} needs a CUDA GPU, not {device.type}; "

@@ -8,7 +8,7 @@ concatenated (6 channels). With ``a`` the source (H&E) and ``b`` its aligned tar
     D:  (BCE(D(a, b), 1) + BCE(D(a, G(a)), 0)) / 2             (Sec. 3.3: D's objective halved)
 
 Adam at 2e-4 with beta1 = 0.5, batch 1 (Sec. 3.3 and 4). The generator is
-:class:`stainlab.nets.UNetGenerator` with pix2pix's widths (64 doubling to at most 512 over 8 stride-2
+:class:`stainlab.nets.UNetGenerator` with pix2pix's widths (64 doubling to at most 512 over 7 stride-2
 blocks for 256 px), BatchNorm PatchGAN as in pix2pix. Dropout in the generator (pix2pix's noise) is
 not used: :class:`~stainlab.nets.UNetGenerator` has none. pix2pix runs its generator with batch
 statistics at test time; the exported generator runs in eval mode with BatchNorm statistics averaged
@@ -34,7 +34,9 @@ ARCH = "unet-generator"
 @dataclass
 class Pix2PixConfig(TrainConfig):
     ngf: int = 64  # Isola et al., appendix 6.1.1: encoder C64-C128-C256-C512-C512-C512-C512-C512
-    depth: int = 8  # ... 8 stride-2 blocks for 256x256 images
+    # pix2pix's 8 stride-2 blocks take 256 px to 1 px with 4x4 zero-padded convolutions; this generator's
+    # 5x5 reflect-padded ones need 2 px at the bottom (run_padded), so 7 blocks for 256 px images
+    depth: int = 7
     max_channels: int = 512  # ... widths capped at 512
     ndf: int = 64  # appendix 6.1.2: the 70x70 discriminator C64-C128-C256-C512
     n_layers: int = 3  # ... 3 stride-2 layers
@@ -58,7 +60,7 @@ class Pix2Pix(PreciseBatchNormExports, Recipe):
     tiny = TINY
     options = (Option("lambda_l1", "weight of the L1 term |G(a) - b| (Sec. 4: lambda = 100)"),
                Option("ngf", "generator base width (appendix 6.1.1)"),
-               Option("depth", "stride-2 blocks of the U-Net generator (8 for 256 px images)"))
+               Option("depth", "stride-2 blocks of the U-Net generator (7 for 256 px images: 2 px at the bottom)"))
 
     def __init__(self, config: Pix2PixConfig, rng) -> None:
         super().__init__(config, rng)

@@ -57,7 +57,7 @@ def check_precision(name: str, device) -> None:
 
         if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             warnings.warn("precision bf16: this CPU has no bf16 instructions (AVX-512 BF16 or AMX), so bf16 is "
-                          "emulated here and slower than fp32 (20x in benchmarks/results/train_throughput.json)",
+                          "emulated here and much slower than fp32 (benchmarks/results/train_throughput.json)",
                           stacklevel=3)
         return
     hint = "bf16 or fp32" if device.type == "cpu" else "fp32"

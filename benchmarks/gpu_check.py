@@ -6,7 +6,7 @@
   NumPy exact path (needs torchstain: run it from benchmarks/_work/venv; skipped where it is missing);
 - ``training`` (issue 14): every recipe at paper size (``--preset paper``) for ``--steps`` steps in bf16
   and fp32 (``train_throughput.measure``: a real training run; steps/s, tiles/s, peak GPU memory),
-  cases left out once ``TRAINING_BUDGET_S`` has passed;
+  cases left out once ``TRAINING_BUDGET_S`` has passed, then CycleGAN in bf16 with ``channels_last``;
 - ``inference`` (issue 14): 5000 tiles of 256 px through CycleGAN's generator, paper 000's U-Net,
   StainNet as a network and as its lookup table, and DeReStainer, each through its transform on the GPU
   (uint8 in, uint8 out: ``transform_many`` in batches that fit), against paper 000 Table I's 271 s,
@@ -108,6 +108,8 @@ def training_part(device: torch.device, quick: bool, steps: int, folder: Path) -
             row = measure(recipe, preset, precision, str(device), steps, data, folder)
             print(json.dumps(row), flush=True)
             runs.append(row)
+    last = measure("cyclegan", preset, "bf16", str(device), steps, data, folder, {"channels_last": True})
+    runs.append({**last, "channels_last": True})  # where the NHWC layout pays: the convolution-heavy GAN
     return {"preset": preset, "steps": steps, "runs": runs, "left_out_for_time": left_out}
 
 

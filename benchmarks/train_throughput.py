@@ -21,6 +21,7 @@ records the largest relative difference of the logged losses and of the generato
 
     .venv/bin/python benchmarks/train_throughput.py --compile  # ~45 min on 2 cores -> results/train_throughput.json
     .venv/bin/python benchmarks/train_throughput.py --quick    # 2 recipes, tiny only: the code path
+    .venv/bin/python benchmarks/train_throughput.py --gloo-only --out benchmarks/results/train_gloo.json
 
 :func:`measure` and :func:`bench_data` are also what ``gpu_check.py`` runs on a GPU.
 """
@@ -129,27 +130,35 @@ def _tensors(path: Path):
 
 
 def gloo_agreement(data: TrainingData, folder: Path, steps: int = 6) -> dict:
-    """The tiny CycleGAN trained by one process and by two (gloo) on the same global batch and seed."""
-    settings = {**QUIET, "steps": steps, "batch_size": 4, "pool_size": 0, "size": 128}
-    runs = {}
-    for processes in (1, 2):
-        start = time.perf_counter()
-        runs[processes] = train("cyclegan", data, folder / f"gloo_{processes}", preset="tiny", overrides=settings,
-                                progress=False, overwrite=True, processes=processes)
-        runs[processes].wall = time.perf_counter() - start
-    losses = [key for key in runs[1].history[0] if key not in ("step", "epoch", "lr", "seconds")]
-    worst = max(abs(b[k] - a[k]) / max(abs(a[k]), 1e-12)
-                for a, b in zip(runs[1].history, runs[2].history) for k in losses)
+    """The tiny CycleGAN trained by one process and by two (gloo) on the same global batch and seed,
+    and, as the floor of what float rounding alone does to a GAN under Adam, by one process on one
+    thread instead of all (the same arithmetic summed in another order)."""
     from stainlab.nets.files import load_model
 
+    settings = {**QUIET, "steps": steps, "batch_size": 4, "pool_size": 0, "size": 128}
+    runs, threads = {}, torch.get_num_threads()
+    for name, processes, use_threads in (("one", 1, threads), ("two", 2, threads), ("one_thread", 1, 1)):
+        torch.set_num_threads(use_threads)
+        start = time.perf_counter()
+        runs[name] = train("cyclegan", data, folder / f"gloo_{name}", preset="tiny", overrides=settings,
+                           progress=False, overwrite=True, processes=processes)
+        runs[name].wall = time.perf_counter() - start
+    torch.set_num_threads(threads)
     x = to_net(np.stack([image[:256, :256] for image in data.a[:2]]))
     with torch.no_grad():
-        out = [load_model(folder / f"gloo_{p}" / "G_AB.safetensors")[0](x) for p in (1, 2)]
+        out = {name: load_model(folder / f"gloo_{name}" / "G_AB.safetensors")[0](x) for name in runs}
+    losses = [key for key in runs["one"].history[0] if key not in ("step", "epoch", "lr", "seconds")]
+
+    def differences(other: str) -> dict:
+        worst = max(abs(b[k] - a[k]) / max(abs(a[k]), 1e-12)
+                    for a, b in zip(runs["one"].history, runs[other].history) for k in losses)
+        gap = (out["one"] - out[other]).abs() * 127.5
+        return {"largest_relative_loss_difference": float(worst), "largest_output_difference_of_255": float(gap.max()),
+                "mean_output_difference_of_255": float(gap.mean())}
+
     return {"recipe": "cyclegan", "preset": "tiny", "steps": steps, "global_batch": 4, "processes": 2,
-            "largest_relative_loss_difference": float(worst),
-            "largest_output_difference_of_255": float((out[0] - out[1]).abs().max() * 127.5),
-            "mean_output_difference_of_255": float((out[0] - out[1]).abs().mean() * 127.5),
-            "wall_s": {str(p): round(r.wall, 2) for p, r in runs.items()}}
+            **differences("two"), "rounding_floor_one_thread_vs_all": differences("one_thread"),
+            "wall_s": {name: round(run.wall, 2) for name, run in runs.items()}}
 
 
 def compile_case(data: TrainingData, folder: Path, steps: int = 12) -> dict:
@@ -173,16 +182,22 @@ def markdown(report: dict) -> str:
                      f"{cells[2]} | {cells[3]} |")
     g = report.get("gloo")
     if g:
+        floor = g.get("rounding_floor_one_thread_vs_all", {})
         lines += ["", f"2 gloo processes vs 1 (tiny CycleGAN, {g['steps']} steps, global batch {g['global_batch']}): "
                       f"logged losses within {g['largest_relative_loss_difference']:.2e} relative; generator outputs "
                       f"within {g['largest_output_difference_of_255']:.2f} of 255 "
                       f"(mean {g['mean_output_difference_of_255']:.3f})."]
+        if floor:
+            lines.append(f"One process on one thread vs all threads (rounding alone): losses within "
+                         f"{floor['largest_relative_loss_difference']:.2e}, outputs within "
+                         f"{floor['largest_output_difference_of_255']:.2f} (mean {floor['mean_output_difference_of_255']:.3f}).")
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="cyclegan and distill, tiny only, few steps")
+    parser.add_argument("--gloo-only", action="store_true", help="only the 2-process agreement (a minute)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on the tiny pix2pix")
     parser.add_argument("--out", type=Path, default=None, help=f"results (default: {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
@@ -196,7 +211,7 @@ def main() -> int:
                           "torch": torch.__version__, "native_bf16": native_bf16}, "runs": [], "left_out": []}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for preset, steps in presets.items():
+        for preset, steps in ({} if args.gloo_only else presets).items():
             for recipe in recipes:
                 for precision in ("fp32", "bf16"):
                     if preset == "paper" and precision == "bf16" and not native_bf16 and recipe not in EMULATED_BF16:
@@ -209,7 +224,7 @@ def main() -> int:
         if args.compile:
             report["compile"] = compile_case(data, folder)
     report["provenance"] = provenance(started)
-    if args.quick and args.out is None:
+    if (args.quick or args.gloo_only) and args.out is None:
         print(markdown(report))
         return 0
     write_results(args.out or RESULTS, report, markdown(report))

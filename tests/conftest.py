@@ -36,3 +36,16 @@ def batch():
     import torch
 
     return torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A random-weight U-Net of paper 000 (4 base channels) in a model file, as `stainlab train` writes it."""
+    import torch
+
+    from stainlab.nets.files import save_model
+    from stainlab.nets.unet import UNet
+
+    torch.manual_seed(0)
+    return save_model(tmp_path_factory.mktemp("nets") / "u.safetensors", UNet(base_channels=4), "unet",
+                      {"base_channels": 4})

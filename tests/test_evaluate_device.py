@@ -12,20 +12,10 @@ from stainlab.cli import main
 from stainlab.data.folders import PairedFolders
 from stainlab.errors import InputError
 from stainlab.evaluate import Harness
-from stainlab.nets.files import save_model
-from stainlab.nets.unet import UNet
 from stainlab.transforms.learned import NetworkTransform
 from synth import he_image
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A random-weight U-Net (4 base channels) in a model file, as `stainlab train` writes it."""
-    torch.manual_seed(0)
-    return save_model(tmp_path_factory.mktemp("nets") / "u.safetensors", UNet(base_channels=4), "unet",
-                      {"base_channels": 4})
 
 
 @pytest.fixture(scope="module")

@@ -16,18 +16,9 @@ from stainlab.io.images import read_image, write_image
 from stainlab.nets import inference
 from stainlab.nets.derestainer import DeReStainer
 from stainlab.nets.files import save_model
-from stainlab.nets.unet import UNet
 from stainlab.wsi.tiling import run_tiled
 
 TILE, OVERLAP = 64, 16          # windows of 96 px inside, 80 and shorter at the slide's edges
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A random-weight U-Net of paper 000 (4 base channels) in a model file, as `stainlab train` writes it."""
-    torch.manual_seed(0)
-    return save_model(tmp_path_factory.mktemp("nets") / "u.safetensors", UNet(base_channels=4), "unet",
-                      {"base_channels": 4})
 
 
 @pytest.fixture(scope="module")

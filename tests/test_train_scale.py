@@ -184,3 +184,19 @@ def test_each_papers_generator_runs_at_its_papers_tile_size(recipe):
         for module, arch, kwargs, info in built.exports().values():
             out = module.generate(x) if hasattr(module, "generate") else module.eval()(x)
             assert out.shape == x.shape, (arch, out.shape)
+
+
+def test_fp16s_gradient_scaler_is_checkpointed_and_resumes_exactly(data, tmp_path, monkeypatch):
+    """fp16 is refused on the CPU for speed, not for arithmetic: allowed here, the scaler's path runs
+    (overflowing steps skipped, the scale halved) and its state resumes exactly."""
+    monkeypatch.setattr("stainlab.precision.check_precision", lambda name, device: None)
+    settings = {**RUN, "size": 32, "precision": "fp16"}
+    straight = train("cyclegan", data, tmp_path / "straight", preset="tiny", overrides={**settings, "steps": 4},
+                     progress=False)
+    train("cyclegan", data, tmp_path / "part", preset="tiny", overrides={**settings, "steps": 2}, progress=False)
+    resumed = resume_run(tmp_path / "part", data, overrides={"steps": 4}, progress=False)
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.history] == \
+        [{k: v for k, v in row.items() if k != "seconds"} for row in straight.history]
+    scalers = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)["precision"]["scaler"]
+               for run in ("straight", "part")]
+    assert scalers[0] == scalers[1] and scalers[0]["scale"] < 65536.0  # started at 2**16, halved on overflow

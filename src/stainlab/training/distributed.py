@@ -59,7 +59,8 @@ class World:
         """Logged loss values averaged over the processes (so log.csv reads as one process's)."""
         if self.size == 1 or not values:
             return values
-        tensor = torch.tensor(list(values.values()), dtype=torch.float64)
+        on = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces GPU tensors only
+        tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=on)
         dist.all_reduce(tensor)
         return dict(zip(values, (tensor / self.size).tolist()))
 

@@ -200,3 +200,14 @@ def test_fp16s_gradient_scaler_is_checkpointed_and_resumes_exactly(data, tmp_pat
     scalers = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)["precision"]["scaler"]
                for run in ("straight", "part")]
     assert scalers[0] == scalers[1] and scalers[0]["scale"] < 65536.0  # started at 2**16, halved on overflow
+
+
+def test_loader_workers_draw_slide_tiles_as_the_main_process_does(tmp_path, monkeypatch):
+    monkeypatch.setattr(references, "REFERENCE_SAMPLE_SIDE", 256)
+    from stainlab.training.slide_tiles import SlideDomain
+
+    paths = [write_slide(tmp_path / f"s{seed}.ome.tif", half_glass(seed=seed)) for seed in (0, 1)]
+    sampler = TileSampler(SlideDomain(paths[:1], "A", level=1), SlideDomain(paths[1:], "B", level=1), 32)
+    inline = list(step_batches(sampler, 3, 2, 0, 4))
+    in_workers = list(step_batches(sampler, 3, 2, 0, 4, workers=2))
+    assert all(torch.equal(x["A"], y["A"]) and torch.equal(x["B"], y["B"]) for x, y in zip(inline, in_workers))

@@ -211,3 +211,12 @@ def test_loader_workers_draw_slide_tiles_as_the_main_process_does(tmp_path, monk
     inline = list(step_batches(sampler, 3, 2, 0, 4))
     in_workers = list(step_batches(sampler, 3, 2, 0, 4, workers=2))
     assert all(torch.equal(x["A"], y["A"]) and torch.equal(x["B"], y["B"]) for x, y in zip(inline, in_workers))
+
+
+def test_a_refusal_in_a_loader_worker_reaches_the_user_as_its_one_line(data):
+    small = TileSampler(Domain(data.a, "A"), Domain([np.zeros((16, 16, 3), np.uint8)], "B"), 32)
+    for workers in (0, 2):
+        with pytest.raises(InputError) as refused:
+            next(step_batches(small, 0, 2, 0, 3, workers=workers))
+        assert str(refused.value) == ("B[0] (16x16) is smaller than the training tile size 32; use smaller tiles "
+                                      "(--set size=N) or larger images")

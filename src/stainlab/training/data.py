@@ -26,6 +26,7 @@ from stainlab.errors import InputError
 from stainlab.io.images import read_image
 
 IMAGE_CACHE_BYTES = 2 << 30  # decoded images a domain keeps, per process (each loader worker has its own)
+REFUSED = "refused"  # the key of a batch that could not be made: the reason, raised again by step_batches
 
 
 class Domain:
@@ -158,8 +159,11 @@ class _StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:  # pragma: no cover - indexed by the loader's sampler only
         return 2**62
 
-    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        return self.sampler.step_batch(self.seed, step, self.batch_size, self.rank, self.world)
+    def __getitem__(self, step: int) -> dict:
+        try:
+            return self.sampler.step_batch(self.seed, step, self.batch_size, self.rank, self.world)
+        except InputError as refusal:  # handed over as a value: raised in a worker it would arrive wrapped
+            return {REFUSED: str(refusal)}  # in the worker's traceback, not as the one line it is
 
 
 def step_batches(sampler: TileSampler, seed: int, batch_size: int, first: int, last: int, *, workers: int = 0,
@@ -171,4 +175,7 @@ def step_batches(sampler: TileSampler, seed: int, batch_size: int, first: int, l
         _StepBatches(sampler, seed, batch_size, rank, world), batch_size=None, sampler=range(first, last),
         num_workers=workers, pin_memory=pin_memory, prefetch_factor=4 if workers else None,
         persistent_workers=False)
-    return iter(loader)
+    for batch in loader:
+        if REFUSED in batch:
+            raise InputError(batch[REFUSED])
+        yield batch

@@ -220,3 +220,10 @@ def test_a_refusal_in_a_loader_worker_reaches_the_user_as_its_one_line(data):
             next(step_batches(small, 0, 2, 0, 3, workers=workers))
         assert str(refused.value) == ("B[0] (16x16) is smaller than the training tile size 32; use smaller tiles "
                                       "(--set size=N) or larger images")
+
+
+def test_a_refusal_in_one_of_several_processes_ends_the_run_with_its_line(data, tmp_path):
+    small = TrainingData(data.a, [image[:16, :16] for image in data.b], False)
+    with pytest.raises(InputError, match=r"^B\[\d\] \(16x16\) is smaller than the training tile size 48"):
+        train("cyclegan", small, tmp_path / "r", preset="tiny", overrides={**RUN, "steps": 2}, progress=False,
+              processes=2)

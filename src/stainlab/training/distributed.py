@@ -127,8 +127,9 @@ def _entry(rank: int, size: int, port: int, results, fn, args) -> None:
         result = fn(*args)
         if rank == 0:
             results.put(result)
-    except InputError as error:
-        results.put(error)  # the reason, for the parent: the raise below stops the other processes
+    except Exception as error:  # the reason, for the parent (the raise below stops the other processes)
+        plain = isinstance(error, (InputError, FloatingPointError))
+        results.put(error if plain else RuntimeError(f"training process {rank}: {type(error).__name__}: {error}"))
         raise
     finally:
         leave()
@@ -136,7 +137,8 @@ def _entry(rank: int, size: int, port: int, results, fn, args) -> None:
 
 def spawn(size: int, fn, *args):
     """Run ``fn(*args)`` in ``size`` new processes on this machine that form one process group; returns
-    rank 0's result. An :class:`InputError` in any process is raised here."""
+    rank 0's result. An error in any process ends them all and is raised here: an :class:`InputError`
+    or a diverging loss as itself, anything else as a one-line ``RuntimeError`` naming the process."""
     import torch.multiprocessing as mp
 
     context = mp.get_context("spawn")

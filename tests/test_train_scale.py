@@ -189,7 +189,8 @@ def test_each_papers_generator_runs_at_its_papers_tile_size(recipe):
 def test_fp16s_gradient_scaler_is_checkpointed_and_resumes_exactly(data, tmp_path, monkeypatch):
     """fp16 is refused on the CPU for speed, not for arithmetic: allowed here, the scaler's path runs
     (overflowing steps skipped, the scale halved) and its state resumes exactly."""
-    monkeypatch.setattr("stainlab.precision.check_precision", lambda name, device: None)
+    for where in ("stainlab.precision", "stainlab.training.loop"):
+        monkeypatch.setattr(f"{where}.check_precision", lambda name, device: None)
     settings = {**RUN, "size": 32, "precision": "fp16"}
     straight = train("cyclegan", data, tmp_path / "straight", preset="tiny", overrides={**settings, "steps": 4},
                      progress=False)
@@ -227,3 +228,14 @@ def test_a_refusal_in_one_of_several_processes_ends_the_run_with_its_line(data, 
     with pytest.raises(InputError, match=r"^B\[\d\] \(16x16\) is smaller than the training tile size 48"):
         train("cyclegan", small, tmp_path / "r", preset="tiny", overrides={**RUN, "steps": 2}, progress=False,
               processes=2)
+
+
+def _large_result(rows: int) -> list:
+    """What a long run's rank 0 hands back: more than a pipe holds (64 KiB)."""
+    return [{"step": i, "loss": float(i)} for i in range(rows)]
+
+
+def test_several_processes_hand_back_a_result_larger_than_a_pipe():
+    from stainlab.training.distributed import spawn
+
+    assert len(spawn(2, _large_result, 20_000)) == 20_000  # once hung: the result waited for a reader

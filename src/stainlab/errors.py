@@ -17,6 +17,10 @@ class NoTissueError(InputError):
     """An image with no tissue to learn from: all background, or too few stained pixels."""
 
 
+class DivergedError(StainlabError, FloatingPointError):
+    """A training loss that became NaN or infinite (too high a learning rate, or broken data)."""
+
+
 class NotFittedError(StainlabError, RuntimeError):
     """A transform that needs ``fit(reference)`` was used before it was fitted."""
 

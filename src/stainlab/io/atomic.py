@@ -33,9 +33,9 @@ def atomic_path(path, overwrite: bool = True, durable: bool = True):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files (and some writers replace the file)
         if durable:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())

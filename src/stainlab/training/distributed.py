@@ -17,15 +17,17 @@ rank 0 writes the run folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 
 import psutil
 import torch
 import torch.distributed as dist
 
-from stainlab.errors import InputError
+from stainlab.errors import InputError, StainlabError
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,12 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
-def check_split(batch_size: int, size: int) -> None:
+def check_split(batch_size: int, size: int, resumed: bool = False) -> None:
     """:class:`InputError` unless a global batch of ``batch_size`` splits evenly over ``size`` processes."""
     if size > 1 and batch_size % size:
-        raise InputError(f"a batch of {batch_size} does not split over {size} processes; use a batch size that is "
-                         f"a multiple of {size} (--set batch_size=N) or another number of processes")
+        fix = ("use a number of processes that divides it (a resumed run keeps its batch size)" if resumed else
+               f"use a batch size that is a multiple of {size} (--set batch_size=N) or another number of processes")
+        raise InputError(f"a batch of {batch_size} does not split over {size} processes; {fix}")
 
 
 def _free_port() -> int:
@@ -121,32 +124,61 @@ def _free_port() -> int:
 
 
 def _entry(rank: int, size: int, port: int, results, fn, args) -> None:
+    """One spawned process: runs ``fn``, and hands rank 0's result, any error (as one line) and rank 0's
+    warnings to the parent through ``results`` as ``(kind, value)`` messages."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(size), LOCAL_WORLD_SIZE=str(size))
-    try:
-        result = fn(*args)
-        if rank == 0:
-            results.put(result)
-    except Exception as error:  # the reason, for the parent (the raise below stops the other processes)
-        plain = isinstance(error, (InputError, FloatingPointError))
-        results.put(error if plain else RuntimeError(f"training process {rank}: {type(error).__name__}: {error}"))
-        raise
-    finally:
-        leave()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            result = fn(*args)
+        except Exception as error:  # the raise below makes start_processes stop the other processes
+            plain = isinstance(error, StainlabError)
+            results.put(("error", error if plain else
+                         RuntimeError(f"training process {rank}: {type(error).__name__}: {error}")))
+            raise
+        finally:
+            if rank == 0:
+                results.put(("warnings", [(str(w.message), w.category) for w in caught]))
+            leave()
+    if rank == 0:
+        results.put(("result", result))
 
 
 def spawn(size: int, fn, *args):
     """Run ``fn(*args)`` in ``size`` new processes on this machine that form one process group; returns
-    rank 0's result. An error in any process ends them all and is raised here: an :class:`InputError`
-    or a diverging loss as itself, anything else as a one-line ``RuntimeError`` naming the process."""
+    rank 0's result, its warnings issued again here (the command line shows them as its own). An error in
+    any process ends them all and is raised here: a :class:`StainlabError` as itself, anything else as
+    a one-line ``RuntimeError`` naming the process."""
     import torch.multiprocessing as mp
 
-    context = mp.get_context("spawn")
-    results = context.SimpleQueue()
+    results = mp.get_context("spawn").SimpleQueue()
+    context = mp.start_processes(_entry, args=(size, _free_port(), results, fn, args), nprocs=size,
+                                 start_method="spawn", join=False)
+    received: dict = {}
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)  # not its "Terminating process ..." line beside our error
     try:
-        mp.start_processes(_entry, args=(size, _free_port(), results, fn, args), nprocs=size, start_method="spawn")
-    except mp.ProcessRaisedException:
-        if not results.empty():
-            raise results.get() from None
-        raise
-    return results.get()
+        done = False
+        while not done:
+            while not results.empty():  # read while the processes run: a large result fills the pipe
+                kind, value = results.get()
+                received.setdefault(kind, value)
+            try:
+                done = context.join(timeout=0.5)
+            except mp.ProcessRaisedException:
+                while not results.empty():
+                    kind, value = results.get()
+                    received.setdefault(kind, value)
+                if "error" in received:
+                    raise received["error"] from None
+                raise
+        while not results.empty():
+            kind, value = results.get()
+            received.setdefault(kind, value)
+    finally:
+        spawn_log.setLevel(level)
+        for message, category in received.get("warnings", []):
+            warnings.warn(message, category, stacklevel=2)
+    return received.get("result")

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -34,10 +35,12 @@ import numpy as np
 import torch
 
 import stainlab.networks as networks
-from stainlab.errors import InputError
+from stainlab.errors import DivergedError, InputError
 from stainlab.io.atomic import atomic_path, atomic_write_text
 from stainlab.nets.files import save_model
+from stainlab.nets.devices import torch_device
 from stainlab.nets.inference import from_net
+from stainlab.precision import check_precision
 from stainlab.training import distributed
 from stainlab.training.data import as_net, step_batches
 from stainlab.training.plots import plot_losses, save_montage
@@ -48,7 +51,7 @@ CONFIG = "config.json"
 MIN_PICTURE_STEPS = 25
 SAMPLES = 4
 MAX_LOADER_WORKERS = 8
-CHANGEABLE_ON_RESUME = ("steps", "device", "workers", "compile")  # how long and where, not what is trained
+CHANGEABLE_ON_RESUME = ("steps", "device", "workers", "compile", "channels_last")  # how long and where, not what
 
 
 @dataclass
@@ -194,6 +197,7 @@ def train(recipe: str, data: TrainingData, run_dir, *, preset: str = "paper", ov
         return resume_run(run_dir, data, recipe=recipe, preset=preset, seed=seed, overrides=overrides,
                           progress=progress, processes=processes)
     config = make_config(recipe, preset, overrides)
+    _check_run(config, processes, resumed=False)
     run_dir = Path(run_dir)
     if distributed.launched_rank() == 0:
         _prepare_folder(run_dir, overwrite)
@@ -208,7 +212,7 @@ def resume_run(run_dir, data: TrainingData | None = None, *, recipe: str | None 
     """Continue the run in ``run_dir`` from its checkpoint with the recipe, preset, seed, settings and data
     (read again from its folder) that its ``config.json`` records, exactly as the uninterrupted run would
     have gone on. Only the settings of :data:`CHANGEABLE_ON_RESUME` (the steps and where the run goes on:
-    device, loader workers, compilation; also the number of processes) may change: anything else given
+    device, loader workers, compilation, memory layout; also the number of processes) may change: anything else given
     (``recipe``, ``preset``, ``seed``, a setting such as the precision, ``data`` from another folder) must
     match the record, or it is refused by name."""
     run_dir = Path(run_dir)
@@ -237,12 +241,12 @@ def resume_run(run_dir, data: TrainingData | None = None, *, recipe: str | None 
 def _train(run_dir: Path, record: dict, config: TrainConfig, data: TrainingData, resumed: bool,
            progress: bool, processes: int) -> TrainResult:
     """Train in this process, in ``processes`` new ones, or in the process group ``torchrun`` started."""
-    distributed.check_split(config.batch_size, max(processes, distributed.launched_size()))
+    _check_run(config, processes, resumed)
     if processes > 1:
         if distributed.launched_size() > 1:
             raise InputError("--nproc starts its own processes; under torchrun leave it out (torchrun's "
                              "--nproc_per_node says how many)")
-        return distributed.spawn(processes, _train_here, run_dir, record, config, data, resumed, False)
+        return distributed.spawn(processes, _train_here, run_dir, record, config, data, resumed, progress)
     return _train_here(run_dir, record, config, data, resumed, progress)
 
 
@@ -284,7 +288,7 @@ def _train_here(run_dir: Path, record: dict, config: TrainConfig, data: Training
             terms = run.recipe.step(batch)
         for name, value in world.average_values(terms).items():
             if not math.isfinite(value):
-                raise FloatingPointError(f"{recipe}: loss {name} became {value} at step {run.step + 1}; "
+                raise DivergedError(f"{recipe}: loss {name} became {value} at step {run.step + 1}; "
                                          f"lower the learning rate (--set lr=...) or check the data")
             run.window.setdefault(name, []).append(value)
         run.step += 1
@@ -308,6 +312,17 @@ def _train_here(run_dir: Path, record: dict, config: TrainConfig, data: Training
         models = run.save()
     world.barrier()
     return TrainResult(run_dir, run.step, run.history, models)
+
+
+def _check_run(config: TrainConfig, processes: int, resumed: bool) -> None:
+    """The settings that need no data checked before a run folder is made: device, precision, loader
+    workers, and a batch that splits over the processes (warnings come when the recipe is built)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_precision(config.precision, torch_device(config.device))
+    if config.workers < -1:
+        raise InputError(f"workers={config.workers}: give 0 or more loader processes (or -1 for the default)")
+    distributed.check_split(config.batch_size, max(processes, distributed.launched_size()), resumed)
 
 
 def loader_workers(config: TrainConfig) -> int:

@@ -8,6 +8,7 @@ which of its settings ``stainlab train RECIPE`` offers as options (:class:`Optio
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,9 @@ class Recipe(ABC):
     def domain(self, data: TrainingData, items: list, name: str):
         """The images ``items`` of ``data`` as a domain: whole slides at the config's level or mpp, or images."""
         if not data.slides:
+            if self.config.slide_level >= 0 or self.config.slide_mpp:
+                warnings.warn(f"{data.description}: no whole slides in its {name} images, so slide_level and "
+                              "slide_mpp are not used", stacklevel=2)
             return Domain(items, name)
         from stainlab.training.slide_tiles import SlideDomain
 

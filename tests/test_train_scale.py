@@ -16,7 +16,7 @@ from stainlab.nets.files import load_model
 from stainlab.nets.inference import to_net
 from stainlab.precision import check_precision
 from stainlab.training import TrainingData, resume_run, train
-from stainlab.training.data import Domain, TileSampler, as_net, step_batches
+from stainlab.training.data import Domain, TileSampler, step_batches
 from stainlab.training.loop import loader_workers, make_config
 from synth import SOURCE_STAINS, concentration_maps, render
 from test_train_slides import half_glass, write_slide
@@ -57,8 +57,8 @@ def test_loader_workers_hand_over_the_same_batches_in_step_order(sampler):
 def test_batches_reach_the_network_as_to_net_makes_them(sampler):
     batch = sampler.step_batch(0, 0, 2)
     expected = to_net(batch["A"].numpy())
-    assert torch.equal(as_net(batch["A"], torch.device("cpu")), expected)
-    last = as_net(batch["A"], torch.device("cpu"), channels_last=True)
+    assert torch.equal(to_net(batch["A"], torch.device("cpu"), torch.contiguous_format), expected)
+    last = to_net(batch["A"], torch.device("cpu"), torch.channels_last)
     assert torch.equal(last, expected) and last.is_contiguous(memory_format=torch.channels_last)
 
 

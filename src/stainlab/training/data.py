@@ -24,6 +24,7 @@ import torch
 
 from stainlab.errors import InputError
 from stainlab.io.images import read_image
+from stainlab.nets.inference import to_net
 
 IMAGE_CACHE_BYTES = 2 << 30  # decoded images a domain keeps, per process (each loader worker has its own)
 REFUSED = "refused"  # the key of a batch that could not be made: the reason, raised again by step_batches
@@ -81,14 +82,6 @@ def _orient(image: np.ndarray, code: int) -> np.ndarray:
     return turned[:, ::-1] if code >= 4 else turned
 
 
-def as_net(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` (as the loader hands them over, 4x smaller than floats) -> float32
-    ``(N, 3, H, W)`` in [-1, 1] on ``device``, equal to :func:`stainlab.nets.inference.to_net`;
-    ``channels_last`` keeps the channels innermost in memory (the layout it arrives in)."""
-    batch = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-    return batch.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
 @dataclass
 class TileSampler:
     """Random crops of ``size`` from domains ``a`` and ``b``; ``paired``: image i of a goes with image i of b."""
@@ -139,7 +132,7 @@ class TileSampler:
     def draw(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         """``batch_size`` draws from ``rng`` as float NCHW in [-1, 1] (``"level"`` as in :meth:`stack`)."""
         batch = self.stack([self.sample(rng) for _ in range(batch_size)])
-        return {key: as_net(value, torch.device("cpu")) if key in ("A", "B") else value for key, value in batch.items()}
+        return {key: to_net(value) if key in ("A", "B") else value for key, value in batch.items()}
 
     def step_batch(self, seed: int, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
         """Process ``rank``'s share (of ``world``) of step ``step``'s global batch of ``batch_size``, uint8

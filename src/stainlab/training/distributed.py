@@ -23,11 +23,11 @@ import socket
 import warnings
 from dataclasses import dataclass
 
-import psutil
 import torch
 import torch.distributed as dist
 
 from stainlab.errors import InputError, StainlabError
+from stainlab.threads import limit_threads, usable_cores
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,6 @@ class World:
 
     rank: int = 0
     size: int = 1
-    local_rank: int = 0
 
     @property
     def main(self) -> bool:
@@ -74,7 +73,7 @@ class World:
 def current_world() -> World:
     """The world of an initialised process group, else a single process."""
     if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return World(dist.get_rank(), dist.get_world_size())
     return World()
 
 
@@ -99,7 +98,7 @@ def join(device: str) -> World:
     if on_gpu:
         torch.cuda.set_device(local_rank)
     else:
-        torch.set_num_threads(max(1, (psutil.cpu_count(logical=False) or 1) // size))
+        limit_threads(max(1, usable_cores() // size))
     dist.init_process_group("nccl" if on_gpu else "gloo")
     return current_world()
 

@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -39,10 +38,11 @@ from stainlab.errors import DivergedError, InputError
 from stainlab.io.atomic import atomic_path, atomic_write_text
 from stainlab.nets.files import save_model
 from stainlab.nets.devices import torch_device
-from stainlab.nets.inference import from_net
+from stainlab.nets.inference import from_net, to_net
 from stainlab.precision import check_precision
+from stainlab.threads import usable_cores
 from stainlab.training import distributed
-from stainlab.training.data import as_net, step_batches
+from stainlab.training.data import step_batches
 from stainlab.training.plots import plot_losses, save_montage
 from stainlab.training.recipe import Recipe, TrainConfig, TrainingData
 
@@ -235,13 +235,14 @@ def resume_run(run_dir, data: TrainingData | None = None, *, recipe: str | None 
             raise InputError(f"{run_dir}: the run was trained on data {record['data']}, not read from a folder; "
                              "give the data to resume it")
         data = TrainingData.from_folder(record["folder"], paired=record.get("paired"))
+    _check_run(config, processes, resumed=True)
     return _train(run_dir, record, config, data, True, progress, processes)
 
 
 def _train(run_dir: Path, record: dict, config: TrainConfig, data: TrainingData, resumed: bool,
            progress: bool, processes: int) -> TrainResult:
-    """Train in this process, in ``processes`` new ones, or in the process group ``torchrun`` started."""
-    _check_run(config, processes, resumed)
+    """Train in this process, in ``processes`` new ones, or in the process group ``torchrun`` started
+    (the settings checked by :func:`_check_run`)."""
     if processes > 1:
         if distributed.launched_size() > 1:
             raise InputError("--nproc starts its own processes; under torchrun leave it out (torchrun's "
@@ -277,19 +278,20 @@ def _train_here(run_dir: Path, record: dict, config: TrainConfig, data: Training
     bar = _progress(config.steps, run.step, recipe, progress and world.main)
     batches = step_batches(sampler, seed, config.batch_size, run.step, config.steps, workers=loader_workers(config),
                            pin_memory=device.type == "cuda", rank=world.rank, world=world.size)
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
     while run.step < config.steps:
         factor = learning_rate_factor(config, run.step, epoch_steps)
         for optimizer in run.recipe.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * factor
-        batch = {k: as_net(v, device, config.channels_last) if k in ("A", "B") else v.to(device)
+        batch = {k: to_net(v, device, layout) if k in ("A", "B") else v.to(device)
                  for k, v in next(batches).items()}
         with run.recipe.precision.autocast():
             terms = run.recipe.step(batch)
         for name, value in world.average_values(terms).items():
             if not math.isfinite(value):
                 raise DivergedError(f"{recipe}: loss {name} became {value} at step {run.step + 1}; "
-                                         f"lower the learning rate (--set lr=...) or check the data")
+                                    f"lower the learning rate (--set lr=...) or check the data")
             run.window.setdefault(name, []).append(value)
         run.step += 1
         bar.update(1)
@@ -332,7 +334,7 @@ def loader_workers(config: TrainConfig) -> int:
         return config.workers
     if torch.device(config.device).type == "cpu":
         return 0
-    return max(1, min(MAX_LOADER_WORKERS, (os.cpu_count() or 2) // max(1, distributed.launched_size()) - 1))
+    return max(1, min(MAX_LOADER_WORKERS, usable_cores() // max(1, distributed.launched_size()) - 1))
 
 
 def _progress(total: int, done: int, recipe: str, enabled: bool):

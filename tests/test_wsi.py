@@ -409,3 +409,41 @@ def test_cli_normalizes_slides_and_reports_bad_ones(tmp_path, tissue, capsys):
     assert main(plain) == 0
     out, _ = read_image(tmp_path / "plain" / "a.png")
     assert out.shape == (200, 250, 3) and not np.array_equal(out, tissue[::2, ::2])  # level 1 (1.0 um/px)
+
+
+def test_the_output_written_as_rows_finish_equals_one_written_from_the_store(tmp_path, tissue):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    options = SlideOptions(tile=64, overlap=16, min_tissue=0.0, compression="zlib")
+    streamed = read_levels(normalize_slide(src, tmp_path / "a.ome.tif", TileMean(), options).output)[0]
+    out = tmp_path / "b.ome.tif"
+    crashing = TileMean()
+    crashing.crash_at = 7 * 8  # the very last tile: the streamed file is abandoned
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        normalize_slide(src, out, crashing, options)
+    assert not list(tmp_path.glob(".b.ome.tif.*.part*"))  # no half-written output left behind
+    resumed = normalize_slide(src, out, TileMean(), options)  # one row computed, the file written from the store
+    levels = read_levels(resumed.output)[0]
+    assert len(levels) == len(streamed) == 4 and all(np.array_equal(a, b) for a, b in zip(levels, streamed))
+
+
+def test_a_streamed_output_holds_few_rows_in_memory_and_reads_the_rest_back(tmp_path):
+    from stainlab.wsi.pyramid import StreamedPyramid, TileCodec
+
+    codec = TileCodec("zlib", 16, 90)
+    rows = [np.full((16, 16, 3), 10 * k, np.uint8) for k in range(20)]
+    store = TileStore(tmp_path / "work", {"job": 1})
+    stream = StreamedPyramid(tmp_path / "out.ome.tif", store, [(16 * 20, 16)], codec, None)
+    try:
+        for k in range(1, 20):  # the writer waits for row 0 meanwhile
+            tiles = [codec.encode(rows[k])]
+            store.put(0, k, tiles)
+            stream.stored(0, k, tiles)
+        held = [tiles for tiles in stream._handed.values() if tiles is not None]
+        assert len(stream._handed) == 19 and len(held) == 8
+        store.put(0, 0, [codec.encode(rows[0])])
+        stream.stored(0, 0, [codec.encode(rows[0])])
+    except BaseException:
+        stream.stop()
+        raise
+    stream.finish()
+    assert np.array_equal(tifffile.imread(tmp_path / "out.ome.tif"), np.concatenate(rows))

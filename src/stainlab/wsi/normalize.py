@@ -37,8 +37,8 @@ import numpy as np
 from stainlab import __version__
 from stainlab.errors import InputError, NoTissueError
 from stainlab.io.images import write_image
-from stainlab.wsi.pyramid import (JPEG_QUALITY, RowWriter, TileCodec, TileStore, halve, level_shapes,
-                                 work_folder, write_pyramid)
+from stainlab.wsi.pyramid import (JPEG_QUALITY, RowWriter, StreamedPyramid, TileCodec, TileStore, halve,
+                                 level_shapes, work_folder, write_pyramid)
 from stainlab.wsi.readers import Slide, open_slide
 from stainlab.wsi.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, Box, RowRunner, RowStats,
                                 TileGrid, tissue_fraction)
@@ -325,11 +325,13 @@ def reuse_freed_memory() -> bool:
 
 
 def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress | None = None,
-                 lower_levels: bool = False, slide: Slide | None = None, threads: int | None = None) -> RowStats:
+                 lower_levels: bool = False, slide: Slide | None = None, threads: int | None = None,
+                 stream: StreamedPyramid | None = None) -> RowStats:
     """Transform tile rows ``start:stop`` into the plan's store, encoded, and return their totals; with
     ``lower_levels`` also the pyramid's lower levels as the rows pair up (for a run that sees the rows
     in order). Any process can run any rows: the windows of a neighbouring row that overlap them are
-    computed again, the same.
+    computed again, the same. ``stream``: the output being written as the rows are stored, for a run
+    of every row with ``lower_levels`` (each row of every level is handed to it).
 
     Reading (decoding), transforming and encoding overlap in the threads of :func:`tile_pool`. A
     slide-wide colour table runs tile by tile in those threads, :data:`ROWS_AHEAD` rows ahead of the row
@@ -338,7 +340,7 @@ def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress 
     reuse_freed_memory()
     total = RowStats()
     with _opened(plan, slide) as slide, tile_pool(threads) as pool:
-        writer = RowWriter(plan.store(), plan.shapes, plan.codec, pool, lower_levels)
+        writer = RowWriter(plan.store(), plan.shapes, plan.codec, pool, lower_levels, stream)
         rows = (_table_rows if isinstance(fn, SlideColorMap) and not plan.skip_below else _runner_rows)
         try:
             for row, tiles, half, stats in rows(plan, slide, fn, start, stop, pool, writer.wants_halves()):
@@ -351,7 +353,10 @@ def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress 
             with contextlib.suppress(Exception):
                 writer.flush()
             raise
-        writer.flush()
+        if stream:
+            writer.complete()  # every row of every level handed over
+        else:
+            writer.flush()
     return total
 
 
@@ -397,15 +402,18 @@ def row_runs(rows: list[int], size: int | None = None) -> list[tuple[int, int]]:
     return runs
 
 
-def finish_slide(plan: SlidePlan, options: SlideOptions) -> None:
-    """Write the output from the store (pyramid or plain image), atomically; remove the store."""
+def finish_slide(plan: SlidePlan, options: SlideOptions, stream: StreamedPyramid | None = None) -> None:
+    """Write the output from the store (pyramid or plain image), atomically, or wait for ``stream`` to
+    have written it; remove the store."""
     writer = RowWriter(plan.store(), plan.shapes, plan.codec)
-    if options.format != PYRAMID:
+    if stream:
+        stream.finish()
+    elif options.format != PYRAMID:
         pixels = np.concatenate([writer.pixels(0, row) for row in range(plan.grid.rows)])
         write_image(plan.output, pixels, overwrite=True)
     else:
         writer.complete()
-        write_pyramid(plan.output, writer.store, plan.shapes, plan.codec, plan.mpp)
+        write_pyramid(plan.output, writer.store.get, plan.shapes, plan.codec, plan.mpp)
     writer.store.remove()
 
 
@@ -422,12 +430,20 @@ def normalize_slide(source, output, transform: Transform, options: SlideOptions 
     result.resumed = (grid.rows - len(missing)) * grid.cols
     if progress and result.resumed:
         progress(result.resumed, 0)
+    stream = None
     if missing:
         with open_slide(plan.source) as slide:  # one reader: segments decoded for the sample are reused
             fn = slide_function(plan, transform, options, slide)
-            for first, stop in row_runs(missing):
-                result.transformed += compute_rows(plan, fn, first, stop, progress, lower_levels=True,
-                                                   slide=slide).transformed
-    finish_slide(plan, options)
+            if len(missing) == grid.rows and options.format == PYRAMID:  # the output written as rows finish
+                stream = StreamedPyramid(plan.output, plan.store(), plan.shapes, plan.codec, plan.mpp)
+            try:
+                for first, stop in row_runs(missing):
+                    result.transformed += compute_rows(plan, fn, first, stop, progress, lower_levels=True,
+                                                       slide=slide, stream=stream).transformed
+            except BaseException:
+                if stream:
+                    stream.stop()
+                raise
+    finish_slide(plan, options, stream)
     result.seconds = time.perf_counter() - start
     return result

@@ -37,13 +37,15 @@ Memory stays a few rows of tiles per level whatever the slide's height.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
+import threading
 import zlib
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from numba import njit
@@ -59,6 +61,10 @@ _JOB_FILE = "job.json"
 _CHECKSUM = struct.Struct("<I")  # CRC-32 of a row file's contents, at its end
 _COUNT = struct.Struct("<I")     # tiles in a row file, then one length per tile
 _MAX_ENCODING_ROWS = 8           # rows whose tiles may be encoding at once: memory stays a few rows
+_MAX_HANDED_ROWS = 8             # finished rows a streamed output holds in memory; more are read back from the store
+_SYNC_BYTES = 32 << 20           # a streamed output is flushed to disk every this many bytes of tiles
+
+Rows = Callable[[int, int], list]  # (level, row) -> the row's encoded tiles
 
 
 def work_folder(output: Path) -> Path:
@@ -250,14 +256,17 @@ class RowWriter:
     once the halves of a pair of rows are there, they are the next level's row, which is encoded in
     ``pool``, stored, halved and paired the same way, and so on down. Rows a run did not see are
     decoded from the store. :meth:`flush` waits for the encodings; :meth:`complete` also fills any row
-    still missing (a slide whose rows other processes computed) from the store."""
+    still missing (a slide whose rows other processes computed) from the store. With ``stream``, every
+    row stored is also handed to that :class:`StreamedPyramid`."""
 
     def __init__(self, store: TileStore, shapes: list[tuple[int, int]], codec: TileCodec,
-                 pool: Executor | None = None, lower_levels: bool = True) -> None:
+                 pool: Executor | None = None, lower_levels: bool = True,
+                 stream: StreamedPyramid | None = None) -> None:
         self.store, self.shapes, self.codec, self.pool = store, shapes, codec, pool
-        self.lower_levels = lower_levels
+        self.lower_levels, self.stream = lower_levels, stream
         self._waiting: dict[int, tuple[int, np.ndarray]] = {}  # level -> its even row's half, awaiting a pair
         self._encoding: list[tuple[int, int, list]] = []        # rows whose tiles may still be encoding
+        self._stored: set[tuple[int, int]] = set()              # rows this writer stored
 
     def wants_halves(self, level: int = 0) -> bool:
         """Whether :meth:`put` needs the rows of ``level`` halved."""
@@ -288,10 +297,16 @@ class RowWriter:
         pending = []
         for index, (level, row, tiles) in enumerate(self._encoding):
             if (wait and index == 0) or all(not isinstance(t, Future) or t.done() for t in tiles):
-                self.store.put(level, row, [t.result() if isinstance(t, Future) else t for t in tiles])
+                self._store(level, row, [t.result() if isinstance(t, Future) else t for t in tiles])
             else:
                 pending.append((level, row, tiles))
         self._encoding = pending
+
+    def _store(self, level: int, row: int, tiles: list[bytes]) -> None:
+        self.store.put(level, row, tiles)
+        self._stored.add((level, row))
+        if self.stream:
+            self.stream.stored(level, row, tiles)
 
     def flush(self) -> None:
         while self._encoding:
@@ -307,10 +322,10 @@ class RowWriter:
         self.flush()
         for level in range(1, len(self.shapes)):
             for row in range(rows_of(self.shapes[level], self.codec.tile)):
-                if not self.store.has(level, row):
+                if (level, row) not in self._stored and not self.store.has(level, row):
                     above = [self.pixels(level - 1, r) for r in (2 * row, 2 * row + 1)
                              if r < rows_of(self.shapes[level - 1], self.codec.tile)]
-                    self.store.put(level, row, self.codec.encode_row(halve(np.concatenate(above))))
+                    self._store(level, row, self.codec.encode_row(halve(np.concatenate(above))))
 
 
 def _ome_metadata(mpp: float | None) -> dict:
@@ -320,15 +335,38 @@ def _ome_metadata(mpp: float | None) -> dict:
     return metadata
 
 
-def _level_tiles(store: TileStore, level: int, shape: tuple[int, int], tile: int) -> Iterator[bytes]:
+def _level_tiles(rows: Rows, level: int, shape: tuple[int, int], tile: int, sync=None) -> Iterator[bytes]:
+    """The encoded tiles of a level in file order; ``sync(nbytes)`` is told of each row's bytes."""
     for row in range(rows_of(shape, tile)):
-        yield from store.get(level, row)
+        tiles = rows(level, row)
+        yield from tiles
+        if sync:
+            sync(sum(map(len, tiles)))
 
 
-def write_pyramid(path: Path, store: TileStore, shapes: list[tuple[int, int]], codec: TileCodec,
-                  mpp: float | None) -> Path:
-    """Write the store's encoded levels as a tiled pyramidal OME-TIFF (BigTIFF) at ``path``, atomically,
-    with the levels also in the main IFD chain (:func:`chain_levels`)."""
+class _Syncer:
+    """Flushes a file being written to disk every :data:`_SYNC_BYTES` bytes, so that the flush before its
+    atomic rename finds little left to write: the disk works while the tiles are still being computed."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd, self.pending = os.open(path, os.O_RDONLY), 0
+
+    def __call__(self, nbytes: int) -> None:
+        self.pending += nbytes
+        if self.pending >= _SYNC_BYTES:
+            os.fdatasync(self.fd)
+            self.pending = 0
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def write_pyramid(path: Path, rows: Rows, shapes: list[tuple[int, int]], codec: TileCodec,
+                  mpp: float | None, sync_as_written: bool = False) -> Path:
+    """Write the encoded levels (``rows(level, row)``: a row's tiles, such as :meth:`TileStore.get`) as a
+    tiled pyramidal OME-TIFF (BigTIFF) at ``path``, atomically, with the levels also in the main IFD
+    chain (:func:`chain_levels`); ``sync_as_written`` flushes the file to disk as it grows (a file
+    written while its tiles are computed)."""
     import tifffile
 
     if codec.compression not in COMPRESSIONS:
@@ -339,16 +377,86 @@ def write_pyramid(path: Path, store: TileStore, shapes: list[tuple[int, int]], c
                "compression": None if codec.compression == "none" else codec.compression,
                "subsampling": JPEG_SUBSAMPLING if codec.compression == "jpeg" else None}
     with atomic_path(path) as tmp:
-        with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
-            for level, shape in enumerate(shapes):
-                scale = 2 ** level
-                resolution = {"resolution": (1e4 / (mpp * scale),) * 2, "resolutionunit": "CENTIMETER"} if mpp else {}
-                extra = ({"subifds": len(shapes) - 1, "metadata": _ome_metadata(mpp)} if level == 0
-                         else {"subfiletype": 1, "metadata": None})
-                tif.write(_level_tiles(store, level, shape, codec.tile), shape=(*shape, 3), **options, **resolution,
-                          **extra)
-        chain_levels(tmp)
+        sync = _Syncer(tmp) if sync_as_written else None
+        try:
+            with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
+                for level, shape in enumerate(shapes):
+                    scale = 2 ** level
+                    resolution = ({"resolution": (1e4 / (mpp * scale),) * 2, "resolutionunit": "CENTIMETER"}
+                                  if mpp else {})
+                    extra = ({"subifds": len(shapes) - 1, "metadata": _ome_metadata(mpp)} if level == 0
+                             else {"subfiletype": 1, "metadata": None})
+                    tif.write(_level_tiles(rows, level, shape, codec.tile, sync), shape=(*shape, 3), **options,
+                              **resolution, **extra)
+            chain_levels(tmp)
+        finally:
+            if sync:
+                sync.close()
     return path
+
+
+class _Stopped(Exception):
+    """The run feeding a :class:`StreamedPyramid` stopped before its last row."""
+
+
+class StreamedPyramid:
+    """The output written in a thread of its own while its rows are computed, for a run that computes
+    every row of a slide: each level's tiles go into the file as soon as the rows before them are there
+    (level 0 in the order the rows finish), and the file is flushed to disk as it grows, so that the end
+    of the run leaves only the lower levels to write instead of the whole file (:func:`write_pyramid`
+    from the store took about a second of a 400 MPix slide's eight, after every tile was done).
+
+    :class:`RowWriter` hands each stored row over (:meth:`stored`); level-0 tiles are taken from
+    memory (up to :data:`_MAX_HANDED_ROWS` rows waiting; further rows are read back from the store),
+    lower levels from the store. The store is still written, so a crashed run resumes as before.
+    :meth:`finish` waits for the file and raises what writing it raised; :meth:`stop` abandons it (its
+    temporary file is removed)."""
+
+    def __init__(self, path: Path, store: TileStore, shapes: list[tuple[int, int]], codec: TileCodec,
+                 mpp: float | None) -> None:
+        self.store = store
+        self._handed: dict[tuple[int, int], list | None] = {}
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write, args=(path, shapes, codec, mpp),
+                                        name="stainlab-pyramid", daemon=True)
+        self._thread.start()
+
+    def stored(self, level: int, row: int, tiles: list[bytes]) -> None:
+        """Row ``row`` of ``level`` is in the store, with these tiles."""
+        with self._changed:
+            keep = level == 0 and sum(v is not None for v in self._handed.values()) < _MAX_HANDED_ROWS
+            self._handed[(level, row)] = tiles if keep else None
+            self._changed.notify_all()
+
+    def _row(self, level: int, row: int) -> list[bytes]:
+        with self._changed:
+            while (level, row) not in self._handed:
+                if self._stopped:
+                    raise _Stopped
+                self._changed.wait()
+            tiles = self._handed.pop((level, row))
+        return self.store.get(level, row) if tiles is None else tiles
+
+    def _write(self, path, shapes, codec, mpp) -> None:
+        try:
+            write_pyramid(path, self._row, shapes, codec, mpp, sync_as_written=True)
+        except _Stopped:
+            pass
+        except BaseException as err:  # handed to the caller by finish()
+            self._error = err
+
+    def finish(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+        self._thread.join()
 
 
 _BIGTIFF_ENTRY = 20  # bytes of one BigTIFF IFD entry; an IFD is an 8-byte count, the entries, an 8-byte link

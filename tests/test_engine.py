@@ -154,6 +154,25 @@ def test_lattice_table_evaluates_only_the_cells_images_need_each_once_from_any_t
     assert table(images[0]) is not None and sum(asked) == len(cells) + len(eager.table)  # nothing new to evaluate
 
 
+@pytest.mark.parametrize("name", ["linear-ot"])
+@pytest.mark.parametrize("bits", [6, 7, 8])
+def test_a_table_linear_in_optical_density_is_filled_with_the_values_of_the_generic_map(name, bits):
+    """The compiled fill of maps that are one matrix in optical density gives every cell the bytes the
+    generic evaluation gives (under a beige light, so the light terms are not all zero), lazily too."""
+    reference, image = he_image(seed=11), he_image(seed=12)
+    image = np.minimum(image.astype(np.int64) * [236, 228, 214] // 255, 255).astype(np.uint8)  # beige glass
+    t = stainlab.load(name, lut_bits=bits).fit(reference)
+    source = t.source_of(ColorHistogram.of(image, bits))
+    assert t.linear_od_map(source) is not None
+    generic = LatticeTable(bits, lambda colors: t.color_table(colors, source))
+    generic.prepare()
+    linear = LatticeTable(bits, linear=t.linear_od_map(source))
+    lazy = linear(image)  # only the image's cells so far
+    linear.prepare()
+    np.testing.assert_array_equal(linear.table, generic.table)
+    np.testing.assert_array_equal(lazy, generic(image))
+
+
 def test_bad_lut_bits_rejected():
     with pytest.raises(ValueError, match="lut_bits"):
         stainlab.load("reinhard", lut_bits=9)

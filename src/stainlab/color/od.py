@@ -11,6 +11,8 @@ We use ``OD = -ln((I + 1) / (I0 + 1))``: the +1 keeps black pixels finite (a pee
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
@@ -49,6 +51,34 @@ def _od_linear(rgb, matrix, background, background_out, floor, out):  # pragma: 
             v = (background_out[c] + 1.0) * np.exp(-(od[0] * matrix[0, c] + od[1] * matrix[1, c]
                                                      + od[2] * matrix[2, c])) - 1.0
             out[i, c] = min(max(v, 0.0), 255.0)
+
+
+class LinearODMap(NamedTuple):
+    """A map that is one 3x3 matrix in optical density: ``OD_out = OD @ matrix``, optical density taken
+    against ``light`` (clipped at zero with ``clip``) and rendered under ``light_out`` (:func:`map_od_linear`)."""
+
+    matrix: np.ndarray
+    light: np.ndarray
+    light_out: np.ndarray
+    clip: bool = True
+
+
+@njit(cache=True)
+def _od_of_levels(levels, background, floor, out):  # pragma: no cover - compiled
+    """``out[c, k]``: the optical density of level ``levels[k]`` in channel ``c``, by the very
+    expression of :func:`_od_linear` (so a map built from these equals it bit for bit)."""
+    for c in range(3):
+        for k in range(levels.shape[0]):
+            out[c, k] = max(-np.log((levels[k] + 1.0) / (background[c] + 1.0)), floor)
+
+
+def od_of_levels(levels: np.ndarray, light, clip: bool = True) -> np.ndarray:
+    """``(3, len(levels))``: each channel's optical density of the float ``levels`` against ``light``
+    (RGB), as :func:`map_od_linear` takes it."""
+    out = np.empty((3, len(levels)))
+    _od_of_levels(np.asarray(levels, dtype=np.float64), np.broadcast_to(np.asarray(light, dtype=np.float64), (3,)).copy(),
+                  0.0 if clip else -np.inf, out)
+    return out
 
 
 def map_od_linear(rgb, matrix, background=BACKGROUND, background_out=None, clip: bool = True) -> np.ndarray:

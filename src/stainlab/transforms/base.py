@@ -297,6 +297,12 @@ class PixelTransform(Transform):
         """``hist`` coarsened to ``stats_bits``, where per-image statistics are taken (8 bits: all exact)."""
         return hist if self.lut_bits == 8 else hist.coarsened(self.stats_bits)
 
+    def linear_od_map(self, source: Any):
+        """The map under ``source`` as one matrix in optical density
+        (:class:`~stainlab.color.od.LinearODMap`) when it is one, else None: whole-slide colour tables
+        then fill their cells by one compiled pass (:class:`~stainlab.transforms.lut.LatticeTable`)."""
+        return None
+
     def color_table(self, colors: np.ndarray, source: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows of a lookup table: the uint8 outputs of float ``colors`` under ``source``, and which
         colours keep their input bytes (or None)."""

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stainlab.color.od import MAX_OD, map_od_linear
+from stainlab.color.od import MAX_OD, LinearODMap, map_od_linear
 from stainlab.color.pixels import od_linear
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError, NoTissueError
@@ -115,8 +115,11 @@ class LinearOT(LightMixin, PixelTransform):
         """The 3x3 map of a source's optical density (rows act on OD row vectors; symmetric)."""
         return monge_map(source.moment, self.target_moment)
 
+    def linear_od_map(self, source) -> LinearODMap:
+        return LinearODMap(self.od_map(source), source.light, self.target_light)
+
     def _map(self, colors, source):
-        return map_od_linear(colors, self.od_map(source), source.light, self.target_light)
+        return map_od_linear(colors, *self.linear_od_map(source))
 
     def _small_map(self, image, source):
         return od_linear(image.reshape(-1, 3), self.od_map(source), source.light,

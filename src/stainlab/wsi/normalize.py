@@ -141,7 +141,9 @@ class SlideColorMap:
         pixels = np.ascontiguousarray(pixels[::-(-len(pixels) // SAMPLE_MAX_PIXELS), None])
         histogram = ColorHistogram.of(pixels, transform.lut_bits)
         source = transform.source_of(histogram)
-        self.table = LatticeTable(transform.lut_bits, lambda colors: transform.color_table(colors, source))
+        linear = transform.linear_od_map(source)
+        self.table = (LatticeTable(transform.lut_bits, linear=linear) if linear is not None
+                      else LatticeTable(transform.lut_bits, lambda colors: transform.color_table(colors, source)))
         self.table.prepare(None if tiles > LAZY_TABLE_TILES else histogram.cells)
 
     def __call__(self, tile: np.ndarray, parallel: bool = True) -> np.ndarray:

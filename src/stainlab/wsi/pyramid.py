@@ -138,6 +138,7 @@ class TileStore:
 
     def __init__(self, folder: Path, job: dict) -> None:
         self.folder = Path(folder)
+        self._levels: set[int] = set()  # levels whose folder this object made
         text = json.dumps(job, sort_keys=True, indent=1, default=str)
         meta = self.folder / _JOB_FILE
         try:
@@ -193,11 +194,20 @@ class TileStore:
         return False
 
     def put(self, level: int, row: int, tiles: list[bytes]) -> None:
+        """Store a row: written beside its place and renamed into it, not flushed to disk (the checksum
+        finds what a power cut damages), the level's folder made once per store."""
         body = b"".join([_COUNT.pack(len(tiles)), struct.pack(f"<{len(tiles)}I", *map(len, tiles)), *tiles])
         path = self._path(level, row)
-        path.parent.mkdir(exist_ok=True)
-        with atomic_path(path, durable=False) as tmp:  # the checksum finds what a power cut damages
+        if level not in self._levels:
+            path.parent.mkdir(exist_ok=True)
+            self._levels.add(level)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
+        try:
             tmp.write_bytes(body + _CHECKSUM.pack(zlib.crc32(body)))
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def get(self, level: int, row: int) -> list[bytes]:
         """The row's encoded tiles; :class:`InputError` naming the file when it is damaged (then

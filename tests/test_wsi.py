@@ -95,6 +95,9 @@ def test_tiff_pyramid_levels_mpp_and_regions(tmp_path, tissue):
             slide.level_for(level=3)
         with pytest.raises(InputError, match="outside level 1"):
             slide.read(1, 150, 0, 100, 10)
+        one_tile = slide.read(0, 64, 128, 64, 64, shared=True)  # exactly one stored tile: no copy, read-only
+        assert np.array_equal(one_tile, tissue[64:128, 128:192]) and not one_tile.flags.writeable
+        assert slide.read(0, 64, 128, 64, 64).flags.writeable and slide.read(0, 60, 128, 64, 64, shared=True).flags.writeable
 
 
 def test_an_empty_segment_reads_as_glass(tmp_path):

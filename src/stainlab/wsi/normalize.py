@@ -366,7 +366,7 @@ def _table_rows(plan: SlidePlan, slide: Slide, fn: SlideColorMap, start: int, st
     """Rows of a slide-wide colour table: each core read, gathered, encoded (and halved, for the next
     level) in one task of ``pool``; yields each row's tiles, its half and its totals."""
     def core(box: Box) -> tuple[bytes, np.ndarray | None]:
-        out = fn(slide.read(plan.level, box.y0, box.x0, *box.shape), parallel=False)
+        out = fn(slide.read(plan.level, box.y0, box.x0, *box.shape, shared=True), parallel=False)
         return plan.codec.encode(out), halve(out) if halves else None
 
     grid = plan.grid

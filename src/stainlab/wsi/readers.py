@@ -105,16 +105,18 @@ class Slide(ABC):
             raise InputError(f"{self.path}: the file gives no microns per pixel; choose a level with --level")
         return int(np.argmin([abs(math.log(lv.mpp / mpp)) for lv in self.levels]))
 
-    def read(self, level: int, y: int, x: int, height: int, width: int) -> np.ndarray:
-        """The ``height x width`` rectangle at (``y``, ``x``) of ``level`` as uint8 RGB."""
+    def read(self, level: int, y: int, x: int, height: int, width: int, shared: bool = False) -> np.ndarray:
+        """The ``height x width`` rectangle at (``y``, ``x``) of ``level`` as uint8 RGB. ``shared``: the
+        caller only reads it, so a rectangle that is exactly one stored segment may come back as that
+        decoded segment itself, read-only, without a copy (a slide's tiles of the file's tile size)."""
         lv = self.levels[level]
         if y < 0 or x < 0 or height < 1 or width < 1 or y + height > lv.height or x + width > lv.width:
             raise InputError(f"{self.path}: region {width}x{height} at ({x}, {y}) is outside level {level} "
                              f"({lv.width}x{lv.height})")
-        return self._read(level, y, x, height, width)
+        return self._read(level, y, x, height, width, shared)
 
     @abstractmethod
-    def _read(self, level: int, y: int, x: int, height: int, width: int) -> np.ndarray:
+    def _read(self, level: int, y: int, x: int, height: int, width: int, shared: bool = False) -> np.ndarray:
         """Decode a rectangle already checked to lie inside the level."""
 
 
@@ -126,7 +128,7 @@ class ImageSlide(Slide):
         height, width = self._image.shape[:2]
         super().__init__(path, [Level(height, width, 1.0, None)], "image", notes)
 
-    def _read(self, level, y, x, height, width):
+    def _read(self, level, y, x, height, width, shared=False):
         return self._image[y:y + height, x:x + width].copy()
 
 
@@ -222,7 +224,7 @@ class TiffSlide(Slide):
                 return mpp
         return _tag_mpp(page)
 
-    def _read(self, level, y, x, height, width):
+    def _read(self, level, y, x, height, width, shared=False):
         page = self._pages[level]
         seg_h, seg_w = self._segment(page)
         across = -(-page.imagewidth // seg_w)
@@ -234,6 +236,10 @@ class TiffSlide(Slide):
                 found = self._recent.get((level, index)) or self._recent.put((level, index), self._decode(page, index))
                 if found is None:  # an empty segment is glass
                     found = (None, Box(row * seg_h, (row + 1) * seg_h, col * seg_w, (col + 1) * seg_w))
+                elif shared and found[1] == region and found[0].shape[2] == 3:  # the segment itself
+                    view = found[0].view()
+                    view.flags.writeable = False
+                    return view
                 self._paste(found, out, region)
         return self._to_rgb(out)
 
@@ -293,7 +299,7 @@ class OpenSlideSlide(Slide):
     def close(self) -> None:
         self._slide.close()
 
-    def _read(self, level, y, x, height, width):
+    def _read(self, level, y, x, height, width, shared=False):
         ds = self.levels[level].downsample
         rgba = np.asarray(self._slide.read_region((round(x * ds), round(y * ds)), level, (width, height)))
         return composite_on_white(rgba[..., :3], rgba[..., 3])

@@ -450,3 +450,15 @@ def test_a_streamed_output_holds_few_rows_in_memory_and_reads_the_rest_back(tmp_
         raise
     stream.finish()
     assert np.array_equal(tifffile.imread(tmp_path / "out.ome.tif"), np.concatenate(rows))
+
+
+def test_the_sample_is_strided_over_its_tiles_as_if_they_were_joined():
+    from stainlab.wsi.normalize import strided_pixels
+
+    rng = np.random.default_rng(1)
+    tiles = [rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for shape in [(5, 7), (3, 3), (10, 2), (1, 1)]]
+    joined = np.concatenate([tile.reshape(-1, 3) for tile in tiles])
+    for most in (1, 7, 20, 1000):
+        got = strided_pixels(tiles, most)
+        assert np.array_equal(got[:, 0], joined[::-(-len(joined) // most)]) and got.flags.c_contiguous
+        assert len(got) <= max(most, 1) + 1

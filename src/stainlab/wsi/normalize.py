@@ -136,10 +136,7 @@ class SlideColorMap:
     millisecond a tile."""
 
     def __init__(self, transform: PixelTransform, sample: list[np.ndarray], tiles: int = 0) -> None:
-        pixels = np.concatenate([tile.reshape(-1, 3) for tile in sample])
-        # evenly strided (a 64-tile sample has 16 M), and contiguous: one compiled kernel for every slide
-        pixels = np.ascontiguousarray(pixels[::-(-len(pixels) // SAMPLE_MAX_PIXELS), None])
-        histogram = ColorHistogram.of(pixels, transform.lut_bits)
+        histogram = ColorHistogram.of(strided_pixels(sample, SAMPLE_MAX_PIXELS), transform.lut_bits)
         source = transform.source_of(histogram)
         linear = transform.linear_od_map(source)
         self.table = (LatticeTable(transform.lut_bits, linear=linear) if linear is not None
@@ -148,6 +145,18 @@ class SlideColorMap:
 
     def __call__(self, tile: np.ndarray, parallel: bool = True) -> np.ndarray:
         return self.table(np.ascontiguousarray(tile), parallel)
+
+
+def strided_pixels(images: list[np.ndarray], most: int) -> np.ndarray:
+    """At most about ``most`` pixels of the images, evenly strided over them all as if they were one
+    (a 64-tile sample has 16 M), as one contiguous ``(M, 1, 3)`` array; the images are not joined first."""
+    step = -(-sum(image.shape[0] * image.shape[1] for image in images) // most)
+    parts, offset = [], 0
+    for image in images:
+        flat = image.reshape(-1, 3)
+        parts.append(flat[(-offset) % step::step])
+        offset += len(flat)
+    return np.concatenate(parts)[:, None]
 
 
 def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,

@@ -142,6 +142,23 @@ def _fill_linear_od(table, cells, bits, od, matrix, light_out):  # pragma: no co
         table[cell] = word
 
 
+@njit(cache=True, nogil=True)
+def _mark_cells(pixels, shift, seen):  # pragma: no cover - compiled
+    """Flag the cell of every pixel of the flat RGB ``pixels`` in ``seen``."""
+    bits = 8 - shift
+    for i in range(pixels.shape[0] // 3):
+        seen[((np.int64(pixels[3 * i]) >> shift) << (2 * bits)) | ((np.int64(pixels[3 * i + 1]) >> shift) << bits)
+             | (np.int64(pixels[3 * i + 2]) >> shift)] = 1
+
+
+def occupied_cells(images: list[np.ndarray], bits: int) -> np.ndarray:
+    """The lattice cells (indices, ascending) that the pixels of uint8 RGB ``images`` fall in."""
+    seen = np.zeros(1 << (3 * _check_bits(bits)), dtype=np.uint8)
+    for image in images:
+        _mark_cells(np.ascontiguousarray(image).reshape(-1), 8 - bits, seen)
+    return np.flatnonzero(seen)
+
+
 class _Buffers(threading.local):
     """Per-thread lattice-sized arrays, allocated once and reused: a 256x256 tile then costs time in
     proportion to its pixels, not to the 2**21-cell lattice. Accumulators are zeroed after each use."""

@@ -43,7 +43,7 @@ from stainlab.wsi.readers import Slide, open_slide
 from stainlab.wsi.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, Box, RowRunner, RowStats,
                                 TileGrid, tissue_fraction)
 from stainlab.transforms.base import PixelTransform, Transform
-from stainlab.transforms.lut import ColorHistogram, LatticeTable
+from stainlab.transforms.lut import ColorHistogram, LatticeTable, occupied_cells
 
 PYRAMID = "ome.tif"
 PLAIN_FORMATS = ("png", "tif", "jpg")
@@ -129,7 +129,9 @@ class SlideColorMap:
     one table over the full colour lattice (:class:`~stainlab.transforms.lut.LatticeTable`). Every tile
     of the slide then gets the same map, so per-pixel output is independent of the tiling.
 
-    The cells of the sample's colours are evaluated at once; a slide of more than
+    The cells of the sample's colours are evaluated at once (the colours of every sampled pixel, not
+    only of the pixels the statistics take: on the CMU-1 region those left another 127,000 cells to be
+    evaluated in turns under the table's lock); a slide of more than
     :data:`LAZY_TABLE_TILES` ``tiles`` has the whole lattice evaluated at once instead (in parallel, a
     fraction of a second), because nearly every tile of a large slide meets a few colours of its own,
     and evaluating them tile by tile, under the table's lock and in turns for the GIL, costs about a
@@ -141,7 +143,7 @@ class SlideColorMap:
         linear = transform.linear_od_map(source)
         self.table = (LatticeTable(transform.lut_bits, linear=linear) if linear is not None
                       else LatticeTable(transform.lut_bits, lambda colors: transform.color_table(colors, source)))
-        self.table.prepare(None if tiles > LAZY_TABLE_TILES else histogram.cells)
+        self.table.prepare(None if tiles > LAZY_TABLE_TILES else occupied_cells(sample, transform.lut_bits))
 
     def __call__(self, tile: np.ndarray, parallel: bool = True) -> np.ndarray:
         return self.table(np.ascontiguousarray(tile), parallel)

@@ -86,6 +86,39 @@ def test_percentiles_are_numpys(values):
                                rtol=0, atol=1e-15)
 
 
+def test_plane_angles_and_combination_percentiles_equal_numpy(random_pixels):
+    """Macenko's fused passes: the projections, the angles' percentiles (by ``y / x`` where every ``x`` is
+    positive, by ``atan2`` otherwise) and the percentiles of a 2x2 combination of the projections."""
+    limit = px.tissue_limit(0.15)
+    od = rgb_to_od(random_pixels[random_pixels.min(axis=1) < limit].astype(float))
+    e1 = od.mean(axis=0) / np.linalg.norm(od.mean(axis=0))
+    e2 = np.cross(e1, [0.0, 0.0, 1.0])
+    for plane in (np.stack([e1, e2 / np.linalg.norm(e2)], axis=1),             # all x > 0
+                  np.array([[0.6, 0.0], [-0.8, 0.0], [0.0, 1.0]])):             # x of both signs
+        angles, xy = px.plane_angles(random_pixels, limit, plane, len(od), [1.0, 99.0])
+        np.testing.assert_allclose(xy, (od @ plane).T, atol=1e-12)
+        np.testing.assert_allclose(angles, np.percentile(np.arctan2(xy[1], xy[0]), [1.0, 99.0]), rtol=0, atol=1e-15)
+        matrix = np.array([[1.3, -0.4], [0.2, 0.9]])
+        np.testing.assert_allclose(px.combination_percentiles(xy, matrix, 99.0), np.percentile(matrix @ xy, 99.0, axis=1),
+                                   rtol=1e-14)
+
+
+def test_threaded_kernels_agree_with_serial(random_pixels, monkeypatch):
+    """Kernels run as one slice on small inputs and in numba's threads on large ones: the same results."""
+    matrix = np.array([[1.1, 0.1, -0.05], [0.05, 0.9, 0.1], [0.0, 0.2, 1.2]])
+    limit = px.tissue_limit(0.15)
+    serial = (px.od_linear(random_pixels, matrix), px.od_moments(random_pixels, limit),
+              px.lab_affine(random_pixels, [1.1, 0.9, 1.2], [-3.0, 2.0, 5.0]), px.channel_counts(random_pixels, limit))
+    monkeypatch.setattr(px, "PARALLEL_PIXELS", 0)
+    threaded = (px.od_linear(random_pixels, matrix), px.od_moments(random_pixels, limit),
+                px.lab_affine(random_pixels, [1.1, 0.9, 1.2], [-3.0, 2.0, 5.0]), px.channel_counts(random_pixels, limit))
+    np.testing.assert_array_equal(threaded[0], serial[0])
+    np.testing.assert_allclose(threaded[1].covariance, serial[1].covariance, atol=1e-12)
+    assert threaded[1].count == serial[1].count
+    np.testing.assert_array_equal(threaded[2], serial[2])
+    np.testing.assert_array_equal(threaded[3], serial[3])
+
+
 @pytest.fixture(scope="module")
 def tile():
     """A small H&E tile with glass, unlike the reference."""

@@ -9,7 +9,8 @@ hundredths of a grey level (or of a CIELAB unit) of the formula. A pixel then co
 and multiply-adds, which is what makes a 256 x 256 tile take a few milliseconds on a slow core (the
 small-image path of :mod:`stainlab.transforms.small`).
 
-Every kernel takes ``(M, 3)`` uint8 pixels and splits them into ``parts`` slices that run in parallel.
+Every kernel takes ``(M, 3)`` uint8 pixels and splits them into ``parts`` slices that run in parallel
+(:func:`parts`: one, on the calling thread, for a tile's pixels; see :func:`sliced`).
 Optical density is read from a per-channel table against the image's light (:func:`od_table`; white
 unless given, :mod:`stainlab.color.light`). Tissue is the rule of :mod:`stainlab.color.tissue` (optical
 density above ``beta`` in any channel), which on bytes is a channel under its limit
@@ -19,6 +20,8 @@ is one byte limit for all channels or three.
 
 from __future__ import annotations
 
+import types
+from functools import lru_cache, wraps
 from typing import NamedTuple
 
 import numba
@@ -31,6 +34,7 @@ from stainlab.color.od import BACKGROUND, MAX_OD, rgb_to_od
 OD_OF_BYTE = rgb_to_od(np.arange(256.0))
 """Optical density of each 8-bit value (``-ln((v + 1) / 256)``)."""
 _WHITE_TABLE = np.ascontiguousarray(np.repeat(OD_OF_BYTE[None, :], 3, axis=0))
+_WHITE_TABLE.flags.writeable = False
 _TO_WHITE_XYZ = _RGB_TO_XYZ / _WHITE[:, None]   # linear sRGB -> X/Xn, Y/Yn, Z/Zn
 _FROM_WHITE_XYZ = _XYZ_TO_RGB * _WHITE[None, :]  # and back
 _levels = np.arange(256.0) / 255.0
@@ -62,11 +66,19 @@ def tissue_limit(beta: float) -> int:
 
 
 def od_table(light=None, clip: bool = True) -> np.ndarray:
-    """``(3, 256)``: the optical density of each byte value in each channel against ``light`` (the RGB
-    of the glass, :mod:`stainlab.color.light`; ``None``: white), never negative unless ``clip`` is off."""
+    """``(3, 256)``, read-only: the optical density of each byte value in each channel against ``light``
+    (the RGB of the glass, :mod:`stainlab.color.light`; ``None``: white), never negative unless ``clip``
+    is off. The last few are kept, since one image's kernels read the same table."""
     if light is None and clip:
         return _WHITE_TABLE
-    return np.ascontiguousarray(rgb_to_od(np.arange(256.0)[:, None], light, clip).T)
+    return _od_table(np.asarray(light, dtype=np.float64).tobytes(), clip)
+
+
+@lru_cache(maxsize=8)
+def _od_table(light: bytes, clip: bool) -> np.ndarray:
+    table = np.ascontiguousarray(rgb_to_od(np.arange(256.0)[:, None], np.frombuffer(light), clip).T)
+    table.flags.writeable = False
+    return table
 
 
 def tissue_limits(beta: float, light=None) -> np.ndarray:
@@ -78,7 +90,9 @@ def tissue_limits(beta: float, light=None) -> np.ndarray:
 
 def _limits(below) -> np.ndarray:
     """A tissue bound as the kernels take it: one byte limit per channel (a single number applies to all)."""
-    return np.broadcast_to(np.asarray(below, dtype=np.int64), (3,)).copy()
+    limits = np.empty(3, dtype=np.int64)
+    limits[:] = below
+    return limits
 
 
 def _shift(light_out) -> np.ndarray:
@@ -87,9 +101,44 @@ def _shift(light_out) -> np.ndarray:
     return np.zeros(3) if light_out is None else rgb_to_od(np.asarray(light_out, dtype=np.float64))
 
 
-def parts() -> int:
-    """How many slices a kernel runs in parallel: numba's current thread count."""
-    return numba.get_num_threads()
+PARALLEL_PIXELS = 1 << 18
+"""Kernels over fewer pixels than this (a 512 x 512 tile has as many) run as one slice on the calling
+thread. A pass over a 256 x 256 tile takes a tenth of a millisecond on one core, about what waking numba's
+thread pool and joining it cost; and where another process keeps a core busy, the join waits for a
+thread the system has put aside, several milliseconds a kernel."""
+
+
+def parts(pixels: int) -> int:
+    """How many slices a kernel over ``pixels`` pixels runs in parallel: numba's current thread count, or
+    one under ``PARALLEL_PIXELS``."""
+    return 1 if pixels < PARALLEL_PIXELS else numba.get_num_threads()
+
+
+def sliced(**options):
+    """Decorator: compile a kernel whose last argument is ``parts`` (its ``prange`` over as many slices)
+    twice, with numba's threads and without them (``prange`` is then ``range``), and run the latter for
+    one slice, which then never wakes the thread pool. Both are cached, the serial one under its own
+    name."""
+    def compile_both(kernel):
+        threaded = njit(cache=True, parallel=True, **options)(kernel)
+        alone = types.FunctionType(kernel.__code__, kernel.__globals__, kernel.__name__ + "_serial",
+                                   kernel.__defaults__, kernel.__closure__)
+        alone.__qualname__ = kernel.__qualname__ + "_serial"
+        serial = njit(cache=True, nogil=True, **options)(alone)
+
+        @wraps(kernel)
+        def run(*args):
+            return (threaded if args[-1] > 1 else serial)(*args)
+        return run
+    return compile_both
+
+
+@njit(cache=True, nogil=True, inline="always")
+def slice_bounds(n, part, parts):  # pragma: no cover - compiled
+    """The bounds of slice ``part`` of ``parts`` of ``n`` pixels. Kernels loop over views of their slice
+    from zero: an index that is never negative spares numba's wraparound of every array access (a third
+    of a map's time)."""
+    return n * part // parts, n * (part + 1) // parts
 
 
 @njit(cache=True, nogil=True, inline="always", fastmath=True, error_model="numpy")
@@ -114,15 +163,16 @@ def _f_inverse(f):  # pragma: no cover - compiled
 
 
 # -- maps ------------------------------------------------------------------------------------------
-@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+@sliced(fastmath=True, error_model="numpy")
 def _od_linear(pixels, od_of_byte, matrix, shift, render, out, parts):  # pragma: no cover - compiled
-    n = pixels.shape[0]
     for part in prange(parts):
-        for i in range(n * part // parts, n * (part + 1) // parts):
-            o0, o1, o2 = od_of_byte[0, pixels[i, 0]], od_of_byte[1, pixels[i, 1]], od_of_byte[2, pixels[i, 2]]
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src, dst = pixels[start:stop], out[start:stop]
+        for i in range(stop - start):
+            o0, o1, o2 = od_of_byte[0, src[i, 0]], od_of_byte[1, src[i, 1]], od_of_byte[2, src[i, 2]]
             for c in range(3):
                 s = o0 * matrix[0, c] + o1 * matrix[1, c] + o2 * matrix[2, c] + shift[c]
-                out[i, c] = _nearest(render, _RENDER_STEPS, s)
+                dst[i, c] = _nearest(render, _RENDER_STEPS, s)
 
 
 def od_linear(pixels: np.ndarray, matrix: np.ndarray, light=None, light_out=None) -> np.ndarray:
@@ -131,17 +181,18 @@ def od_linear(pixels: np.ndarray, matrix: np.ndarray, light=None, light_out=None
     ``light_out`` by the interpolated exponential (``None``: white)."""
     out = np.empty_like(pixels)
     _od_linear(pixels, od_table(light), np.ascontiguousarray(matrix, dtype=np.float64), _shift(light_out),
-               _RENDER, out, parts())
+               _RENDER, out, parts(len(pixels)))
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+@sliced(fastmath=True, error_model="numpy")
 def _od_nonnegative(pixels, od_of_byte, stains, gram_inverse, diag, factors, target, shift, render, out,
                     parts):  # pragma: no cover - compiled
-    n = pixels.shape[0]
     for part in prange(parts):
-        for i in range(n * part // parts, n * (part + 1) // parts):
-            o0, o1, o2 = od_of_byte[0, pixels[i, 0]], od_of_byte[1, pixels[i, 1]], od_of_byte[2, pixels[i, 2]]
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src, dst = pixels[start:stop], out[start:stop]
+        for i in range(stop - start):
+            o0, o1, o2 = od_of_byte[0, src[i, 0]], od_of_byte[1, src[i, 1]], od_of_byte[2, src[i, 2]]
             b0 = o0 * stains[0, 0] + o1 * stains[0, 1] + o2 * stains[0, 2]
             b1 = o0 * stains[1, 0] + o1 * stains[1, 1] + o2 * stains[1, 2]
             c0 = b0 * gram_inverse[0, 0] + b1 * gram_inverse[1, 0]
@@ -154,7 +205,7 @@ def _od_nonnegative(pixels, od_of_byte, stains, gram_inverse, diag, factors, tar
                     c0, c1 = g0 / diag[0], 0.0
             c0, c1 = c0 * factors[0], c1 * factors[1]
             for c in range(3):
-                out[i, c] = _nearest(render, _RENDER_STEPS, c0 * target[0, c] + c1 * target[1, c] + shift[c])
+                dst[i, c] = _nearest(render, _RENDER_STEPS, c0 * target[0, c] + c1 * target[1, c] + shift[c])
 
 
 def od_nonnegative(pixels: np.ndarray, stains: np.ndarray, factors: np.ndarray, target: np.ndarray,
@@ -167,22 +218,24 @@ def od_nonnegative(pixels: np.ndarray, stains: np.ndarray, factors: np.ndarray, 
     out = np.empty_like(pixels)
     _od_nonnegative(pixels, od_table(light), np.ascontiguousarray(stains, np.float64), np.linalg.pinv(gram),
                     np.diag(gram).copy(), np.asarray(factors, np.float64),
-                    np.ascontiguousarray(target, np.float64), _shift(light_out), _RENDER, out, parts())
+                    np.ascontiguousarray(target, np.float64), _shift(light_out), _RENDER, out,
+                    parts(len(pixels)))
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+@sliced(fastmath=True, error_model="numpy")
 def _lab_affine(pixels, kept, gain, offset, keep_below, linear, m, cbrt, m_inv, gamma, out,
                 parts):  # pragma: no cover - compiled
-    n = pixels.shape[0]
     for part in prange(parts):
-        for i in range(n * part // parts, n * (part + 1) // parts):
-            p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src, dst, held = pixels[start:stop], out[start:stop], kept[start:stop] if kept.shape[0] else kept
+        for i in range(stop - start):
+            p0, p1, p2 = src[i, 0], src[i, 1], src[i, 2]
             if min(p0, p1, p2) >= keep_below:
-                out[i, 0], out[i, 1], out[i, 2] = p0, p1, p2
+                dst[i, 0], dst[i, 1], dst[i, 2] = p0, p1, p2
                 continue
-            if kept.shape[0]:
-                l, a, b = np.float64(kept[i, 0]), np.float64(kept[i, 1]), np.float64(kept[i, 2])
+            if held.shape[0]:
+                l, a, b = np.float64(held[i, 0]), np.float64(held[i, 1]), np.float64(held[i, 2])
             else:
                 l, a, b = _lab(p0, p1, p2, linear, m, cbrt)
             fy = (l * gain[0] + offset[0] + 16.0) / 116.0
@@ -191,7 +244,7 @@ def _lab_affine(pixels, kept, gain, offset, keep_below, linear, m, cbrt, m_inv, 
             z = _f_inverse(fy - (b * gain[2] + offset[2]) / 200.0)
             for c in range(3):
                 v = min(max(m_inv[c, 0] * x + m_inv[c, 1] * y + m_inv[c, 2] * z, 0.0), 1.0)
-                out[i, c] = _nearest(gamma, _GAMMA_STEPS, v)
+                dst[i, c] = _nearest(gamma, _GAMMA_STEPS, v)
 
 
 def lab_affine(pixels: np.ndarray, gain, offset, keep_below: int = 256, kept: np.ndarray | None = None) -> np.ndarray:
@@ -202,7 +255,7 @@ def lab_affine(pixels: np.ndarray, gain, offset, keep_below: int = 256, kept: np
     out = np.empty_like(pixels)
     kept = np.empty((0, 3), np.float32) if kept is None else kept
     _lab_affine(pixels, kept, np.asarray(gain, np.float64), np.asarray(offset, np.float64), keep_below,
-                LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, _FROM_WHITE_XYZ, _GAMMA, out, parts())
+                LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, _FROM_WHITE_XYZ, _GAMMA, out, parts(len(pixels)))
     return out
 
 
@@ -220,18 +273,20 @@ def _add_moments(sums, v0, v1, v2):  # pragma: no cover - compiled
             sums[6] + v0 * v2, sums[7] + v1 * v1, sums[8] + v1 * v2, sums[9] + v2 * v2)
 
 
-@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc, kept):  # pragma: no cover - compiled
+@sliced(fastmath=True, error_model="numpy")
+def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc, kept,
+             parts):  # pragma: no cover - compiled
     """Per slice: R, G, B sums and squares (of every pixel with ``rgb_of_all``, else of those under
     ``below``) in ``acc[:, :6]``, and the count, sums and products of the CIELAB values (``lab``) or
     optical densities of the pixels under ``below`` in ``acc[:, 6:]``; those values also in ``kept``
     (float32 ``(M, 3)``) unless it is empty."""
-    parts, n = acc.shape[0], pixels.shape[0]
     for part in prange(parts):
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src, held = pixels[start:stop], kept[start:stop] if kept.shape[0] else kept
         rgb = (0, 0, 0, 0, 0, 0)
         sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        for i in range(n * part // parts, n * (part + 1) // parts):
-            p0, p1, p2 = np.int64(pixels[i, 0]), np.int64(pixels[i, 1]), np.int64(pixels[i, 2])
+        for i in range(stop - start):
+            p0, p1, p2 = np.int64(src[i, 0]), np.int64(src[i, 1]), np.int64(src[i, 2])
             inside = p0 < below[0] or p1 < below[1] or p2 < below[2]
             if rgb_of_all or inside:
                 rgb = _add_rgb(rgb, p0, p1, p2)
@@ -241,30 +296,31 @@ def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc, k
                 else:
                     v0, v1, v2 = od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2]
                 sums = _add_moments(sums, v0, v1, v2)
-                if kept.shape[0]:
-                    kept[i, 0], kept[i, 1], kept[i, 2] = v0, v1, v2
+                if held.shape[0]:
+                    held[i, 0], held[i, 1], held[i, 2] = v0, v1, v2
         for k in range(6):
             acc[part, k] = rgb[k]
         for k in range(10):
             acc[part, 6 + k] = sums[k]
 
 
+_SYMMETRIC = np.array([[0, 1, 2], [1, 3, 4], [2, 4, 5]])   # the 3x3 matrix of the upper triangle's sums
+
+
 def _run_moments(pixels, below, rgb_of_all: bool, lab: bool, kept=None, light=None):
     """:func:`_moments` summed over slices: (count, RGB std, mean, covariance, count per slice)."""
-    acc = np.zeros((parts(), 16))
+    acc = np.zeros((parts(len(pixels)), 16))
     kept = np.empty((0, 3), np.float32) if kept is None else kept
     _moments(pixels, _limits(below), rgb_of_all, lab, od_table(light), LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, acc,
-             kept)
-    total = acc.sum(axis=0)
+             kept, len(acc))
+    total = acc[0] if len(acc) == 1 else acc.sum(axis=0)
     count = int(total[6])
     rgb_count = len(pixels) if rgb_of_all else count
     rgb_std = _mean_std(max(rgb_count, 1), total[0:3], total[3:6])[1]
     if count == 0:
         return 0, rgb_std, np.zeros(3), np.zeros((3, 3)), acc[:, 6].astype(np.int64)
     mean = total[7:10] / count
-    upper = np.zeros((3, 3))
-    upper[np.triu_indices(3)] = total[10:16]
-    second = upper + np.triu(upper, 1).T
+    second = total[10:16][_SYMMETRIC]
     return count, rgb_std, mean, second / count - np.outer(mean, mean), acc[:, 6].astype(np.int64)
 
 
@@ -300,36 +356,39 @@ def od_moments(pixels: np.ndarray, below, light=None) -> TissueMoments:
     return TissueMoments(*_run_moments(pixels, below, True, False, light=light))
 
 
-@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def _od_projections(pixels, below, od_of_byte, matrix, offsets, out):  # pragma: no cover - compiled
-    parts, n = offsets.shape[0] - 1, pixels.shape[0]
+@sliced(fastmath=True, error_model="numpy")
+def _od_projections(pixels, below, od_of_byte, matrix, offsets, out, parts):  # pragma: no cover - compiled
     for part in prange(parts):
-        j = offsets[part]
-        for i in range(n * part // parts, n * (part + 1) // parts):
-            p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src, dst = pixels[start:stop], out[:, offsets[part]:offsets[part + 1]]
+        j = 0
+        for i in range(stop - start):
+            p0, p1, p2 = src[i, 0], src[i, 1], src[i, 2]
             if p0 >= below[0] and p1 >= below[1] and p2 >= below[2]:
                 continue
             o0, o1, o2 = od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2]
             for k in range(matrix.shape[1]):
-                out[k, j] = o0 * matrix[0, k] + o1 * matrix[1, k] + o2 * matrix[2, k]
+                dst[k, j] = o0 * matrix[0, k] + o1 * matrix[1, k] + o2 * matrix[2, k]
             j += 1
 
 
-@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def _count_below(pixels, below, counts):  # pragma: no cover - compiled
-    parts, n = counts.shape[0], pixels.shape[0]
+@sliced(fastmath=True, error_model="numpy")
+def _count_below(pixels, below, counts, parts):  # pragma: no cover - compiled
     for part in prange(parts):
-        for i in range(n * part // parts, n * (part + 1) // parts):
-            if pixels[i, 0] < below[0] or pixels[i, 1] < below[1] or pixels[i, 2] < below[2]:
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src = pixels[start:stop]
+        for i in range(stop - start):
+            if src[i, 0] < below[0] or src[i, 1] < below[1] or src[i, 2] < below[2]:
                 counts[part] += 1
 
 
-@njit(cache=True, parallel=True)
-def _channel_counts(pixels, below, counts):  # pragma: no cover - compiled
-    parts, n = counts.shape[0], pixels.shape[0]
+@sliced()
+def _channel_counts(pixels, below, counts, parts):  # pragma: no cover - compiled
     for part in prange(parts):
-        for i in range(n * part // parts, n * (part + 1) // parts):
-            p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src = pixels[start:stop]
+        for i in range(stop - start):
+            p0, p1, p2 = src[i, 0], src[i, 1], src[i, 2]
             k = 0 if p0 < below[0] or p1 < below[1] or p2 < below[2] else 1
             counts[part, k, 0, p0] += 1
             counts[part, k, 1, p1] += 1
@@ -339,15 +398,15 @@ def _channel_counts(pixels, below, counts):  # pragma: no cover - compiled
 def channel_counts(pixels: np.ndarray, below: int) -> np.ndarray:
     """``(2, 3, 256)`` per-level counts of R, G and B: ``[0]`` of the pixels whose darkest channel is
     under ``below`` (tissue, with ``tissue_limit``), ``[1]`` of the others."""
-    counts = np.zeros((parts(), 2, 3, 256), dtype=np.int64)
-    _channel_counts(pixels, _limits(below), counts)
+    counts = np.zeros((parts(len(pixels)), 2, 3, 256), dtype=np.int64)
+    _channel_counts(pixels, _limits(below), counts, len(counts))
     return counts.sum(axis=0).astype(np.float64)
 
 
 def count_below(pixels: np.ndarray, below: int) -> int:
     """How many pixels have their darkest channel under ``below``."""
-    counts = np.zeros(parts(), dtype=np.int64)
-    _count_below(pixels, _limits(below), counts)
+    counts = np.zeros(parts(len(pixels)), dtype=np.int64)
+    _count_below(pixels, _limits(below), counts, len(counts))
     return int(counts.sum())
 
 
@@ -356,66 +415,151 @@ def od_projections(pixels: np.ndarray, below, matrix: np.ndarray, counts=None, l
     pixel order: ``(k, T)`` float64, each projection contiguous. ``counts``: those pixels per slice, as
     :func:`od_moments` gives."""
     below = _limits(below)
-    if counts is None or len(counts) != parts():
-        counts = np.zeros(parts(), dtype=np.int64)
-        _count_below(pixels, below, counts)
+    if counts is None or len(counts) != parts(len(pixels)):
+        counts = np.zeros(parts(len(pixels)), dtype=np.int64)
+        _count_below(pixels, below, counts, len(counts))
     offsets = np.concatenate([[0], np.cumsum(counts)])
     out = np.empty((matrix.shape[1], offsets[-1]))
-    _od_projections(pixels, below, od_table(light), np.ascontiguousarray(matrix, np.float64), offsets, out)
+    _od_projections(pixels, below, od_table(light), np.ascontiguousarray(matrix, np.float64), offsets, out,
+                    len(counts))
     return out
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _order_statistics(values, ranks):  # pragma: no cover - compiled
-    """The ``ranks``-th smallest of ``values`` (0-based, ascending ranks), exactly, in one pass (Floyd
-    and Rivest's selection): a sorted strided sample brackets each rank between two of its values
-    (three standard deviations of the sample's rank either side), overlapping brackets merge, the values
-    inside a bracket are gathered and sorted, and those below it only counted. A rank its bracket misses
-    (improbable) is taken from a full sort."""
+# -- exact order statistics in linear time (Floyd and Rivest's selection) ----------------------------
+# A sample of the values brackets each wanted rank between two of the sample's order statistics
+# (three standard deviations of the sample's rank either side, found by partitioning the sample);
+# overlapping brackets merge; one pass over the values counts those below each bracket and gathers
+# those inside; each rank is then selected among its bracket's values by partitioning them. A rank that
+# its bracket misses (improbable) is taken from a full sort. The passes below keep their counters in
+# registers (:func:`_tally` takes and returns numbers only) and may compute the values on the fly.
+SAMPLE = 1024
+"""A selection's sample: this many values (all of them when fewer), at positions scattered by a
+multiplicative hash (:func:`_scattered`), not strided: a stride can line up with an image's rows and
+sample a few columns only, whose brackets then miss."""
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scattered(k, n):  # pragma: no cover - compiled
+    """The ``k``-th sample position of ``n`` (distinct for ``k < n``: the multiplier is a prime above any ``n``)."""
+    return k * 2654435761 % n
+
+
+@njit(cache=True, nogil=True)
+def _sample(values):  # pragma: no cover - compiled
+    """:data:`SAMPLE` of the values (a copy)."""
     n = values.shape[0]
-    sample = np.sort(values[::max(n // 1024, 1)])
-    m = sample.shape[0]
-    lows, highs = np.empty(ranks.shape[0]), np.empty(ranks.shape[0])
-    brackets = 0
-    for r in ranks:
-        share = r / max(n - 1, 1)
+    if n <= SAMPLE:
+        return values.copy()
+    out = np.empty(SAMPLE)
+    for k in range(SAMPLE):
+        out[k] = values[_scattered(k, n)]
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tally(v, low, high, under, within):  # pragma: no cover - compiled
+    """One value against a bracket: the counts of values below it and inside it, and whether ``v`` is
+    inside (to be gathered at ``within - 1``)."""
+    if v < low:
+        return under + 1, within, False
+    if v <= high:
+        return under, within + 1, True
+    return under, within, False
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _brackets(sample, n, ranks):  # pragma: no cover - compiled
+    """The brackets of ascending ``ranks`` among ``n`` values from ``sample`` (some of them, taken evenly;
+    partitioned in place): their lows and highs (infinite where a rank is near an end), merged where they
+    overlap, followed by empty brackets (+inf) up to ``len(ranks) + 1`` entries; their number; and how
+    many values a bracket may gather (amply)."""
+    m, count = sample.shape[0], ranks.shape[0]
+    bounds = np.full((count, 2), -1)            # the sample's order statistics around each rank (-1: none)
+    for j in range(count):
+        share = ranks[j] / max(n - 1, 1)
         k, margin = share * (m - 1), 3.0 * np.sqrt(m * share * (1.0 - share)) + 2.0
-        low = sample[int(k - margin)] if k - margin > 0 else -np.inf
-        high = sample[min(int(k + margin) + 1, m - 1)] if k + margin < m - 1 else np.inf
+        if k - margin > 0:
+            bounds[j, 0] = int(k - margin)
+        if k + margin < m - 1:
+            bounds[j, 1] = min(int(k + margin) + 1, m - 1)
+    kth = np.unique(bounds)
+    kth = kth[kth >= 0]
+    if kth.shape[0]:
+        sample[:] = np.partition(sample, kth)
+    lows, highs = np.full(count + 1, np.inf), np.full(count + 1, np.inf)
+    brackets = 0
+    for j in range(count):
+        low = sample[bounds[j, 0]] if bounds[j, 0] >= 0 else -np.inf
+        high = sample[bounds[j, 1]] if bounds[j, 1] >= 0 else np.inf
         if brackets and low <= highs[brackets - 1]:
             highs[brackets - 1] = max(high, highs[brackets - 1])
         else:
             lows[brackets], highs[brackets] = low, high
             brackets += 1
-    below = np.zeros(brackets, dtype=np.int64)
-    count = np.zeros(brackets, dtype=np.int64)
-    room = min(n, 16 * int(n / m * (2.0 * 3.0 * np.sqrt(m) + 8.0) / 16) + 64)  # a bracket's values, amply
-    inside = np.empty((brackets, room))
-    for b in range(brackets):   # one pass a bracket, its counters in registers
-        low, high, under, within = lows[b], highs[b], 0, 0
+    room = n if m == 0 else min(n, 16 * int(n / m * (2.0 * 3.0 * np.sqrt(m) + 8.0) / 16) + 64)
+    return lows, highs, brackets, room
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _select(inside, below, within, ranks, out, found):  # pragma: no cover - compiled
+    """Each rank inside a bracket ``b`` (``below[b]`` values under it, ``within[b]`` in it, gathered in
+    ``inside[b]`` unless more than fit) selected there into ``out``, and marked ``found``."""
+    for b in range(below.shape[0]):
+        if within[b] > inside.shape[1]:
+            continue
+        wanted = np.array([r - below[b] for r in ranks if below[b] <= r < below[b] + within[b]])
+        if wanted.shape[0]:
+            chosen = np.partition(inside[b, :within[b]], wanted)
+            for j in range(ranks.shape[0]):
+                if below[b] <= ranks[j] < below[b] + within[b]:
+                    out[j], found[j] = chosen[ranks[j] - below[b]], True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _order_statistics(values, ranks):  # pragma: no cover - compiled
+    """The ``ranks``-th smallest of ``values`` (0-based, ascending ranks), exactly, two brackets a pass."""
+    n = values.shape[0]
+    lows, highs, brackets, room = _brackets(_sample(values), n, ranks)
+    inside = np.empty((brackets + 1, room))
+    below = np.zeros(brackets + 1, dtype=np.int64)
+    within = np.zeros(brackets + 1, dtype=np.int64)
+    for b in range(0, brackets, 2):
+        low0, high0, low1, high1 = lows[b], highs[b], lows[b + 1], highs[b + 1]
+        under0, in0, under1, in1 = 0, 0, 0, 0
         for v in values:
-            if v < low:
-                under += 1
-            elif v <= high:
-                if within < room:
-                    inside[b, within] = v
-                within += 1
-        below[b], count[b] = under, within
-        if within <= room:
-            inside[b, :within].sort()
+            under0, in0, gather = _tally(v, low0, high0, under0, in0)
+            if gather and in0 <= room:
+                inside[b, in0 - 1] = v
+            under1, in1, gather = _tally(v, low1, high1, under1, in1)
+            if gather and in1 <= room:
+                inside[b + 1, in1 - 1] = v
+        below[b], within[b], below[b + 1], within[b + 1] = under0, in0, under1, in1
     out = np.empty(ranks.shape[0])
-    everything = np.empty(0)
-    for j in range(ranks.shape[0]):
-        b = 0
-        while b < brackets - 1 and ranks[j] >= below[b] + count[b]:
-            b += 1
-        if below[b] <= ranks[j] < below[b] + count[b] and count[b] <= room:
-            out[j] = inside[b, ranks[j] - below[b]]
-        else:
-            if everything.shape[0] == 0:
-                everything = np.sort(values)
-            out[j] = everything[ranks[j]]
+    found = np.zeros(ranks.shape[0], dtype=np.bool_)
+    _select(inside[:brackets], below[:brackets], within[:brackets], ranks, out, found)
+    if not found.all():
+        out[:] = np.sort(values)[ranks]
     return out
+
+
+def _wanted(q, n: int):
+    """Where ``np.percentile`` (linear interpolation) reads ``q`` among ``n`` values: the positions, the
+    ranks below them, and all the ranks it reads (those and the next ones) in ascending order with the
+    order that sorted them."""
+    pos = np.asarray(q, dtype=np.float64) / 100.0 * (n - 1)
+    below = np.floor(pos).astype(np.int64)
+    ranks = np.concatenate([below, np.minimum(below + 1, n - 1)])
+    order = np.argsort(ranks, kind="stable")
+    return pos, below, ranks[order], order
+
+
+def _interpolated(pos, below, stats, order, increasing=None) -> np.ndarray:
+    """``np.percentile``'s values from the order statistics ``stats`` at the ranks :func:`_wanted` gave,
+    ``increasing`` (if any) taken of them first."""
+    ordered = np.empty(len(stats))
+    ordered[order] = stats if increasing is None else increasing(stats)
+    low, high = ordered[:len(below)], ordered[len(below):]
+    return low + (pos - below) * (high - low)
 
 
 def percentiles(values: np.ndarray, q, increasing=None) -> np.ndarray:
@@ -423,14 +567,115 @@ def percentiles(values: np.ndarray, q, increasing=None) -> np.ndarray:
     an increasing function ``increasing``, ``np.percentile(increasing(values), q)`` evaluating it only
     at the order statistics."""
     values = np.ascontiguousarray(values, dtype=np.float64)
-    pos = np.asarray(q, dtype=np.float64) / 100.0 * (len(values) - 1)
-    below = np.floor(pos).astype(np.int64)
-    ranks = np.concatenate([below, np.minimum(below + 1, len(values) - 1)])
-    order = np.argsort(ranks, kind="stable")
-    stats = np.empty(len(ranks))
-    stats[order] = _order_statistics(values, ranks[order])
-    if increasing is not None:
-        stats = increasing(stats)
-    low, high = stats[:len(below)], stats[len(below):]
-    return low + (pos - below) * (high - low)
+    pos, below, ranks, order = _wanted(q, len(values))
+    return _interpolated(pos, below, _order_statistics(values, ranks), order, increasing)
 
+
+# -- Macenko's angles and robust maxima --------------------------------------------------------------
+@njit(cache=True, nogil=True, error_model="numpy")
+def _plane_ratios(pixels, below, od_of_byte, plane, ranks, xy):  # pragma: no cover - compiled
+    """One pass over the pixels under ``below``: their optical densities projected onto the two columns
+    of ``plane``, ``(x, y)``, into ``xy`` in pixel order, and the ``ranks``-th smallest ``y / x``
+    (ascending ranks that make at most two brackets, as two percentiles do), sampled from the tissue
+    among :data:`SAMPLE` scattered pixels; and whether every ``x`` is positive."""
+    n, count = pixels.shape[0], xy.shape[1]
+    sample = np.empty(min(n, SAMPLE))
+    m = 0
+    for k in range(sample.shape[0]):
+        i = _scattered(k, n)
+        p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+        if p0 < below[0] or p1 < below[1] or p2 < below[2]:
+            o0, o1, o2 = od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2]
+            x = o0 * plane[0, 0] + o1 * plane[1, 0] + o2 * plane[2, 0]
+            sample[m] = (o0 * plane[0, 1] + o1 * plane[1, 1] + o2 * plane[2, 1]) / x
+            m += 1
+    lows, highs, brackets, room = _brackets(sample[:m], count, ranks)
+    low0, high0, low1, high1 = lows[0], highs[0], lows[1], highs[1]
+    e10, e11, e12, e20, e21, e22 = plane[0, 0], plane[1, 0], plane[2, 0], plane[0, 1], plane[1, 1], plane[2, 1]
+    inside = np.empty((2, room))
+    under0, in0, under1, in1 = 0, 0, 0, 0
+    j, positive = 0, True
+    for i in range(n):
+        p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+        if p0 >= below[0] and p1 >= below[1] and p2 >= below[2]:
+            continue
+        o0, o1, o2 = od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2]
+        x, y = o0 * e10 + o1 * e11 + o2 * e12, o0 * e20 + o1 * e21 + o2 * e22
+        xy[0, j], xy[1, j] = x, y
+        j += 1
+        positive &= x > 0.0
+        t = y / x
+        under0, in0, gather = _tally(t, low0, high0, under0, in0)
+        if gather and in0 <= room:
+            inside[0, in0 - 1] = t
+        under1, in1, gather = _tally(t, low1, high1, under1, in1)
+        if gather and in1 <= room:
+            inside[1, in1 - 1] = t
+    out = np.empty(ranks.shape[0])
+    found = np.zeros(ranks.shape[0], dtype=np.bool_)
+    if positive and brackets <= 2:
+        _select(inside[:brackets], np.array([under0, under1])[:brackets], np.array([in0, in1])[:brackets], ranks,
+                out, found)
+    if positive and not found.all():
+        out[:] = np.sort(xy[1] / xy[0])[ranks]
+    return out, positive
+
+
+def plane_angles(pixels: np.ndarray, below, plane: np.ndarray, count: int, q, light=None):
+    """Steps 5-7 of Macenko et al. on the ``count`` pixels whose darkest channel is under ``below`` (as
+    :func:`od_moments` counts them): their optical densities against ``light`` projected onto the plane's
+    unit axes (``plane``, ``(3, 2)``: ``e1``, ``e2``), ``xy`` ``(2, count)`` in pixel order, and the
+    ``q``-th percentiles of their angles ``phi = atan2(y, x)``, as ``np.percentile`` interpolates them.
+
+    Where every ``x`` is positive (``e1`` lies along the mean optical density, so tissue does), ``y / x``
+    orders the pixels as ``phi`` does: its exact order statistics are found in the same pass as the
+    projections and the arctangent taken of them alone. Otherwise the angles come from ``atan2``."""
+    xy = np.empty((2, count))
+    pos, low, ranks, order = _wanted(q, count)
+    stats, positive = _plane_ratios(pixels, _limits(below), od_table(light), np.ascontiguousarray(plane, np.float64),
+                                    ranks, xy)
+    if not positive:
+        return percentiles(np.arctan2(xy[1], xy[0]), q), xy
+    return _interpolated(pos, low, stats, order, np.arctan), xy
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _combination_order_statistics(xy, matrix, ranks):  # pragma: no cover - compiled
+    """The ``ranks``-th smallest (ascending, one bracket: two neighbours) of each row of ``matrix @ xy``
+    (``(2, 2)`` by ``(2, n)``), from one pass over ``xy`` that forms neither row."""
+    n = xy.shape[1]
+    xs, ys = _sample(xy[0]), _sample(xy[1])
+    sample0, sample1 = matrix[0, 0] * xs + matrix[0, 1] * ys, matrix[1, 0] * xs + matrix[1, 1] * ys
+    lows0, highs0, brackets0, room = _brackets(sample0, n, ranks)
+    lows1, highs1, brackets1, _ = _brackets(sample1, n, ranks)
+    low0, high0, low1, high1 = lows0[0], highs0[0], lows1[0], highs1[0]
+    a00, a01, a10, a11 = matrix[0, 0], matrix[0, 1], matrix[1, 0], matrix[1, 1]
+    inside = np.empty((2, room))
+    under0, in0, under1, in1 = 0, 0, 0, 0
+    for i in range(n):
+        x, y = xy[0, i], xy[1, i]
+        v = a00 * x + a01 * y
+        under0, in0, gather = _tally(v, low0, high0, under0, in0)
+        if gather and in0 <= room:
+            inside[0, in0 - 1] = v
+        v = a10 * x + a11 * y
+        under1, in1, gather = _tally(v, low1, high1, under1, in1)
+        if gather and in1 <= room:
+            inside[1, in1 - 1] = v
+    out = np.empty((2, ranks.shape[0]))
+    for row, under, within, brackets in ((0, under0, in0, brackets0), (1, under1, in1, brackets1)):
+        found = np.zeros(ranks.shape[0], dtype=np.bool_)
+        if brackets == 1:
+            _select(inside[row:row + 1], np.array([under]), np.array([within]), ranks, out[row], found)
+        if not found.all():
+            out[row] = np.sort(matrix[row, 0] * xy[0] + matrix[row, 1] * xy[1])[ranks]
+    return out
+
+
+def combination_percentiles(xy: np.ndarray, matrix: np.ndarray, q: float) -> np.ndarray:
+    """``np.percentile(matrix @ xy, q, axis=1)`` for ``(2, n)`` values and a ``(2, 2)`` matrix, by exact
+    order statistics of both rows in one pass over ``xy``: the robust maxima of the two stains'
+    concentrations from a pixel's coordinates in their plane (:func:`plane_angles`)."""
+    pos, low, ranks, order = _wanted([q], xy.shape[1])
+    stats = _combination_order_statistics(xy, np.ascontiguousarray(matrix, np.float64), ranks)
+    return np.array([_interpolated(pos, low, row, order)[0] for row in stats])

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from stainlab.color.pixels import parts
+from stainlab.color.pixels import parts, slice_bounds, sliced
 from stainlab.transforms.lut import ColorHistogram, to_uint8
 
 SMALL_IMAGE_PIXELS = 1 << 20
@@ -84,14 +84,16 @@ def _corners(cells, mark, listed):  # pragma: no cover - compiled
     return n
 
 
-@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+@sliced(fastmath=True, error_model="numpy")
 def _tetrahedral(pixels, cell, fraction, table, out, parts):  # pragma: no cover - compiled
     """Each pixel from the four corners of the tetrahedron of its cell that holds it: walk from the
     cell's low corner along the channels in the order of their fractions (largest first)."""
-    n, s1, s2 = pixels.shape[0], _SIDE, _SIDE * _SIDE
+    s1, s2 = _SIDE, _SIDE * _SIDE
     for part in prange(parts):
-        for i in range(n * part // parts, n * (part + 1) // parts):
-            r, g, b = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src, dst = pixels[start:stop], out[start:stop]
+        for i in range(stop - start):
+            r, g, b = src[i, 0], src[i, 1], src[i, 2]
             base = (cell[r] * _SIDE + cell[g]) * _SIDE + cell[b]
             fr, fg, fb = fraction[r], fraction[g], fraction[b]
             if fr >= fg:
@@ -111,7 +113,7 @@ def _tetrahedral(pixels, cell, fraction, table, out, parts):  # pragma: no cover
             for c in range(3):
                 v0, v1, v2, v3 = table[base, c], table[base + a1, c], table[base + a2, c], table[base + a3, c]
                 v = v0 + w1 * (v1 - v0) + w2 * (v2 - v1) + w3 * (v3 - v2)
-                out[i, c] = np.uint8(min(max(v + 0.5, 0.0), 255.0))
+                dst[i, c] = np.uint8(min(max(v + 0.5, 0.0), 255.0))
 
 
 def interpolated(t, image: np.ndarray, source) -> np.ndarray:
@@ -125,7 +127,8 @@ def interpolated(t, image: np.ndarray, source) -> np.ndarray:
     table = np.zeros((_SIDE ** 3, 3))
     table[corners] = np.clip(np.nan_to_num(t._map(levels * (255.0 / (1 << CORNER_BITS)), source)), 0.0, 255.0)
     out = np.empty_like(image)
-    _tetrahedral(image.reshape(-1, 3), _CELL, _FRACTION, table, out.reshape(-1, 3), parts())
+    pixels = image.reshape(-1, 3)
+    _tetrahedral(pixels, _CELL, _FRACTION, table, out.reshape(-1, 3), parts(len(pixels)))
     return keep_flagged(t, image, out)
 
 

@@ -66,30 +66,32 @@ def estimate_light(image, weights=None) -> Light:
         return _from_bytes(pixels[::-(-len(pixels) // SAMPLE)] if len(pixels) > SAMPLE else pixels)
     w = np.ones(len(pixels)) if weights is None else np.asarray(weights, dtype=np.float64)
     brightness = np.clip(np.rint(pixels.sum(axis=1, dtype=np.float64) / 3.0), 0, 255).astype(np.int64)
-    window, fraction = _glass_window(np.bincount(brightness, w, minlength=256), float(w.sum()))
-    if window is None:
+    low, high, fraction = _glass_window(np.bincount(brightness, w, minlength=256), float(w.sum()))
+    if low < 0:
         return Light(WHITE.copy(), False, fraction)
-    near = (brightness >= window[0]) & (brightness <= window[1])
+    near = (brightness >= low) & (brightness <= high)
     glass, gw = pixels[near].astype(np.float64), w[near]
     median = np.array([_weighted_median(glass[:, c], gw) for c in range(3)])
     spread = np.array([_weighted_median(np.abs(glass[:, c] - median[c]), gw) for c in range(3)])
     return _light(gw @ glass / gw.sum(), spread, fraction)
 
 
-def _glass_window(counts: np.ndarray, total: float) -> tuple[tuple[int, int] | None, float]:
+@njit(cache=True, nogil=True)
+def _glass_window(counts, total):  # pragma: no cover - compiled
     """Step 2 of the module docstring on a brightness histogram: the lowest and highest level of the
-    glass peak (None without glass), and the fraction of the pixels in that window."""
-    peak = MIN_GLASS_BRIGHTNESS + int(np.argmax(counts[MIN_GLASS_BRIGHTNESS:]))
+    glass peak (-1, -1 without glass), and the fraction of the pixels in that window."""
+    peak = MIN_GLASS_BRIGHTNESS + np.argmax(counts[MIN_GLASS_BRIGHTNESS:])
     low, high = peak - PEAK_HALF_WIDTH, peak + PEAK_HALF_WIDTH
     width = high - low + 1
     inside = counts[low:high + 1].sum()
     below = counts[max(low - width, 0):low].sum()
     above = counts[high + 1:high + 1 + width].sum()
-    fraction = float(inside / max(total, 1e-12))
+    fraction = inside / max(total, 1e-12)
     # A peak at the top of the scale has no upper shoulder (glass clipped to white): only the lower counts.
     shoulder = max(below, above) if high + width <= 255 else below
-    found = fraction >= MIN_GLASS_FRACTION and inside >= MIN_SHARPNESS * shoulder
-    return ((low, high) if found else None), fraction
+    if fraction >= MIN_GLASS_FRACTION and inside >= MIN_SHARPNESS * shoulder:
+        return low, high, fraction
+    return -1, -1, fraction
 
 
 def _light(mean: np.ndarray, spread: np.ndarray, fraction: float) -> Light:
@@ -100,21 +102,50 @@ def _light(mean: np.ndarray, spread: np.ndarray, fraction: float) -> Light:
 
 
 def _from_bytes(pixels: np.ndarray) -> Light:
-    """:func:`estimate_light` of uint8 pixels by two compiled passes: the brightness histogram, then the
-    per-channel level histograms of the glass peak, whose median, spread and mean are exact."""
+    """:func:`estimate_light` of uint8 pixels by one compiled call (:func:`_glass_of_bytes`)."""
+    found, mean, spread, fraction = _glass_of_bytes(pixels)
+    return _light(mean, spread, fraction) if found else Light(WHITE.copy(), False, fraction)
+
+
+@njit(cache=True, nogil=True)
+def _glass_of_bytes(pixels):  # pragma: no cover - compiled
+    """Steps 1-3 on uint8 pixels by two passes: the brightness histogram, then the per-channel level
+    histograms of the glass peak, whose mean, median and spread (median absolute deviation) are exact.
+    Returns whether glass was found, its mean and spread per channel, and the fraction in the peak."""
     counts = np.zeros(256, dtype=np.int64)
-    _brightness_counts(pixels, counts)
-    window, fraction = _glass_window(counts, float(len(pixels)))
-    if window is None:
-        return Light(WHITE.copy(), False, fraction)
+    for i in range(pixels.shape[0]):
+        counts[(np.int64(pixels[i, 0]) + pixels[i, 1] + pixels[i, 2] + 1) // 3] += 1
+    low, high, fraction = _glass_window(counts, float(pixels.shape[0]))
+    mean, spread = np.zeros(3), np.zeros(3)
+    if low < 0:
+        return False, mean, spread, fraction
     glass = np.zeros((3, 256), dtype=np.int64)
-    _window_counts(pixels, *window, glass)
-    inside = glass[0].sum()
-    levels = np.arange(256)
-    median = np.array([np.searchsorted(np.cumsum(g), 0.5 * inside) for g in glass])
-    distances = [np.bincount(np.abs(levels - m), g, minlength=256) for m, g in zip(median, glass)]
-    spread = np.array([np.searchsorted(np.cumsum(d), 0.5 * inside) for d in distances], dtype=np.float64)
-    return _light(glass @ levels / inside, spread, fraction)
+    for i in range(pixels.shape[0]):
+        b = (np.int64(pixels[i, 0]) + pixels[i, 1] + pixels[i, 2] + 1) // 3
+        if low <= b <= high:
+            for c in range(3):
+                glass[c, pixels[i, c]] += 1
+    half = 0.5 * glass[0].sum()
+    for c in range(3):
+        median = _first_reaching(glass[c], half)
+        distances = np.zeros(256, dtype=np.int64)
+        for level in range(256):
+            distances[abs(level - median)] += glass[c, level]
+            mean[c] += level * glass[c, level]
+        spread[c] = _first_reaching(distances, half)
+        mean[c] /= 2.0 * half
+    return True, mean, spread, fraction
+
+
+@njit(cache=True, nogil=True)
+def _first_reaching(counts, level):  # pragma: no cover - compiled
+    """The first index at which the running sum of ``counts`` reaches ``level``."""
+    total = 0
+    for i in range(counts.shape[0]):
+        total += counts[i]
+        if total >= level:
+            return i
+    return counts.shape[0]
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -122,21 +153,6 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     order = np.argsort(values, kind="stable")
     cumulative = np.cumsum(weights[order])
     return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
-
-
-@njit(cache=True, nogil=True)
-def _brightness_counts(pixels, counts):  # pragma: no cover - compiled
-    for i in range(pixels.shape[0]):
-        counts[(np.int64(pixels[i, 0]) + pixels[i, 1] + pixels[i, 2] + 1) // 3] += 1
-
-
-@njit(cache=True, nogil=True)
-def _window_counts(pixels, low, high, counts):  # pragma: no cover - compiled
-    for i in range(pixels.shape[0]):
-        b = (np.int64(pixels[i, 0]) + pixels[i, 1] + pixels[i, 2] + 1) // 3
-        if low <= b <= high:
-            for c in range(3):
-                counts[c, pixels[i, c]] += 1
 
 
 def resolve_light(light, image=None, what: str = "light", weights=None) -> Light:

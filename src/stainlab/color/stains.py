@@ -39,7 +39,11 @@ def complete_basis(matrix) -> np.ndarray:
     return np.vstack([m, normalize_rows(third)])
 
 
-def order_like(matrix, reference=(HEMATOXYLIN, EOSIN)) -> np.ndarray:
+_HE = (HEMATOXYLIN, EOSIN)
+_HE_UNIT = normalize_rows(np.array(_HE))
+
+
+def order_like(matrix, reference=_HE) -> np.ndarray:
     """Reorder the rows of a 2-stain matrix so row 0 is nearest ``reference[0]`` (haematoxylin).
 
     Macenko's angle search yields two unlabeled directions; several libraries labeled them with a
@@ -47,7 +51,7 @@ def order_like(matrix, reference=(HEMATOXYLIN, EOSIN)) -> np.ndarray:
     maximises the summed cosine similarity to the reference H and E directions over both assignments.
     """
     m = normalize_rows(matrix)
-    ref = normalize_rows(np.asarray(reference))
+    ref = _HE_UNIT if reference is _HE else normalize_rows(np.asarray(reference))
     keep = m[0] @ ref[0] + m[1] @ ref[1]
     swap = m[1] @ ref[0] + m[0] @ ref[1]
     return m if keep >= swap else m[::-1].copy()
@@ -55,5 +59,7 @@ def order_like(matrix, reference=(HEMATOXYLIN, EOSIN)) -> np.ndarray:
 
 def angle_degrees(u, v) -> float:
     """Angle between two stain vectors in degrees."""
-    u, v = normalize_rows(u), normalize_rows(v)
-    return float(np.degrees(np.arccos(np.clip(np.dot(u, v), -1.0, 1.0))))
+    u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    lengths = np.sqrt((u @ u) * (v @ v))
+    cosine = u @ v / lengths if lengths > 0 else 0.0   # a zero vector is at right angles to all
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))

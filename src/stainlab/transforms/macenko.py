@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stainlab.color.od import map_od_linear
+from stainlab.color.od import LinearODMap, map_od_linear
 from stainlab.color.pixels import combination_percentiles, od_linear, plane_angles
 from stainlab.color.stains import order_like
 from stainlab.color.stats import weighted_percentile
@@ -119,8 +119,11 @@ class Macenko(StainMatrixTransform):
         rows = source.stain_matrix
         return rows.T @ np.linalg.solve(rows @ rows.T, self._factors(source)[:, None] * self.stain_matrix)
 
+    def linear_od_map(self, source) -> LinearODMap:
+        return LinearODMap(self._od_matrix(source), source.light, self.target_light, self._clip)
+
     def _map(self, colors, source):
-        return map_od_linear(colors, self._od_matrix(source), source.light, self.target_light, self._clip)
+        return map_od_linear(colors, *self.linear_od_map(source))
 
     def _small_source(self, image):
         """:meth:`_analyse` on the small-image path, by compiled passes over a sample: the moments give the

@@ -542,24 +542,29 @@ def _order_statistics(values, ranks):  # pragma: no cover - compiled
     return out
 
 
-def _wanted(q, n: int):
-    """Where ``np.percentile`` (linear interpolation) reads ``q`` among ``n`` values: the positions, the
-    ranks below them, and all the ranks it reads (those and the next ones) in ascending order with the
-    order that sorted them."""
-    pos = np.asarray(q, dtype=np.float64) / 100.0 * (n - 1)
-    below = np.floor(pos).astype(np.int64)
-    ranks = np.concatenate([below, np.minimum(below + 1, n - 1)])
-    order = np.argsort(ranks, kind="stable")
-    return pos, below, ranks[order], order
+@njit(cache=True, nogil=True)
+def _percentile_ranks(q, n):  # pragma: no cover - compiled
+    """Where ``np.percentile`` (linear interpolation) reads the ``q``-th percentiles among ``n`` values:
+    their positions, and the ranks it reads (each position's floor and the next), ascending."""
+    pos = q / 100.0 * (n - 1)
+    ranks = np.empty(2 * q.shape[0], dtype=np.int64)
+    for j in range(q.shape[0]):
+        ranks[2 * j] = int(np.floor(pos[j]))
+        ranks[2 * j + 1] = min(ranks[2 * j] + 1, n - 1)
+    return pos, np.sort(ranks)
 
 
-def _interpolated(pos, below, stats, order, increasing=None) -> np.ndarray:
-    """``np.percentile``'s values from the order statistics ``stats`` at the ranks :func:`_wanted` gave,
-    ``increasing`` (if any) taken of them first."""
-    ordered = np.empty(len(stats))
-    ordered[order] = stats if increasing is None else increasing(stats)
-    low, high = ordered[:len(below)], ordered[len(below):]
-    return low + (pos - below) * (high - low)
+@njit(cache=True, nogil=True)
+def _interpolate(pos, ranks, stats, n):  # pragma: no cover - compiled
+    """``np.percentile``'s values at the positions :func:`_percentile_ranks` gave, from the order
+    statistics ``stats`` at its ranks."""
+    out = np.empty(pos.shape[0])
+    for j in range(pos.shape[0]):
+        below = np.floor(pos[j])
+        low = stats[np.searchsorted(ranks, int(below))]
+        high = stats[np.searchsorted(ranks, min(int(below) + 1, n - 1))]
+        out[j] = low + (pos[j] - below) * (high - low)
+    return out
 
 
 def percentiles(values: np.ndarray, q, increasing=None) -> np.ndarray:
@@ -567,18 +572,21 @@ def percentiles(values: np.ndarray, q, increasing=None) -> np.ndarray:
     an increasing function ``increasing``, ``np.percentile(increasing(values), q)`` evaluating it only
     at the order statistics."""
     values = np.ascontiguousarray(values, dtype=np.float64)
-    pos, below, ranks, order = _wanted(q, len(values))
-    return _interpolated(pos, below, _order_statistics(values, ranks), order, increasing)
+    pos, ranks = _percentile_ranks(np.asarray(q, dtype=np.float64).reshape(-1), len(values))
+    stats = _order_statistics(values, ranks)
+    return _interpolate(pos, ranks, stats if increasing is None else increasing(stats), len(values))
 
 
 # -- Macenko's angles and robust maxima --------------------------------------------------------------
 @njit(cache=True, nogil=True, error_model="numpy")
-def _plane_ratios(pixels, below, od_of_byte, plane, ranks, xy):  # pragma: no cover - compiled
+def _plane_angles(pixels, below, od_of_byte, plane, q, xy):  # pragma: no cover - compiled
     """One pass over the pixels under ``below``: their optical densities projected onto the two columns
-    of ``plane``, ``(x, y)``, into ``xy`` in pixel order, and the ``ranks``-th smallest ``y / x``
-    (ascending ranks that make at most two brackets, as two percentiles do), sampled from the tissue
-    among :data:`SAMPLE` scattered pixels; and whether every ``x`` is positive."""
+    of ``plane``, ``(x, y)``, into ``xy`` in pixel order, and the order statistics of ``y / x`` that the
+    ``q``-th percentiles (two at most: two brackets) of ``arctan(y / x)`` read, sampled from the tissue
+    among :data:`SAMPLE` scattered pixels. Returns those percentiles and whether every ``x`` is positive
+    (else they are not the angles')."""
     n, count = pixels.shape[0], xy.shape[1]
+    pos, ranks = _percentile_ranks(q, count)
     sample = np.empty(min(n, SAMPLE))
     m = 0
     for k in range(sample.shape[0]):
@@ -618,7 +626,7 @@ def _plane_ratios(pixels, below, od_of_byte, plane, ranks, xy):  # pragma: no co
                 out, found)
     if positive and not found.all():
         out[:] = np.sort(xy[1] / xy[0])[ranks]
-    return out, positive
+    return _interpolate(pos, ranks, np.arctan(out), count), positive
 
 
 def plane_angles(pixels: np.ndarray, below, plane: np.ndarray, count: int, q, light=None):
@@ -631,19 +639,17 @@ def plane_angles(pixels: np.ndarray, below, plane: np.ndarray, count: int, q, li
     orders the pixels as ``phi`` does: its exact order statistics are found in the same pass as the
     projections and the arctangent taken of them alone. Otherwise the angles come from ``atan2``."""
     xy = np.empty((2, count))
-    pos, low, ranks, order = _wanted(q, count)
-    stats, positive = _plane_ratios(pixels, _limits(below), od_table(light), np.ascontiguousarray(plane, np.float64),
-                                    ranks, xy)
-    if not positive:
-        return percentiles(np.arctan2(xy[1], xy[0]), q), xy
-    return _interpolated(pos, low, stats, order, np.arctan), xy
+    angles, positive = _plane_angles(pixels, _limits(below), od_table(light), np.ascontiguousarray(plane, np.float64),
+                                     np.asarray(q, dtype=np.float64), xy)
+    return (angles if positive else percentiles(np.arctan2(xy[1], xy[0]), q)), xy
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _combination_order_statistics(xy, matrix, ranks):  # pragma: no cover - compiled
-    """The ``ranks``-th smallest (ascending, one bracket: two neighbours) of each row of ``matrix @ xy``
-    (``(2, 2)`` by ``(2, n)``), from one pass over ``xy`` that forms neither row."""
+def _combination_percentiles(xy, matrix, q):  # pragma: no cover - compiled
+    """The ``q``-th percentile of each row of ``matrix @ xy`` (``(2, 2)`` by ``(2, n)``), from one pass
+    over ``xy`` that forms neither row: one bracket a row, around the two ranks it reads."""
     n = xy.shape[1]
+    pos, ranks = _percentile_ranks(np.array([q]), n)
     xs, ys = _sample(xy[0]), _sample(xy[1])
     sample0, sample1 = matrix[0, 0] * xs + matrix[0, 1] * ys, matrix[1, 0] * xs + matrix[1, 1] * ys
     lows0, highs0, brackets0, room = _brackets(sample0, n, ranks)
@@ -662,13 +668,15 @@ def _combination_order_statistics(xy, matrix, ranks):  # pragma: no cover - comp
         under1, in1, gather = _tally(v, low1, high1, under1, in1)
         if gather and in1 <= room:
             inside[1, in1 - 1] = v
-    out = np.empty((2, ranks.shape[0]))
+    out = np.empty(2)
     for row, under, within, brackets in ((0, under0, in0, brackets0), (1, under1, in1, brackets1)):
+        stats = np.empty(ranks.shape[0])
         found = np.zeros(ranks.shape[0], dtype=np.bool_)
         if brackets == 1:
-            _select(inside[row:row + 1], np.array([under]), np.array([within]), ranks, out[row], found)
+            _select(inside[row:row + 1], np.array([under]), np.array([within]), ranks, stats, found)
         if not found.all():
-            out[row] = np.sort(matrix[row, 0] * xy[0] + matrix[row, 1] * xy[1])[ranks]
+            stats[:] = np.sort(matrix[row, 0] * xy[0] + matrix[row, 1] * xy[1])[ranks]
+        out[row] = _interpolate(pos, ranks, stats, n)[0]
     return out
 
 
@@ -676,6 +684,4 @@ def combination_percentiles(xy: np.ndarray, matrix: np.ndarray, q: float) -> np.
     """``np.percentile(matrix @ xy, q, axis=1)`` for ``(2, n)`` values and a ``(2, 2)`` matrix, by exact
     order statistics of both rows in one pass over ``xy``: the robust maxima of the two stains'
     concentrations from a pixel's coordinates in their plane (:func:`plane_angles`)."""
-    pos, low, ranks, order = _wanted([q], xy.shape[1])
-    stats = _combination_order_statistics(xy, np.ascontiguousarray(matrix, np.float64), ranks)
-    return np.array([_interpolated(pos, low, row, order)[0] for row in stats])
+    return _combination_percentiles(xy, np.ascontiguousarray(matrix, np.float64), float(q))

@@ -104,9 +104,10 @@ def test_plane_angles_and_combination_percentiles_equal_numpy(random_pixels):
 
 
 def test_threaded_kernels_agree_with_serial(random_pixels, monkeypatch):
-    """Kernels run as one slice on small inputs and in numba's threads on large ones: the same results."""
+    """Kernels run as one slice on a few pixels and in numba's threads on more: the same results."""
     matrix = np.array([[1.1, 0.1, -0.05], [0.05, 0.9, 0.1], [0.0, 0.2, 1.2]])
     limit = px.tissue_limit(0.15)
+    monkeypatch.setattr(px, "PARALLEL_PIXELS", len(random_pixels) + 1)
     serial = (px.od_linear(random_pixels, matrix), px.od_moments(random_pixels, limit),
               px.lab_affine(random_pixels, [1.1, 0.9, 1.2], [-3.0, 2.0, 5.0]), px.channel_counts(random_pixels, limit))
     monkeypatch.setattr(px, "PARALLEL_PIXELS", 0)

@@ -10,7 +10,8 @@ and multiply-adds, which is what makes a 256 x 256 tile take a few milliseconds 
 small-image path of :mod:`stainlab.transforms.small`).
 
 Every kernel takes ``(M, 3)`` uint8 pixels and splits them into ``parts`` slices that run in parallel
-(:func:`parts`: one, on the calling thread, for a tile's pixels; see :func:`sliced`).
+(:func:`parts`: one, on the calling thread, for a few thousand pixels or with one thread; see
+:func:`sliced`).
 Optical density is read from a per-channel table against the image's light (:func:`od_table`; white
 unless given, :mod:`stainlab.color.light`). Tissue is the rule of :mod:`stainlab.color.tissue` (optical
 density above ``beta`` in any channel), which on bytes is a channel under its limit
@@ -101,11 +102,13 @@ def _shift(light_out) -> np.ndarray:
     return np.zeros(3) if light_out is None else rgb_to_od(np.asarray(light_out, dtype=np.float64))
 
 
-PARALLEL_PIXELS = 1 << 18
-"""Kernels over fewer pixels than this (a 512 x 512 tile has as many) run as one slice on the calling
-thread. A pass over a 256 x 256 tile takes a tenth of a millisecond on one core, about what waking numba's
-thread pool and joining it cost; and where another process keeps a core busy, the join waits for a
-thread the system has put aside, several milliseconds a kernel."""
+PARALLEL_PIXELS = 1 << 13
+"""Kernels over fewer pixels than this (about 90 x 90) run as one slice on the calling thread: on an idle
+two-core machine waking numba's thread pool and joining it costs about what the second slice saves there
+(48 to 96 px tiles), and above it the threads win (Reinhard's 256 px tile: 1.2 ms against 2.3 on one
+thread). Where other processes keep the cores busy the join waits for a thread the system has put aside,
+milliseconds a kernel: limit numba's threads there (:func:`stainlab.threads.limit_threads`), and with one
+thread every kernel runs on the calling thread."""
 
 
 def parts(pixels: int) -> int:

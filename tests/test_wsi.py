@@ -442,7 +442,7 @@ def test_a_streamed_output_holds_few_rows_in_memory_and_reads_the_rest_back(tmp_
             store.put(0, k, tiles)
             stream.stored(0, k, tiles)
         held = [tiles for tiles in stream._handed.values() if tiles is not None]
-        assert len(stream._handed) == 19 and len(held) == 8
+        assert len(stream._handed) == 19 and len(held) == 8  # level-0 rows kept in memory
         store.put(0, 0, [codec.encode(rows[0])])
         stream.stored(0, 0, [codec.encode(rows[0])])
     except BaseException:
@@ -462,3 +462,26 @@ def test_the_sample_is_strided_over_its_tiles_as_if_they_were_joined():
         got = strided_pixels(tiles, most)
         assert np.array_equal(got[:, 0], joined[::-(-len(joined) // most)]) and got.flags.c_contiguous
         assert len(got) <= max(most, 1) + 1
+
+
+def test_cores_a_small_level_shows_as_glass_are_not_sampled(tmp_path, tissue):
+    from stainlab.wsi.normalize import _likely_tissue
+    from stainlab.wsi.tiling import TileGrid, tissue_fraction
+
+    image = tissue.copy()
+    image[:, 260:] = 255  # glass on the right
+    image[150:170, 300:330] = tissue[150:170, 300:330]  # and a speck of tissue in it
+    with open_slide(write_pyramid_source(tmp_path / "s.ome.tif", image)) as slide:
+        grid = TileGrid(400, 500, 64, 0)
+        order = np.random.default_rng(0).permutation(len(grid))
+        thumb = slide.read(2, 0, 0, 100, 125)  # the smallest level, a quarter of the size
+
+        def fraction(index):  # of the core's pixels on that level, one at least
+            core = grid.core(*divmod(int(index), grid.cols))
+            return tissue_fraction(thumb[core.y0 // 4:max(core.y1 // 4, core.y0 // 4 + 1),
+                                         core.x0 // 4:max(core.x1 // 4, core.x0 // 4 + 1)])
+
+        for min_tissue in (0.05, 0.3):
+            want = [i for i in order if fraction(i) >= min_tissue]
+            kept = _likely_tissue(slide, 0, grid, order, min_tissue)
+            assert list(kept) == want and 0 < len(kept) < len(order)

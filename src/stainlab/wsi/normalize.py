@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from numba import njit
 
 from stainlab import __version__
 from stainlab.errors import InputError, NoTissueError
@@ -41,7 +42,7 @@ from stainlab.wsi.pyramid import (JPEG_QUALITY, RowWriter, StreamedPyramid, Tile
                                  level_shapes, work_folder, write_pyramid)
 from stainlab.wsi.readers import Slide, open_slide
 from stainlab.wsi.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, Box, RowRunner, RowStats,
-                                TileGrid, tissue_fraction)
+                                TileGrid, tissue_fraction, tissue_pixels)
 from stainlab.transforms.base import PixelTransform, Transform
 from stainlab.transforms.lut import ColorHistogram, LatticeTable, occupied_cells
 
@@ -51,6 +52,7 @@ PLAIN_MAX_PIXELS = 1 << 28     # a plain image is assembled in memory: up to ~16
 SAMPLE_MIN_TISSUE = 0.05       # a sampled tile counts as tissue from 5% tissue pixels
 THUMBNAIL_MAX_SIDE = 4096      # a pyramid level at most this large guides the tissue sampling,
 THUMBNAIL_MIN_CORE = 16        # if it shows each core with at least this many pixels a side
+THUMBNAIL_BAND = 512           # rows of that level decoded by one thread
 LAZY_TABLE_TILES = 256         # slides of more tiles evaluate their colour table whole (SlideColorMap)
 SAMPLE_READS = 8               # cores read at once while sampling (a few more than needed at most)
 SAMPLE_MAX_PIXELS = 1 << 20    # the whole-slide statistics take at most this many of the sample's pixels
@@ -166,9 +168,6 @@ def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
     """Up to ``count`` cores with at least ``min_tissue`` tissue, drawn in a fixed pseudo-random order
     over the whole slide (cores a small pyramid level shows to be background are not read);
     :class:`NoTissueError` when the slide has none."""
-    order = np.random.default_rng(0).permutation(len(grid))
-    order = _likely_tissue(slide, level, grid, order, min_tissue)
-
     def read(index) -> np.ndarray | None:
         core = grid.core(*divmod(int(index), grid.cols))
         pixels = slide.read(level, core.y0, core.x0, *core.shape)
@@ -176,6 +175,7 @@ def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
 
     found: list[np.ndarray] = []
     with tile_pool() as pool:  # cores decoded in parallel, taken in the order drawn
+        order = _likely_tissue(slide, level, grid, np.random.default_rng(0).permutation(len(grid)), min_tissue, pool)
         for start in range(0, len(order), SAMPLE_READS):
             found += [pixels for pixels in pool.map(read, order[start:start + SAMPLE_READS]) if pixels is not None]
             if len(found) >= count:
@@ -187,9 +187,10 @@ def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
     return found
 
 
-def _likely_tissue(slide: Slide, level: int, grid: TileGrid, order: np.ndarray, min_tissue: float) -> np.ndarray:
+def _likely_tissue(slide: Slide, level: int, grid: TileGrid, order: np.ndarray, min_tissue: float,
+                   pool: ThreadPoolExecutor | None = None) -> np.ndarray:
     """``order`` without the cores that a small lower level shows as background (unchanged when the
-    slide has no such level)."""
+    slide has no such level); that level is decoded in bands in ``pool`` when given."""
     base = slide.levels[level]
     small = [i for i in range(level + 1, len(slide.levels))
              if max(slide.levels[i].height, slide.levels[i].width) <= THUMBNAIL_MAX_SIDE
@@ -198,16 +199,29 @@ def _likely_tissue(slide: Slide, level: int, grid: TileGrid, order: np.ndarray, 
         return order
     thumb_level = small[-1]  # the smallest: decoding it is the cost
     lv = slide.levels[thumb_level]
-    thumb = slide.read(thumb_level, 0, 0, lv.height, lv.width)
+    bands = [(y, min(THUMBNAIL_BAND, lv.height - y)) for y in range(0, lv.height, THUMBNAIL_BAND)]
+    read = lambda band: slide.read(thumb_level, band[0], 0, band[1], lv.width)  # noqa: E731
+    thumb = np.concatenate(list(pool.map(read, bands) if pool else map(read, bands)))
     sy, sx = lv.height / base.height, lv.width / base.width
-    keep = []
-    for index in order:
-        core = grid.core(*divmod(int(index), grid.cols))
-        part = thumb[int(core.y0 * sy):max(int(core.y1 * sy), int(core.y0 * sy) + 1),
-                     int(core.x0 * sx):max(int(core.x1 * sx), int(core.x0 * sx) + 1)]
-        if part.size and tissue_fraction(part) >= min_tissue:
-            keep.append(index)
-    return np.array(keep, dtype=order.dtype)
+    boxes = np.array([[int(core.y0 * sy), max(int(core.y1 * sy), int(core.y0 * sy) + 1),
+                       int(core.x0 * sx), max(int(core.x1 * sx), int(core.x0 * sx) + 1)]
+                      for core in (grid.core(*divmod(int(index), grid.cols)) for index in order)], dtype=np.int64)
+    boxes = np.minimum(boxes, [[lv.height, lv.height, lv.width, lv.width]])  # as slicing ends them at the border
+    tissue = np.zeros(len(boxes), np.int64)
+    _count_in_boxes(np.ascontiguousarray(tissue_pixels(thumb)), boxes, tissue)
+    area = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
+    return order[(area > 0) & (tissue / np.maximum(area, 1) >= min_tissue)]
+
+
+@njit(cache=True, nogil=True)
+def _count_in_boxes(dense, boxes, out):  # pragma: no cover - compiled
+    """``out[i]``: the true pixels of ``dense`` in the rectangle ``boxes[i] = (y0, y1, x0, x1)``."""
+    for i in range(boxes.shape[0]):
+        n = 0
+        for y in range(boxes[i, 0], boxes[i, 1]):
+            for x in range(boxes[i, 2], boxes[i, 3]):
+                n += dense[y, x]
+        out[i] = n
 
 
 def tile_function(transform: Transform, slide: Slide, level: int, grid: TileGrid, options: SlideOptions):

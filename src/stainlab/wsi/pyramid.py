@@ -61,8 +61,9 @@ _JOB_FILE = "job.json"
 _CHECKSUM = struct.Struct("<I")  # CRC-32 of a row file's contents, at its end
 _COUNT = struct.Struct("<I")     # tiles in a row file, then one length per tile
 _MAX_ENCODING_ROWS = 8           # rows whose tiles may be encoding at once: memory stays a few rows
-_MAX_HANDED_ROWS = 8             # finished rows a streamed output holds in memory; more are read back from the store
-_SYNC_BYTES = 32 << 20           # a streamed output is flushed to disk every this many bytes of tiles
+_MAX_HANDED_ROWS = 8             # level-0 rows a streamed output holds in memory; more are read back from the store
+_HANDED_LOWER_BYTES = 128 << 20  # and bytes of lower levels' rows, which wait for the whole of level 0
+_SYNC_BYTES = 8 << 20            # a streamed output is flushed to disk every this many bytes of tiles
 
 Rows = Callable[[int, int], list]  # (level, row) -> the row's encoded tiles
 
@@ -355,19 +356,34 @@ def _level_tiles(rows: Rows, level: int, shape: tuple[int, int], tile: int, sync
 
 
 class _Syncer:
-    """Flushes a file being written to disk every :data:`_SYNC_BYTES` bytes, so that the flush before its
-    atomic rename finds little left to write: the disk works while the tiles are still being computed."""
+    """Flushes a file being written to disk every :data:`_SYNC_BYTES` bytes, in a thread of its own, so
+    that the flush before its atomic rename finds little left to write: the disk works while the tiles
+    are still being computed, and the thread writing the file does not wait for it."""
 
     def __init__(self, path: Path) -> None:
         self.fd, self.pending = os.open(path, os.O_RDONLY), 0
+        self._due, self._closing = threading.Event(), False
+        self._thread = threading.Thread(target=self._flush, name="stainlab-sync", daemon=True)
+        self._thread.start()
 
     def __call__(self, nbytes: int) -> None:
         self.pending += nbytes
         if self.pending >= _SYNC_BYTES:
-            os.fdatasync(self.fd)
             self.pending = 0
+            self._due.set()
+
+    def _flush(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._closing:
+                return
+            os.fdatasync(self.fd)
 
     def close(self) -> None:
+        self._closing = True
+        self._due.set()
+        self._thread.join()
         os.close(self.fd)
 
 
@@ -416,9 +432,10 @@ class StreamedPyramid:
     of the run leaves only the lower levels to write instead of the whole file (:func:`write_pyramid`
     from the store took about a second of a 400 MPix slide's eight, after every tile was done).
 
-    :class:`RowWriter` hands each stored row over (:meth:`stored`); level-0 tiles are taken from
-    memory (up to :data:`_MAX_HANDED_ROWS` rows waiting; further rows are read back from the store),
-    lower levels from the store. The store is still written, so a crashed run resumes as before.
+    :class:`RowWriter` hands each stored row over (:meth:`stored`); its tiles are taken from memory
+    (up to :data:`_MAX_HANDED_ROWS` level-0 rows waiting and :data:`_HANDED_LOWER_BYTES` of the lower
+    levels, which wait for the end of level 0; further rows are read back from the store). The store is
+    still written, so a crashed run resumes as before.
     :meth:`finish` waits for the file and raises what writing it raised; :meth:`stop` abandons it (its
     temporary file is removed)."""
 
@@ -426,6 +443,7 @@ class StreamedPyramid:
                  mpp: float | None) -> None:
         self.store = store
         self._handed: dict[tuple[int, int], list | None] = {}
+        self._lower_bytes = 0  # bytes of lower-level rows held (kept until the file is written)
         self._changed = threading.Condition()
         self._stopped = False
         self._error: BaseException | None = None
@@ -435,8 +453,13 @@ class StreamedPyramid:
 
     def stored(self, level: int, row: int, tiles: list[bytes]) -> None:
         """Row ``row`` of ``level`` is in the store, with these tiles."""
+        size = sum(map(len, tiles))
         with self._changed:
-            keep = level == 0 and sum(v is not None for v in self._handed.values()) < _MAX_HANDED_ROWS
+            if level == 0:
+                keep = sum(v is not None for (lv, _), v in self._handed.items() if lv == 0) < _MAX_HANDED_ROWS
+            else:
+                keep = self._lower_bytes + size <= _HANDED_LOWER_BYTES
+                self._lower_bytes += size if keep else 0
             self._handed[(level, row)] = tiles if keep else None
             self._changed.notify_all()
 

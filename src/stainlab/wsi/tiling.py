@@ -51,11 +51,16 @@ DEFAULT_MIN_TISSUE = 0.01  # fraction of tissue pixels below which a core is bac
 _DENSE_BELOW = tissue_limit(TISSUE_BETA)   # a pixel is tissue exactly when its darkest channel is below this
 
 
-def tissue_fraction(image: np.ndarray) -> float:
-    """Fraction of pixels whose optical density exceeds the tissue threshold in any channel (the rule
+def tissue_pixels(image: np.ndarray) -> np.ndarray:
+    """Bool (H, W): pixels whose optical density exceeds the tissue threshold in any channel (the rule
     of :func:`stainlab.color.tissue.tissue_mask`), from the darkest channel of each pixel."""
-    darkest = np.minimum(np.minimum(image[..., 0], image[..., 1]), image[..., 2])
-    return float(np.count_nonzero(darkest < _DENSE_BELOW) / darkest.size)
+    return np.minimum(np.minimum(image[..., 0], image[..., 1]), image[..., 2]) < _DENSE_BELOW
+
+
+def tissue_fraction(image: np.ndarray) -> float:
+    """Fraction of :func:`tissue_pixels`."""
+    dense = tissue_pixels(image)
+    return float(np.count_nonzero(dense) / dense.size)
 
 
 @dataclass(frozen=True)

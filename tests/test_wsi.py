@@ -485,3 +485,15 @@ def test_cores_a_small_level_shows_as_glass_are_not_sampled(tmp_path, tissue):
             want = [i for i in order if fraction(i) >= min_tissue]
             kept = _likely_tissue(slide, 0, grid, order, min_tissue)
             assert list(kept) == want and 0 < len(kept) < len(order)
+
+
+def test_a_slides_decoders_are_made_when_it_is_opened(tmp_path, tissue):
+    """tifffile makes a page's decoder on first use, peeking at a JPEG file without its lock: made by the
+    reading threads at once, it moved the file position under another thread's read, which then failed
+    as corrupt data now and then. The decoders are made before any thread reads."""
+    path = tmp_path / "s.ome.tif"
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+        tif.write(tissue, tile=(64, 64), photometric="rgb", subifds=1, compression="jpeg")
+        tif.write(tissue[::2, ::2], tile=(64, 64), photometric="rgb", subfiletype=1, compression="jpeg")
+    with open_slide(path) as slide:
+        assert len(slide._pages) == 2 and all("decode" in vars(page) for page in slide._pages)

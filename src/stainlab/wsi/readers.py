@@ -182,6 +182,11 @@ class TiffSlide(Slide):
             raise InputError(f"{path}: truncated or corrupt TIFF slide ({type(err).__name__}: {err})") from None
         for page in self._pages:
             self._check_layout(path, page)
+            # tifffile makes a page's decoder on first use and, for JPEG, peeks at the first segment then
+            # without the file's lock: made in several threads at once, it moved the file position under
+            # another thread's read ("truncated or corrupt slide data ... Not a JPEG file", now and then);
+            # made here, once (what tifffile's TiffPage.init_decode does, in every version)
+            page.decode  # noqa: B018
         width0 = self._pages[0].imagewidth
         levels = [Level(p.imagelength, p.imagewidth, width0 / p.imagewidth,
                         mpp * width0 / p.imagewidth if mpp else None) for p in self._pages]

@@ -204,3 +204,25 @@ def test_nct_fits_on_a_declared_range_tensor_like_on_the_numpy_image(he_referenc
     on_tensor = stainlab.load("nct", features="random").fit(to_tensor([reference], value_range=(-1, 1))[0],
                                                             value_range=(-1, 1))
     np.testing.assert_array_equal(on_tensor._reference.image, on_numpy._reference.image)
+
+
+@pytest.mark.parametrize("value_range", [(0.0, 1.0), (-1.0, 1.0), (0.0, 255.0)])
+def test_the_compiled_float32_conversion_gives_the_bytes_and_floats_of_the_torch_one(value_range):
+    """A contiguous float32 CPU batch is converted in one compiled pass each way; the bytes (rounding
+    half to even at exact halves included) and the floats back are the torch path's, and a value out of
+    range or not finite still gets the torch path's refusal."""
+    from stainlab.io import arrays
+
+    low, high = value_range
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.uniform(low, high, (3, 3, 37, 53)).astype(np.float32))
+    x[0, 0, 0, :4] = torch.tensor([low, high, low + (high - low) * 0.5 / 255, low + (high - low) * 1.5 / 255])
+    images, token = arrays.torch_batch_to_rgb8(x, value_range)
+    want = arrays._float_to_uint8(x, low, high, "x").permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(np.stack(images), want)
+    back = arrays.rgb8_to_torch_batch(images, token)
+    expected = torch.from_numpy(want).permute(0, 3, 1, 2).float().mul_((high - low) / 255)
+    assert torch.equal(back, expected.add_(low) if low else expected)
+    x[2, 1, 5, 5] = high + (high - low)  # far outside
+    with pytest.raises(InputError, match="outside the declared range"):
+        arrays.torch_batch_to_rgb8(x, value_range)

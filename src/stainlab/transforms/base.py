@@ -180,7 +180,12 @@ class Transform(ABC):
 
             self._require_fitted()
             return map_torch(engine_fn, image, value_range)
-        return map_rgb8(self.transform, image, value_range)
+        return map_rgb8(self.transform, image, value_range, threads=self._batch_threads())
+
+    def _batch_threads(self) -> int:
+        """Threads for the images of a batch on the NumPy path: one (the method's own code may use
+        several); per-pixel methods run a batch's images over numba's threads."""
+        return 1
 
     def _torch_engine(self):
         """The method's torch engine, float (N,3,H,W) in [0, 1] -> the same (its ``_torch``), or None
@@ -296,6 +301,11 @@ class PixelTransform(Transform):
     def _statistics_lattice(self, hist: ColorHistogram) -> ColorHistogram:
         """``hist`` coarsened to ``stats_bits``, where per-image statistics are taken (8 bits: all exact)."""
         return hist if self.lut_bits == 8 else hist.coarsened(self.stats_bits)
+
+    def _batch_threads(self) -> int:
+        import numba
+
+        return numba.get_num_threads()
 
     def linear_od_map(self, source: Any):
         """The map under ``source`` as one matrix in optical density

@@ -260,8 +260,7 @@ def _rgb8_to_float32(images, scale, low):  # pragma: no cover - compiled
         for c in range(3):
             for i in range(h):
                 for j in range(w):
-                    out[k, c, i, j] = np.float32(images[k, i, j, c]) * scale + low if low else \
-                        np.float32(images[k, i, j, c]) * scale
+                    out[k, c, i, j] = np.float32(images[k, i, j, c]) * scale + low  # + 0.0 changes nothing
     return out
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from batch_helpers import KillOnMarker
 from stainlab import batch
@@ -100,6 +101,38 @@ def test_threads_follow_the_free_cores_or_the_option(monkeypatch):
         assert threads.limit_threads(1) == 1 and numba.get_num_threads() == 1
     finally:
         numba.set_num_threads(before)
+
+
+def test_kernels_take_only_the_cores_other_processes_leave_spare(monkeypatch):
+    """Another process keeping one of two cores busy makes the pixel kernels run on the calling thread."""
+    import numba
+
+    from stainlab import threads
+    from stainlab.color import pixels
+    clock, busy, own = [1.0], [101.9], [10.9]
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(threads, "_busy_seconds", lambda: busy[0])
+    monkeypatch.setattr(threads, "_own_seconds", lambda: own[0])
+    monkeypatch.setattr(threads, "_last", (0.0, 100.0, 10.0, 2))
+    assert threads.spare_cores() == 1                  # 1.9 core-seconds busy in a second, 0.9 of them ours
+    assert pixels.parts(1 << 16) == 1
+    clock[0], busy[0] = 1.1, 200.0                     # within the period: the last look stands
+    assert threads.spare_cores() == 1
+    clock[0], busy[0], own[0] = 2.0, 103.8, 12.7       # 1.9 busy, 1.8 ours: the other process is gone
+    assert threads.spare_cores() == 2
+    assert pixels.parts(1 << 16) == min(2, numba.get_num_threads())
+    assert pixels.parts(100) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="no /proc/stat")
+def test_the_busy_time_of_this_process_cores_is_read():
+    from stainlab import threads
+    before = threads._busy_seconds()
+    end = time.monotonic() + 0.2
+    while time.monotonic() < end:
+        pass
+    assert threads._busy_seconds() - before >= 0.1
 
 
 def _alive(pid: int) -> bool:

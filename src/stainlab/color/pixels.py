@@ -31,6 +31,7 @@ from numba import njit, prange
 
 from stainlab.color.lab import _DELTA, _KAPPA, _RGB_TO_XYZ, _WHITE, _XYZ_TO_RGB
 from stainlab.color.od import BACKGROUND, MAX_OD, rgb_to_od
+from stainlab.threads import spare_cores
 
 OD_OF_BYTE = rgb_to_od(np.arange(256.0))
 """Optical density of each 8-bit value (``-ln((v + 1) / 256)``)."""
@@ -106,22 +107,22 @@ PARALLEL_PIXELS = 1 << 13
 """Kernels over fewer pixels than this (about 90 x 90) run as one slice on the calling thread: on an idle
 two-core machine waking numba's thread pool and joining it costs about what the second slice saves there
 (48 to 96 px tiles), and above it the threads win (Reinhard's 256 px tile: 1.2 ms against 2.3 on one
-thread). Where other processes keep the cores busy the join waits for a thread the system has put aside,
-milliseconds a kernel: limit numba's threads there (:func:`stainlab.threads.limit_threads`), and with one
-thread every kernel runs on the calling thread."""
+thread). Where other processes keep cores busy the join waits for a thread the system has put aside,
+milliseconds a kernel: kernels then take only the cores left spare (:func:`stainlab.threads.spare_cores`),
+and with one every kernel runs on the calling thread."""
 
 
 def parts(pixels: int) -> int:
-    """How many slices a kernel over ``pixels`` pixels runs in parallel: numba's current thread count, or
-    one under ``PARALLEL_PIXELS``."""
-    return 1 if pixels < PARALLEL_PIXELS else numba.get_num_threads()
+    """How many slices a kernel over ``pixels`` pixels runs in parallel: numba's current thread count or
+    the spare cores, whichever is fewer; one under ``PARALLEL_PIXELS``."""
+    return 1 if pixels < PARALLEL_PIXELS else min(numba.get_num_threads(), spare_cores())
 
 
 def sliced(**options):
     """Decorator: compile a kernel whose last argument is ``parts`` (its ``prange`` over as many slices)
     twice, with numba's threads and without them (``prange`` is then ``range``), and run the latter for
     one slice, which then never wakes the thread pool. Both are cached, the serial one under its own
-    name."""
+    name; compiled code calls them as the wrapper's ``threaded`` and ``serial``."""
     def compile_both(kernel):
         threaded = njit(cache=True, parallel=True, **options)(kernel)
         alone = types.FunctionType(kernel.__code__, kernel.__globals__, kernel.__name__ + "_serial",
@@ -132,6 +133,7 @@ def sliced(**options):
         @wraps(kernel)
         def run(*args):
             return (threaded if args[-1] > 1 else serial)(*args)
+        run.threaded, run.serial = threaded, serial      # for compiled callers, which choose alike
         return run
     return compile_both
 
@@ -581,15 +583,13 @@ def percentiles(values: np.ndarray, q, increasing=None) -> np.ndarray:
 
 
 # -- Macenko's angles and robust maxima --------------------------------------------------------------
+# Both passes run in slices on numba's threads: each slice tallies its values against the brackets and
+# gathers those inside into a buffer of its own, and the slices' buffers are joined for the selection.
 @njit(cache=True, nogil=True, error_model="numpy")
-def _plane_angles(pixels, below, od_of_byte, plane, q, xy):  # pragma: no cover - compiled
-    """One pass over the pixels under ``below``: their optical densities projected onto the two columns
-    of ``plane``, ``(x, y)``, into ``xy`` in pixel order, and the order statistics of ``y / x`` that the
-    ``q``-th percentiles (two at most: two brackets) of ``arctan(y / x)`` read, sampled from the tissue
-    among :data:`SAMPLE` scattered pixels. Returns those percentiles and whether every ``x`` is positive
-    (else they are not the angles')."""
-    n, count = pixels.shape[0], xy.shape[1]
-    pos, ranks = _percentile_ranks(q, count)
+def _angle_brackets(pixels, below, od_of_byte, plane, ranks, count):  # pragma: no cover - compiled
+    """The brackets (:func:`_brackets`) of the ``ranks`` of ``y / x`` among the ``count`` pixels under
+    ``below``, sampled from the tissue among :data:`SAMPLE` scattered pixels."""
+    n = pixels.shape[0]
     sample = np.empty(min(n, SAMPLE))
     m = 0
     for k in range(sample.shape[0]):
@@ -600,91 +600,182 @@ def _plane_angles(pixels, below, od_of_byte, plane, q, xy):  # pragma: no cover 
             x = o0 * plane[0, 0] + o1 * plane[1, 0] + o2 * plane[2, 0]
             sample[m] = (o0 * plane[0, 1] + o1 * plane[1, 1] + o2 * plane[2, 1]) / x
             m += 1
-    lows, highs, brackets, room = _brackets(sample[:m], count, ranks)
+    return _brackets(sample[:m], count, ranks)
+
+
+@sliced(error_model="numpy")
+def _angle_tallies(pixels, below, od_of_byte, plane, lows, highs, offsets, xy, inside, unders, withins,
+                   nonpositive, parts):  # pragma: no cover - compiled
+    """Per slice: the optical densities of its pixels under ``below`` projected onto the two columns of
+    ``plane``, ``(x, y)``, into ``xy`` from ``offsets[part]`` in pixel order; how many ``y / x`` lie below
+    and inside brackets 0 and 1 (``unders[part]``, ``withins[part]``) and how many ``x`` are not positive;
+    the slopes inside gathered into ``inside[part]`` (up to its length)."""
+    room = inside.shape[2]
     low0, high0, low1, high1 = lows[0], highs[0], lows[1], highs[1]
     e10, e11, e12, e20, e21, e22 = plane[0, 0], plane[1, 0], plane[2, 0], plane[0, 1], plane[1, 1], plane[2, 1]
-    inside = np.empty((2, room))
-    under0, in0, under1, in1 = 0, 0, 0, 0
-    j, positive = 0, True
-    for i in range(n):
-        p0, p1, p2 = pixels[i, 0], pixels[i, 1], pixels[i, 2]
-        if p0 >= below[0] and p1 >= below[1] and p2 >= below[2]:
-            continue
-        o0, o1, o2 = od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2]
-        x, y = o0 * e10 + o1 * e11 + o2 * e12, o0 * e20 + o1 * e21 + o2 * e22
-        xy[0, j], xy[1, j] = x, y
-        j += 1
-        positive &= x > 0.0
-        t = y / x
-        under0, in0, gather = _tally(t, low0, high0, under0, in0)
-        if gather and in0 <= room:
-            inside[0, in0 - 1] = t
-        under1, in1, gather = _tally(t, low1, high1, under1, in1)
-        if gather and in1 <= room:
-            inside[1, in1 - 1] = t
-    out = np.empty(ranks.shape[0])
-    found = np.zeros(ranks.shape[0], dtype=np.bool_)
-    if positive and brackets <= 2:
-        _select(inside[:brackets], np.array([under0, under1])[:brackets], np.array([in0, in1])[:brackets], ranks,
-                out, found)
-    if positive and not found.all():
-        out[:] = np.sort(xy[1] / xy[0])[ranks]
-    return _interpolate(pos, ranks, np.arctan(out), count), positive
-
-
-def plane_angles(pixels: np.ndarray, below, plane: np.ndarray, count: int, q, light=None):
-    """Steps 5-7 of Macenko et al. on the ``count`` pixels whose darkest channel is under ``below`` (as
-    :func:`od_moments` counts them): their optical densities against ``light`` projected onto the plane's
-    unit axes (``plane``, ``(3, 2)``: ``e1``, ``e2``), ``xy`` ``(2, count)`` in pixel order, and the
-    ``q``-th percentiles of their angles ``phi = atan2(y, x)``, as ``np.percentile`` interpolates them.
-
-    Where every ``x`` is positive (``e1`` lies along the mean optical density, so tissue does), ``y / x``
-    orders the pixels as ``phi`` does: its exact order statistics are found in the same pass as the
-    projections and the arctangent taken of them alone. Otherwise the angles come from ``atan2``."""
-    xy = np.empty((2, count))
-    angles, positive = _plane_angles(pixels, _limits(below), od_table(light), np.ascontiguousarray(plane, np.float64),
-                                     np.asarray(q, dtype=np.float64), xy)
-    return (angles if positive else percentiles(np.arctan2(xy[1], xy[0]), q)), xy
+    for part in prange(parts):
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src, j = pixels[start:stop], offsets[part]
+        under0, in0, under1, in1, negative = 0, 0, 0, 0, 0
+        for i in range(stop - start):
+            p0, p1, p2 = src[i, 0], src[i, 1], src[i, 2]
+            if p0 >= below[0] and p1 >= below[1] and p2 >= below[2]:
+                continue
+            o0, o1, o2 = od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2]
+            x, y = o0 * e10 + o1 * e11 + o2 * e12, o0 * e20 + o1 * e21 + o2 * e22
+            xy[0, j], xy[1, j] = x, y
+            j += 1
+            negative += x <= 0.0
+            t = y / x
+            under0, in0, gather = _tally(t, low0, high0, under0, in0)
+            if gather and in0 <= room:
+                inside[part, 0, in0 - 1] = t
+            under1, in1, gather = _tally(t, low1, high1, under1, in1)
+            if gather and in1 <= room:
+                inside[part, 1, in1 - 1] = t
+        unders[part, 0], unders[part, 1], withins[part, 0], withins[part, 1] = under0, under1, in0, in1
+        nonpositive[part] = negative
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _combination_percentiles(xy, matrix, q):  # pragma: no cover - compiled
-    """The ``q``-th percentile of each row of ``matrix @ xy`` (``(2, 2)`` by ``(2, n)``), from one pass
-    over ``xy`` that forms neither row: one bracket a row, around the two ranks it reads."""
+def _joined_select(inside, unders, withins, ranks, out, found):  # pragma: no cover - compiled
+    """:func:`_select` over the slices' gathered values: ``inside`` ``(parts, brackets, room)``, with
+    ``unders`` and ``withins`` ``(parts, brackets)`` counted below and inside each bracket, when every
+    slice's fitted its buffer."""
+    if withins.max() > inside.shape[2]:
+        return
+    below, within = unders.sum(axis=0), withins.sum(axis=0)
+    joined = np.empty((inside.shape[1], max(within.max(), 1)))
+    for b in range(inside.shape[1]):
+        k = 0
+        for part in range(inside.shape[0]):
+            joined[b, k:k + withins[part, b]] = inside[part, b, :withins[part, b]]
+            k += withins[part, b]
+    _select(joined, below, within, ranks, out, found)
+
+
+_angle_tallies_threaded, _angle_tallies_serial = _angle_tallies.threaded, _angle_tallies.serial
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _plane_angles(pixels, below, od_of_byte, plane, q, count, counts):  # pragma: no cover - compiled
+    """:func:`plane_angles` in slices of the pixels (``counts`` pixels under ``below`` in each): the
+    percentiles, whether every ``x`` is positive (else they are not the angles'), and ``xy``."""
+    slices = counts.shape[0]
+    pos, ranks = _percentile_ranks(q, count)
+    lows, highs, brackets, room = _angle_brackets(pixels, below, od_of_byte, plane, ranks, count)
+    offsets = np.zeros(slices + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)
+    xy = np.empty((2, count))
+    inside = np.empty((slices, 2, room))
+    unders, withins = np.zeros((slices, 2), dtype=np.int64), np.zeros((slices, 2), dtype=np.int64)
+    nonpositive = np.zeros(slices, dtype=np.int64)
+    if slices > 1:
+        _angle_tallies_threaded(pixels, below, od_of_byte, plane, lows, highs, offsets, xy, inside, unders, withins,
+                                nonpositive, slices)
+    else:
+        _angle_tallies_serial(pixels, below, od_of_byte, plane, lows, highs, offsets, xy, inside, unders, withins,
+                              nonpositive, slices)
+    if nonpositive.any():
+        return np.zeros(q.shape[0]), False, xy
+    stats = np.empty(ranks.shape[0])
+    found = np.zeros(ranks.shape[0], dtype=np.bool_)
+    if brackets <= 2:
+        _joined_select(inside[:, :brackets], unders[:, :brackets], withins[:, :brackets], ranks, stats, found)
+    if not found.all():
+        stats = np.sort(xy[1] / xy[0])[ranks]
+    return _interpolate(pos, ranks, np.arctan(stats), count), True, xy
+
+
+def plane_angles(pixels: np.ndarray, below, plane: np.ndarray, count: int, q, light=None, counts=None):
+    """Steps 5-7 of Macenko et al. on the ``count`` pixels whose darkest channel is under ``below`` (as
+    :func:`od_moments` counts them, ``counts`` of them in each of its slices): their optical densities
+    against ``light`` projected onto the plane's unit axes (``plane``, ``(3, 2)``: ``e1``, ``e2``), ``xy``
+    ``(2, count)`` in pixel order, and the ``q``-th percentiles of their angles ``phi = atan2(y, x)``, as
+    ``np.percentile`` interpolates them.
+
+    Where every ``x`` is positive (``e1`` lies along the mean optical density, so tissue does), ``y / x``
+    orders the pixels as ``phi`` does: its exact order statistics (two percentiles at most: two
+    brackets) are found in the same pass as the projections and the arctangent taken of them alone.
+    Otherwise the angles come from ``atan2``."""
+    limits, q = _limits(below), np.asarray(q, dtype=np.float64).reshape(-1)
+    if counts is None or len(counts) != parts(len(pixels)):
+        counts = np.zeros(parts(len(pixels)), dtype=np.int64)
+        _count_below(pixels, limits, counts, len(counts))
+    angles, positive, xy = _plane_angles(pixels, limits, od_table(light), np.ascontiguousarray(plane, np.float64), q,
+                                         count, counts)
+    return (angles if positive else percentiles(np.arctan2(xy[1], xy[0]), q)), xy
+
+
+@sliced(error_model="numpy")
+def _combination_tallies(xy, matrix, lows, highs, inside, unders, withins, parts):  # pragma: no cover - compiled
+    """Per slice of the columns of ``xy``: how many of row ``r`` of ``matrix @ xy`` lie below and inside
+    its bracket (``lows[r]``, ``highs[r]``), in ``unders[part, r]`` and ``withins[part, r]``, those inside
+    gathered into ``inside[part, r]`` (up to its length)."""
+    room = inside.shape[2]
+    low0, high0, low1, high1 = lows[0], highs[0], lows[1], highs[1]
+    a00, a01, a10, a11 = matrix[0, 0], matrix[0, 1], matrix[1, 0], matrix[1, 1]
+    for part in prange(parts):
+        start, stop = slice_bounds(xy.shape[1], part, parts)
+        xs, ys = xy[0, start:stop], xy[1, start:stop]
+        under0, in0, under1, in1 = 0, 0, 0, 0
+        for i in range(stop - start):
+            x, y = xs[i], ys[i]
+            v = a00 * x + a01 * y
+            under0, in0, gather = _tally(v, low0, high0, under0, in0)
+            if gather and in0 <= room:
+                inside[part, 0, in0 - 1] = v
+            v = a10 * x + a11 * y
+            under1, in1, gather = _tally(v, low1, high1, under1, in1)
+            if gather and in1 <= room:
+                inside[part, 1, in1 - 1] = v
+        unders[part, 0], unders[part, 1], withins[part, 0], withins[part, 1] = under0, under1, in0, in1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _combination_brackets(xy, matrix, ranks):  # pragma: no cover - compiled
+    """Each row's bracket around ``ranks`` of ``matrix @ xy``, from :data:`SAMPLE` scattered columns:
+    lows, highs, whether each row has exactly one, and the room a bracket may gather."""
+    n = xy.shape[1]
+    xs, ys = _sample(xy[0]), _sample(xy[1])
+    lows, highs, single, room = np.empty(2), np.empty(2), True, 0
+    for row in range(2):
+        row_lows, row_highs, brackets, room = _brackets(matrix[row, 0] * xs + matrix[row, 1] * ys, n, ranks)
+        lows[row], highs[row], single = row_lows[0], row_highs[0], single and brackets == 1
+    return lows, highs, single, room
+
+
+_combination_tallies_threaded, _combination_tallies_serial = _combination_tallies.threaded, _combination_tallies.serial
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _combination_percentiles(xy, matrix, q, slices):  # pragma: no cover - compiled
+    """:func:`combination_percentiles` in ``slices`` of the columns."""
     n = xy.shape[1]
     pos, ranks = _percentile_ranks(np.array([q]), n)
-    xs, ys = _sample(xy[0]), _sample(xy[1])
-    sample0, sample1 = matrix[0, 0] * xs + matrix[0, 1] * ys, matrix[1, 0] * xs + matrix[1, 1] * ys
-    lows0, highs0, brackets0, room = _brackets(sample0, n, ranks)
-    lows1, highs1, brackets1, _ = _brackets(sample1, n, ranks)
-    low0, high0, low1, high1 = lows0[0], highs0[0], lows1[0], highs1[0]
-    a00, a01, a10, a11 = matrix[0, 0], matrix[0, 1], matrix[1, 0], matrix[1, 1]
-    inside = np.empty((2, room))
-    under0, in0, under1, in1 = 0, 0, 0, 0
-    for i in range(n):
-        x, y = xy[0, i], xy[1, i]
-        v = a00 * x + a01 * y
-        under0, in0, gather = _tally(v, low0, high0, under0, in0)
-        if gather and in0 <= room:
-            inside[0, in0 - 1] = v
-        v = a10 * x + a11 * y
-        under1, in1, gather = _tally(v, low1, high1, under1, in1)
-        if gather and in1 <= room:
-            inside[1, in1 - 1] = v
+    lows, highs, single, room = _combination_brackets(xy, matrix, ranks)
+    inside = np.empty((slices, 2, room))
+    unders, withins = np.zeros((slices, 2), dtype=np.int64), np.zeros((slices, 2), dtype=np.int64)
+    if single and slices > 1:
+        _combination_tallies_threaded(xy, matrix, lows, highs, inside, unders, withins, slices)
+    elif single:
+        _combination_tallies_serial(xy, matrix, lows, highs, inside, unders, withins, slices)
     out = np.empty(2)
-    for row, under, within, brackets in ((0, under0, in0, brackets0), (1, under1, in1, brackets1)):
+    for row in range(2):
         stats = np.empty(ranks.shape[0])
         found = np.zeros(ranks.shape[0], dtype=np.bool_)
-        if brackets == 1:
-            _select(inside[row:row + 1], np.array([under]), np.array([within]), ranks, stats, found)
+        if single:
+            _joined_select(inside[:, row:row + 1], unders[:, row:row + 1], withins[:, row:row + 1], ranks, stats,
+                           found)
         if not found.all():
-            stats[:] = np.sort(matrix[row, 0] * xy[0] + matrix[row, 1] * xy[1])[ranks]
+            stats = np.sort(matrix[row, 0] * xy[0] + matrix[row, 1] * xy[1])[ranks]
         out[row] = _interpolate(pos, ranks, stats, n)[0]
     return out
 
 
 def combination_percentiles(xy: np.ndarray, matrix: np.ndarray, q: float) -> np.ndarray:
     """``np.percentile(matrix @ xy, q, axis=1)`` for ``(2, n)`` values and a ``(2, 2)`` matrix, by exact
-    order statistics of both rows in one pass over ``xy``: the robust maxima of the two stains'
-    concentrations from a pixel's coordinates in their plane (:func:`plane_angles`)."""
-    return _combination_percentiles(xy, np.ascontiguousarray(matrix, np.float64), float(q))
+    order statistics of both rows in one pass over ``xy`` that forms neither row (one bracket a row): the
+    robust maxima of the two stains' concentrations from a pixel's coordinates in their plane
+    (:func:`plane_angles`)."""
+    return _combination_percentiles(xy, np.ascontiguousarray(matrix, np.float64), float(q), parts(xy.shape[1]))

@@ -144,7 +144,8 @@ class Macenko(StainMatrixTransform):
         what = f"{self.name} source"
         pixels, below, moments, light = sample_tissue(image, self.beta, what, self.light_of)
         plane = np.stack(stain_plane(moments.mean, moments.covariance, what), axis=1)
-        angles, xy = plane_angles(pixels, below, plane, moments.count, [self.alpha, 100.0 - self.alpha], light)
+        angles, xy = plane_angles(pixels, below, plane, moments.count, [self.alpha, 100.0 - self.alpha], light,
+                                 moments.counts)
         rows = stain_rows(*plane.T, *angles)
         check_separable(rows, what)
         # rows = A plane.T with A = rows @ plane (2x2), so W^+ = plane A^-1 and plane.T W^+ = A^-1

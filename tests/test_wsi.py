@@ -497,3 +497,15 @@ def test_a_slides_decoders_are_made_when_it_is_opened(tmp_path, tissue):
         tif.write(tissue[::2, ::2], tile=(64, 64), photometric="rgb", subfiletype=1, compression="jpeg")
     with open_slide(path) as slide:
         assert len(slide._pages) == 2 and all("decode" in vars(page) for page in slide._pages)
+
+
+def test_occupied_cells_are_the_cells_of_every_pixel():
+    from stainlab.transforms.lut import occupied_cells
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (40, 50 + k, 3), dtype=np.uint8) for k in range(5)]
+    for bits in (5, 7):
+        shift = 8 - bits
+        expected = np.unique(np.concatenate([((im[..., 0].astype(np.int64) >> shift) << (2 * bits))
+                                             | ((im[..., 1].astype(np.int64) >> shift) << bits)
+                                             | (im[..., 2].astype(np.int64) >> shift) for im in images], axis=None))
+        assert np.array_equal(occupied_cells(images, bits), expected)

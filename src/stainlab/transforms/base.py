@@ -298,6 +298,24 @@ class PixelTransform(Transform):
         stats = self._statistics_lattice(hist)
         return self._source(stats.colors, stats.counts)
 
+    def source_of_pixels(self, pixels: np.ndarray) -> Any:
+        """Per-image parameters from uint8 pixels ``(M, 3)`` (say, a whole slide's sample), taken as
+        ``t(image)`` takes them from an image of that many pixels (up to ``SMALL_IMAGE_PIXELS``: by
+        compiled passes over an evenly strided sample where the small-image path applies); raises
+        :class:`NoTissueError`."""
+        image = np.ascontiguousarray(pixels).reshape(-1, 1, 3)
+        if self._small_path(image):
+            return self._small_statistics(image)
+        return self.source_of(ColorHistogram.of(image, self.lut_bits))
+
+    def _small_statistics(self, image: np.ndarray) -> Any:
+        """:meth:`_small_source` as ``_map`` takes it, without what only ``_small_map`` uses."""
+        return self._small_source(image)
+
+    def _small_path(self, image: np.ndarray) -> bool:
+        """Whether ``image`` takes the small-image path (:mod:`stainlab.transforms.small`)."""
+        return image.shape[0] * image.shape[1] <= small.SMALL_IMAGE_PIXELS and (self.lut_bits < 8 or self.separable)
+
     def _statistics_lattice(self, hist: ColorHistogram) -> ColorHistogram:
         """``hist`` coarsened to ``stats_bits``, where per-image statistics are taken (8 bits: all exact)."""
         return hist if self.lut_bits == 8 else hist.coarsened(self.stats_bits)
@@ -319,7 +337,7 @@ class PixelTransform(Transform):
         return to_uint8(self._map(colors, source)), self._keep(colors)
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
-        if image.shape[0] * image.shape[1] <= small.SMALL_IMAGE_PIXELS and (self.lut_bits < 8 or self.separable):
+        if self._small_path(image):
             ok, source = self._source_or_none(lambda: self._small_source(image))
             return self._small_map(image, source) if ok else image.copy()
         hist = ColorHistogram.of(image, self.lut_bits)

@@ -16,6 +16,7 @@ lattice-sized tables that each thread allocates once.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,11 +158,40 @@ def _mark_cells(pixels, shift, seen):  # pragma: no cover - compiled
 
 
 def occupied_cells(images: list[np.ndarray], bits: int) -> np.ndarray:
-    """The lattice cells (indices, ascending) that the pixels of uint8 RGB ``images`` fall in."""
-    seen = np.zeros(1 << (3 * _check_bits(bits)), dtype=np.uint8)
-    for image in images:
-        _mark_cells(np.ascontiguousarray(image).reshape(-1), 8 - bits, seen)
-    return np.flatnonzero(seen)
+    """The lattice cells (indices, ascending) that the pixels of uint8 RGB ``images`` fall in, the
+    images marked in numba's thread count of threads, each thread's in flags of its own (threads
+    setting flags in one array fight over its cache lines: no faster than one)."""
+    threads = max(1, min(numba.get_num_threads(), len(images)))
+    flags = np.zeros((threads, 1 << (3 * _check_bits(bits))), dtype=np.uint8)
+
+    def mark(k: int) -> None:
+        for image in images[k::threads]:
+            _mark_cells(np.ascontiguousarray(image).reshape(-1), 8 - bits, flags[k])
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(mark, range(threads)))
+    return _flagged_cells(flags, flags.view(np.uint64))
+
+
+@njit(cache=True, nogil=True)
+def _flagged_cells(flags, words):  # pragma: no cover - compiled
+    """The cells (ascending) flagged in any row of ``flags``, skipping eight at a time through ``words``,
+    the same memory read as ``uint64`` (``np.flatnonzero`` of a 2**21-cell lattice took 5 ms)."""
+    found = np.empty(flags.shape[1], dtype=np.int64)
+    n = 0
+    for w in range(words.shape[1]):
+        word = words[0, w]
+        for k in range(1, words.shape[0]):
+            word |= words[k, w]
+        if word:
+            for cell in range(8 * w, 8 * w + 8):
+                flagged = False
+                for k in range(flags.shape[0]):
+                    flagged |= flags[k, cell] != 0
+                if flagged:
+                    found[n] = cell
+                    n += 1
+    return found[:n].copy()
 
 
 class _Buffers(threading.local):

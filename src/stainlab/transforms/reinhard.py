@@ -93,6 +93,9 @@ class Reinhard(PixelTransform):
         kept = np.empty((len(pixels), 3), np.float32)
         return (*pixel_lab_stats(pixels, self._below, "reinhard source", kept), kept)
 
+    def _small_statistics(self, image):
+        return pixel_lab_stats(image.reshape(-1, 3), self._below, "reinhard source")
+
     def _small_map(self, image, source):
         mean, std, kept = source
         gain = self.target_std / std

@@ -44,7 +44,7 @@ from stainlab.wsi.readers import Slide, open_slide
 from stainlab.wsi.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, Box, RowRunner, RowStats,
                                 TileGrid, tissue_fraction, tissue_pixels)
 from stainlab.transforms.base import PixelTransform, Transform
-from stainlab.transforms.lut import ColorHistogram, LatticeTable, occupied_cells
+from stainlab.transforms.lut import LatticeTable, occupied_cells
 
 PYRAMID = "ome.tif"
 PLAIN_FORMATS = ("png", "tif", "jpg")
@@ -55,7 +55,7 @@ THUMBNAIL_MIN_CORE = 16        # if it shows each core with at least this many p
 THUMBNAIL_BAND = 512           # rows of that level decoded by one thread
 LAZY_TABLE_TILES = 256         # slides of more tiles evaluate their colour table whole (SlideColorMap)
 SAMPLE_READS = 8               # cores read at once while sampling (a few more than needed at most)
-SAMPLE_MAX_PIXELS = 1 << 20    # the whole-slide statistics take at most this many of the sample's pixels
+SAMPLE_MAX_PIXELS = 1 << 18    # the whole-slide statistics take at most this many of the sample's pixels
 ROWS_AHEAD = 2                 # tile rows read and transformed ahead of the row being written
 HEAP_BUFFERS = 32 << 20        # glibc: buffers up to this size from the heap (its most), see reuse_freed_memory
 HEAP_KEEP = 256 << 20          # glibc: free heap kept up to this size
@@ -140,8 +140,8 @@ class SlideColorMap:
     millisecond a tile."""
 
     def __init__(self, transform: PixelTransform, sample: list[np.ndarray], tiles: int = 0) -> None:
-        histogram = ColorHistogram.of(strided_pixels(sample, SAMPLE_MAX_PIXELS), transform.lut_bits)
-        source = transform.source_of(histogram)
+        # statistics as t(image) takes them from an image of the sample's strided pixels (compiled passes)
+        source = transform.source_of_pixels(strided_pixels(sample, SAMPLE_MAX_PIXELS))
         linear = transform.linear_od_map(source)
         self.table = (LatticeTable(transform.lut_bits, linear=linear) if linear is not None
                       else LatticeTable(transform.lut_bits, lambda colors: transform.color_table(colors, source)))

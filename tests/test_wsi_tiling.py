@@ -92,3 +92,12 @@ def test_bad_grids_and_bad_tile_outputs_are_clear_errors(ihc_image):
         TileGrid(100, 100, 4, 0)
     with pytest.raises(InputError, match="same shape"):
         run_tiled(ihc_image, lambda t: t[:10], 64, 0)
+
+
+def test_tissue_fraction_counts_the_tissue_pixels_of_any_view():
+    from stainlab.wsi.tiling import tissue_fraction, tissue_pixels
+    image = np.random.default_rng(5).integers(150, 256, (64, 80, 3), dtype=np.uint8)
+    for view in (image, image[3:50:2, 7:70], image[:0]):
+        dense = tissue_pixels(view)
+        assert tissue_fraction(view) == (np.count_nonzero(dense) / dense.size if dense.size else 0.0)
+    assert 0.0 < tissue_fraction(image) < 1.0

@@ -226,3 +226,19 @@ def test_the_compiled_float32_conversion_gives_the_bytes_and_floats_of_the_torch
     x[2, 1, 5, 5] = high + (high - low)  # far outside
     with pytest.raises(InputError, match="outside the declared range"):
         arrays.torch_batch_to_rgb8(x, value_range)
+
+
+@pytest.mark.parametrize("value_range", [(0.0, 1.0), (-1.0, 1.0)])
+def test_a_float32_batch_mapped_in_threads_equals_the_batch_path(macenko, sources, value_range):
+    """Each thread converts, maps and converts back its own images: the same floats as converting the
+    whole batch each way, and the same refusals."""
+    from stainlab.io import arrays
+
+    batch = to_tensor(sources * 3, value_range=value_range)
+    with torch.no_grad():
+        threaded = arrays.map_rgb8(macenko.transform, batch, value_range, threads=2)
+        whole = arrays.map_rgb8(macenko.transform, batch, value_range, threads=1)
+    assert threaded.dtype == torch.float32 and torch.equal(threaded, whole)
+    batch[4, 2, 3, 3] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        arrays.map_rgb8(macenko.transform, batch, value_range, threads=2)

@@ -124,6 +124,17 @@ def _check_values(x, low: float, high: float, what: str) -> None:
                          f"[{low:g}, {high:g}] (declare another with value_range=, e.g. (-1, 1) or (0, 255))")
 
 
+def _checked_numpy_input(batch, value_range, what: str):
+    """:func:`_checked_layout`, refusing a tensor that needs a gradient (the NumPy path has none)."""
+    import torch
+
+    x, token = _checked_layout(batch, value_range, what)
+    if batch.requires_grad and torch.is_grad_enabled():
+        raise InputError(f"{what}: requires grad, but this path goes through NumPy and has no gradient "
+                         "(pass tensor.detach(), or call inside torch.no_grad())")
+    return x, token
+
+
 def torch_batch_to_rgb8(batch, value_range=None, what: str = "torch input") -> tuple[list[np.ndarray], tuple]:
     """Split a ``(N,3,H,W)`` or ``(3,H,W)`` tensor into uint8 HxWx3 arrays, checked as the module says.
 
@@ -132,10 +143,7 @@ def torch_batch_to_rgb8(batch, value_range=None, what: str = "torch input") -> t
     """
     import torch
 
-    x, token = _checked_layout(batch, value_range, what)
-    if batch.requires_grad and torch.is_grad_enabled():
-        raise InputError(f"{what}: requires grad, but this path goes through NumPy and has no gradient "
-                         "(pass tensor.detach(), or call inside torch.no_grad())")
+    x, token = _checked_numpy_input(batch, value_range, what)
     if x.shape[0] == 0:
         return [], token
     if batch.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous():
@@ -150,18 +158,27 @@ def torch_batch_to_rgb8(batch, value_range=None, what: str = "torch input") -> t
 
 @njit(cache=True, nogil=True, parallel=True)
 def _float32_to_rgb8(x, scale, offset, low, high, out):  # pragma: no cover - compiled
-    """``out[n, y, x, c] = clamp(rint(x[n, c, y, x] * scale - offset))`` in float32 (the bytes the torch
-    path gives); False, leaving ``out`` unfinished, at the first value not finite or outside [low, high]."""
+    """:func:`_image_to_rgb8` of every image of ``x`` (N, 3, H, W) into ``out`` (N, H, W, 3), in
+    parallel; False (``out`` unfinished) when one found a value not finite or outside [low, high]."""
     ok = np.ones(x.shape[0], np.bool_)
     for n in prange(x.shape[0]):
-        for c in range(3):
-            for i in range(x.shape[2]):
-                for j in range(x.shape[3]):
-                    v = x[n, c, i, j]
-                    if not (low <= v <= high):  # NaN fails too
-                        ok[n] = False
-                    out[n, i, j, c] = np.uint8(min(max(np.rint(v * scale - offset), np.float32(0)), np.float32(255)))
+        ok[n] = _image_to_rgb8(x[n], scale, offset, low, high, out[n])
     return ok.all()
+
+
+@njit(cache=True, nogil=True)
+def _image_to_rgb8(x, scale, offset, low, high, out):  # pragma: no cover - compiled
+    """``out[y, x, c] = clamp(rint(x[c, y, x] * scale - offset))`` in float32 (the bytes the torch path
+    gives); False at a value not finite or outside [low, high] (NaN fails too)."""
+    ok = True
+    for c in range(3):
+        for i in range(x.shape[1]):
+            for j in range(x.shape[2]):
+                v = x[c, i, j]
+                if not (low <= v <= high):
+                    ok = False
+                out[i, j, c] = np.uint8(min(max(np.rint(v * scale - offset), np.float32(0)), np.float32(255)))
+    return ok
 
 
 def _cpu_float32_to_rgb8(x, low: float, high: float) -> np.ndarray | None:
@@ -253,14 +270,49 @@ def rgb8_to_torch_batch(images: list[np.ndarray], token: tuple):
 
 @njit(cache=True, nogil=True, parallel=True)
 def _rgb8_to_float32(images, scale, low):  # pragma: no cover - compiled
-    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) ``v * scale + low`` in float32 (as the torch path makes it)."""
+    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W), :func:`_image_to_float32` of each image in parallel."""
     n, h, w = images.shape[0], images.shape[1], images.shape[2]
     out = np.empty((n, 3, h, w), np.float32)
     for k in prange(n):
-        for c in range(3):
-            for i in range(h):
-                for j in range(w):
-                    out[k, c, i, j] = np.float32(images[k, i, j, c]) * scale + low  # + 0.0 changes nothing
+        _image_to_float32(images[k], scale, low, out[k])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _image_to_float32(image, scale, low, out):  # pragma: no cover - compiled
+    """uint8 (H, W, 3) -> ``out`` float32 (3, H, W): ``v * scale + low`` in float32 (as the torch path
+    makes it)."""
+    for c in range(3):
+        for i in range(image.shape[0]):
+            for j in range(image.shape[1]):
+                out[c, i, j] = np.float32(image[i, j, c]) * scale + low  # + 0.0 changes nothing
+
+
+def _map_float32_in_threads(fn, batch, value_range, what: str, threads: int):
+    """:func:`map_rgb8` of a contiguous float32 CPU batch of several images in ``threads`` threads, each
+    image converted to bytes, mapped and converted back into the output by the thread that maps it (its
+    bytes are still in that core's cache: 5-10% more tiles a second than converting the whole batch each
+    way around the mapping); None for any other batch, or when a value is out of range or not finite
+    (the batch path then says which)."""
+    import numba
+    import torch
+
+    x, (_single, _shape, dtype, _device, low, high) = _checked_numpy_input(batch, value_range, what)
+    if dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous() or x.shape[0] < 2:
+        return None
+    values, out = x.detach().numpy(), torch.empty(tuple(x.shape), dtype=torch.float32)
+    mapped, slack, scale = out.numpy(), RANGE_SLACK * (high - low), 255 / (high - low)
+
+    def one(k: int) -> bool:
+        image = np.empty((x.shape[2], x.shape[3], 3), np.uint8)
+        if not _image_to_rgb8(values[k], np.float32(scale), np.float32(low * scale), low - slack, high + slack, image):
+            return False
+        _image_to_float32(fn(image), np.float32((high - low) / 255), np.float32(low), mapped[k])
+        return True
+
+    with ThreadPoolExecutor(min(threads, x.shape[0]), initializer=numba.set_num_threads, initargs=(1,)) as pool:
+        if not all(list(pool.map(one, range(x.shape[0])))):
+            return None
     return out
 
 
@@ -281,6 +333,9 @@ def map_rgb8(fn: Callable[[np.ndarray], np.ndarray], image, value_range=None, wh
     that many threads, each with numba's kernels on its own thread (for an ``fn`` of compiled kernels
     that release the GIL: a tile's kernels are too short to split over cores, the batch is not)."""
     if is_torch_tensor(image):
+        mapped = _map_float32_in_threads(fn, image, value_range, what, threads) if threads > 1 else None
+        if mapped is not None:
+            return mapped
         images, token = torch_batch_to_rgb8(image, value_range, what)
         if threads > 1 and len(images) > 1:
             import numba

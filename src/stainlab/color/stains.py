@@ -6,6 +6,8 @@ Stain matrices are ``(n_stains, 3)`` arrays of unit optical-density vectors, one
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Ruifrok & Johnston, "Quantification of histochemical staining by color deconvolution", 2001
@@ -24,7 +26,7 @@ MACENKO_REFERENCE_MAX_C = np.array([1.9705, 1.0308])
 def normalize_rows(matrix) -> np.ndarray:
     """Scale each row of ``matrix`` to unit Euclidean length (zero rows stay zero)."""
     m = np.asarray(matrix, dtype=np.float64)
-    norms = np.linalg.norm(m, axis=-1, keepdims=True)
+    norms = np.sqrt((m * m).sum(axis=-1, keepdims=True))    # np.linalg.norm's arithmetic, without its checks
     return m / np.where(norms > 0, norms, 1.0)
 
 
@@ -52,14 +54,14 @@ def order_like(matrix, reference=_HE) -> np.ndarray:
     """
     m = normalize_rows(matrix)
     ref = _HE_UNIT if reference is _HE else normalize_rows(np.asarray(reference))
-    keep = m[0] @ ref[0] + m[1] @ ref[1]
-    swap = m[1] @ ref[0] + m[0] @ ref[1]
+    cosines = m @ ref.T                       # [i, j]: row i against reference j
+    keep, swap = cosines[0, 0] + cosines[1, 1], cosines[1, 0] + cosines[0, 1]
     return m if keep >= swap else m[::-1].copy()
 
 
 def angle_degrees(u, v) -> float:
     """Angle between two stain vectors in degrees."""
     u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
-    lengths = np.sqrt((u @ u) * (v @ v))
-    cosine = u @ v / lengths if lengths > 0 else 0.0   # a zero vector is at right angles to all
-    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+    lengths = math.sqrt((u @ u) * (v @ v))
+    cosine = float(u @ v) / lengths if lengths > 0 else 0.0   # a zero vector is at right angles to all
+    return math.degrees(math.acos(min(max(cosine, -1.0), 1.0)))

@@ -105,7 +105,7 @@ class ReinhardSplit(LightMixin, PixelTransform):
         """:meth:`_source` on the small-image path: the light and the tissue statistics by compiled passes
         over a sample's pixels."""
         pixels = small.stats_sample(image.reshape(-1, 3))
-        light = self.light_of(small.light_sample(pixels))
+        light = self.light_of(pixels)
         mean, std = pixel_lab_stats(pixels, tissue_limits(TISSUE_BETA, light), f"{self.name} source")
         return self._with_glass_shift(light, mean, std)
 

@@ -98,7 +98,7 @@ class Ruifrok(LightMixin, PixelTransform):
     def _small_source(self, image):
         """:meth:`_source` on the small-image path (compiled kernels over a sample)."""
         if self._channel is not None:
-            return Source(None, None, self.light_of(small.light_sample(image.reshape(-1, 3))))
+            return Source(None, None, self.light_of(small.stats_sample(image.reshape(-1, 3))))
         pixels, below, moments, light = sample_tissue(image, self.beta, "ruifrok source", self.light_of)
         conc = od_projections(pixels, below, self._basis.inverse[:, :self.n_stains], moments.counts, light)
         return Source(None, exact_robust_max(conc, self.percentile), light)

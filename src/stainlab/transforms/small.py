@@ -6,7 +6,7 @@ to evaluating the map once per occupied cell, nearly once per pixel. Images of a
 ``SMALL_IMAGE_PIXELS`` pixels take this path instead:
 
 - per-image statistics on every pixel up to ``STATS_SAMPLE`` pixels, above that on an evenly strided
-  sample (:func:`stats_sample`), the light on about ``LIGHT_SAMPLE`` of them (:func:`light_sample`): by compiled passes (:mod:`stainlab.color.pixels`) for Macenko and
+  sample (:func:`stats_sample`): by compiled passes (:mod:`stainlab.color.pixels`) for Macenko and
   Ruifrok (percentiles as exact order statistics) and Reinhard (whose pass keeps each pixel's CIELAB
   values for the map, so it always takes every pixel), from per-level channel counts for the
   per-channel methods (:mod:`stainlab.transforms.channels`), and from the sample's colour histogram at
@@ -29,16 +29,16 @@ from stainlab.transforms.lut import ColorHistogram, to_uint8
 SMALL_IMAGE_PIXELS = 1 << 20
 """Images of at most this many pixels (1024 x 1024) take the small-image path."""
 STATS_SAMPLE = 1 << 17
-MAX_STRIDE = 4
+MAX_STRIDE = 5
 """Per-image statistics of a small image are taken on every pixel up to ``STATS_SAMPLE`` pixels (a
 256 x 256 tile), above that on an evenly strided sample of about ``STATS_SAMPLE`` pixels but never fewer
-than one in ``MAX_STRIDE``. Macenko's 1st and 99th percentiles are noisy: a quarter of a 256 x 256 tile
-moves its output by about 1 CIEDE2000 from the exact path, half of a 512 x 512 one by 0.3, a quarter
-of a 1024 x 1024 one by 0.15 (an eighth: 0.4)."""
-LIGHT_SAMPLE = 1 << 14
-"""The light (the glass peak of :mod:`stainlab.color.light`) of a small image is taken on about this many
-of its pixels, evenly strided: a peak of 1% of them is still 160 pixels, and the glass's mean moves by
-hundredths of a level, while the pass over a 512 x 512 tile's statistics sample cost a millisecond."""
+than one in ``MAX_STRIDE``. Every stride here is odd (:func:`odd_step`): an even one over an image of even
+width takes the same columns in every row, and JPEG's 2 x 2 chroma and 8 x 8 blocks make those columns
+differ from the rest (on the CMU-1 region strides of 2, 4, 8 and 16 all put the eosin robust maximum 10%
+above every pixel's, odd strides and random samples within 4%)."""
+LARGE_IMAGE_SAMPLE = 1 << 18
+"""The per-image statistics of a larger image, or of a whole slide's sample, are taken as from a small
+image of about this many of its pixels, evenly strided (:func:`strided`)."""
 CORNER_BITS = 5
 _SIDE = (1 << CORNER_BITS) + 1
 _POSITION = np.arange(256) * ((1 << CORNER_BITS) / 255.0)   # corners at k * 255 / 32, k = 0..32
@@ -47,17 +47,22 @@ _FRACTION = _POSITION - _CELL
 
 
 def stats_sample(pixels: np.ndarray) -> np.ndarray:
-    """About ``STATS_SAMPLE`` of the ``(M, 3)`` pixels, evenly strided (all of them when few; at least one
-    in ``MAX_STRIDE``), as a view: the kernels read it in place (copying a 512 x 512 tile's half took
+    """At most ``STATS_SAMPLE`` of the ``(M, 3)`` pixels, evenly strided by an odd step (all of them when
+    few; at least one in ``MAX_STRIDE``), as a view: the kernels read it in place (copying a 512 x 512 tile's half took
     longer than its light estimate)."""
-    step = min(-(-len(pixels) // STATS_SAMPLE), MAX_STRIDE)
+    step = min(odd_step(len(pixels), STATS_SAMPLE), MAX_STRIDE)
     return pixels if step == 1 else pixels[::step]
 
 
-def light_sample(pixels: np.ndarray) -> np.ndarray:
-    """About ``LIGHT_SAMPLE`` of the ``(M, 3)`` pixels, evenly strided (all of them when few)."""
-    step = -(-len(pixels) // LIGHT_SAMPLE)
+def strided(pixels: np.ndarray, most: int) -> np.ndarray:
+    """At most ``most`` of the ``(M, 3)`` pixels, evenly strided, as a view (all of them when few)."""
+    step = odd_step(len(pixels), most)
     return pixels if step == 1 else pixels[::step]
+
+
+def odd_step(count: int, most: int) -> int:
+    """The smallest odd stride that takes at most ``most`` of ``count`` pixels (see ``MAX_STRIDE``)."""
+    return -(-count // most) | 1
 
 
 def histogram_source(t, image: np.ndarray, sample: bool = True):

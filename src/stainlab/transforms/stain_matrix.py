@@ -77,11 +77,11 @@ def tissue_od(colors: np.ndarray, weights: np.ndarray | None, beta: float,
 def sample_tissue(image: np.ndarray, beta: float, what: str, light=None):
     """The checks of :func:`tissue_od` and ``require_color_spread`` on the small-image path, by compiled
     kernels over a :func:`small.stats_sample` of a uint8 image's pixels, optical density against
-    ``light`` (a callable of pixels giving it, called on a :func:`small.light_sample` of the sample; or None: white): returns the sample, the byte bounds
+    ``light`` (a callable of the sample giving it, or None: white): returns the sample, the byte bounds
     of tissue at ``beta`` (:func:`~stainlab.color.pixels.tissue_limits`), its
     :class:`~stainlab.color.pixels.TissueMoments` and the light."""
     pixels = small.stats_sample(image.reshape(-1, 3))
-    light = None if light is None else light(small.light_sample(pixels))
+    light = None if light is None else light(pixels)
     below = tissue_limits(beta, light)
     moments = od_moments(pixels, below, light)
     usual = moments.count if beta == TISSUE_BETA else count_below(pixels, tissue_limits(TISSUE_BETA, light))

@@ -44,6 +44,7 @@ from stainlab.wsi.readers import Slide, open_slide
 from stainlab.wsi.tiling import (DEFAULT_MIN_TISSUE, DEFAULT_OVERLAP, DEFAULT_TILE, Box, RowRunner, RowStats,
                                 TileGrid, tissue_fraction, tissue_pixels)
 from stainlab.transforms.base import PixelTransform, Transform
+from stainlab.transforms import small
 from stainlab.transforms.lut import LatticeTable, occupied_cells
 
 PYRAMID = "ome.tif"
@@ -55,7 +56,6 @@ THUMBNAIL_MIN_CORE = 16        # if it shows each core with at least this many p
 THUMBNAIL_BAND = 512           # rows of that level decoded by one thread
 LAZY_TABLE_TILES = 256         # slides of more tiles evaluate their colour table whole (SlideColorMap)
 SAMPLE_READS = 8               # cores read at once while sampling (a few more than needed at most)
-SAMPLE_MAX_PIXELS = 1 << 18    # the whole-slide statistics take at most this many of the sample's pixels
 ROWS_AHEAD = 2                 # tile rows read and transformed ahead of the row being written
 HEAP_BUFFERS = 32 << 20        # glibc: buffers up to this size from the heap (its most), see reuse_freed_memory
 HEAP_KEEP = 256 << 20          # glibc: free heap kept up to this size
@@ -141,7 +141,7 @@ class SlideColorMap:
 
     def __init__(self, transform: PixelTransform, sample: list[np.ndarray], tiles: int = 0) -> None:
         # statistics as t(image) takes them from an image of the sample's strided pixels (compiled passes)
-        source = transform.source_of_pixels(strided_pixels(sample, SAMPLE_MAX_PIXELS))
+        source = transform.source_of_pixels(strided_pixels(sample, small.LARGE_IMAGE_SAMPLE))
         linear = transform.linear_od_map(source)
         self.table = (LatticeTable(transform.lut_bits, linear=linear) if linear is not None
                       else LatticeTable(transform.lut_bits, lambda colors: transform.color_table(colors, source)))
@@ -152,9 +152,10 @@ class SlideColorMap:
 
 
 def strided_pixels(images: list[np.ndarray], most: int) -> np.ndarray:
-    """At most about ``most`` pixels of the images, evenly strided over them all as if they were one
-    (a 64-tile sample has 16 M), as one contiguous ``(M, 1, 3)`` array; the images are not joined first."""
-    step = -(-sum(image.shape[0] * image.shape[1] for image in images) // most)
+    """At most ``most`` pixels of the images, evenly strided over them all as if they were one (a 64-tile
+    sample has 16 M) by an odd step (:func:`~stainlab.transforms.small.odd_step`), as one contiguous
+    ``(M, 1, 3)`` array; the images are not joined first."""
+    step = small.odd_step(sum(image.shape[0] * image.shape[1] for image in images), most)
     parts, offset = [], 0
     for image in images:
         flat = image.reshape(-1, 3)

@@ -217,3 +217,17 @@ def numbers(x):
     if isinstance(x, (list, tuple)):
         return np.concatenate([numbers(v) for v in x])
     return np.ravel(np.asarray(x, dtype=float))
+
+
+def test_strided_samples_take_every_column_of_an_even_width_image():
+    """Even steps over an image of even width take the same columns in every row (JPEG's chroma and block
+    grid make those differ): every step is odd, so even and odd columns are sampled alike."""
+    image = np.zeros((512, 512, 3), np.uint8)
+    image[:, 0::2] = (200, 120, 150)
+    image[:, 1::2] = (120, 60, 140)
+    pixels = image.reshape(-1, 3)
+    for sample in (small.stats_sample(pixels), small.strided(pixels, 1 << 12), small.strided(pixels, 1 << 16)):
+        assert len(sample) < len(pixels)
+        share = np.mean(sample[:, 0] == 200)
+        assert abs(share - 0.5) < 0.01, share
+    assert small.odd_step(100, 100) == 1 and small.odd_step(101, 100) == 3 and small.odd_step(400, 100) == 5

@@ -36,9 +36,12 @@ than one in ``MAX_STRIDE``. Every stride here is odd (:func:`odd_step`): an even
 width takes the same columns in every row, and JPEG's 2 x 2 chroma and 8 x 8 blocks make those columns
 differ from the rest (on the CMU-1 region strides of 2, 4, 8 and 16 all put the eosin robust maximum 10%
 above every pixel's, odd strides and random samples within 4%)."""
-LARGE_IMAGE_SAMPLE = 1 << 18
+LARGE_IMAGE_SAMPLE = 1 << 20
 """The per-image statistics of a larger image, or of a whole slide's sample, are taken as from a small
-image of about this many of its pixels, evenly strided (:func:`strided`)."""
+image of at most this many of its pixels, evenly strided (:func:`strided`; of those, a fifth or more by
+``MAX_STRIDE``). On the 6.6 MPix CMU-1 region Macenko's lookup table then lands 0.072 CIEDE2000 from the
+exact path (0.098 from the colour histogram); with 2**18 the sample's eosin robust maximum was 7% high
+and the output 0.36 off."""
 CORNER_BITS = 5
 _SIDE = (1 << CORNER_BITS) + 1
 _POSITION = np.arange(256) * ((1 << CORNER_BITS) / 255.0)   # corners at k * 255 / 32, k = 0..32

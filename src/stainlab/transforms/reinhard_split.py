@@ -101,6 +101,12 @@ class ReinhardSplit(LightMixin, PixelTransform):
         mean, std = self._tissue_stats(colors, weights, f"{self.name} source", light)
         return self._with_glass_shift(light, mean, std)
 
+    def _large_source(self, image, hist):
+        """From the colour histogram, unlike the other methods: the glass is shifted by the light's
+        difference, so a light a grey level off moves all of the glass, and a sample's light is (on the
+        CMU-1 region the lookup table landed 0.50 CIEDE2000 from the exact path, against 0.15)."""
+        return self.source_of(hist)
+
     def _small_source(self, image):
         """:meth:`_source` on the small-image path: the light and the tissue statistics by compiled passes
         over a sample's pixels."""

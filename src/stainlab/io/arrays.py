@@ -288,13 +288,19 @@ def _image_to_float32(image, scale, low, out):  # pragma: no cover - compiled
                 out[c, i, j] = np.float32(image[i, j, c]) * scale + low  # + 0.0 changes nothing
 
 
+def _image_pool(threads: int, images: int) -> ThreadPoolExecutor:
+    """Threads for the images of a batch (at most one an image), each running numba's kernels serially."""
+    import numba
+
+    return ThreadPoolExecutor(min(threads, images), initializer=numba.set_num_threads, initargs=(1,))
+
+
 def _map_float32_in_threads(fn, batch, value_range, what: str, threads: int):
     """:func:`map_rgb8` of a contiguous float32 CPU batch of several images in ``threads`` threads, each
     image converted to bytes, mapped and converted back into the output by the thread that maps it (its
     bytes are still in that core's cache: 5-10% more tiles a second than converting the whole batch each
     way around the mapping); None for any other batch, or when a value is out of range or not finite
     (the batch path then says which)."""
-    import numba
     import torch
 
     x, (_single, _shape, dtype, _device, low, high) = _checked_numpy_input(batch, value_range, what)
@@ -310,7 +316,7 @@ def _map_float32_in_threads(fn, batch, value_range, what: str, threads: int):
         _image_to_float32(fn(image), np.float32((high - low) / 255), np.float32(low), mapped[k])
         return True
 
-    with ThreadPoolExecutor(min(threads, x.shape[0]), initializer=numba.set_num_threads, initargs=(1,)) as pool:
+    with _image_pool(threads, x.shape[0]) as pool:
         if not all(list(pool.map(one, range(x.shape[0])))):
             return None
     return out
@@ -338,10 +344,7 @@ def map_rgb8(fn: Callable[[np.ndarray], np.ndarray], image, value_range=None, wh
             return mapped
         images, token = torch_batch_to_rgb8(image, value_range, what)
         if threads > 1 and len(images) > 1:
-            import numba
-
-            with ThreadPoolExecutor(min(threads, len(images)), initializer=numba.set_num_threads,
-                                    initargs=(1,)) as pool:
+            with _image_pool(threads, len(images)) as pool:
                 return rgb8_to_torch_batch(list(pool.map(fn, images)), token)
         return rgb8_to_torch_batch([fn(im) for im in images], token)
     (array,) = rgb8_images(image, value_range, what)

@@ -50,9 +50,9 @@ _FRACTION = _POSITION - _CELL
 
 
 def stats_sample(pixels: np.ndarray) -> np.ndarray:
-    """At most ``STATS_SAMPLE`` of the ``(M, 3)`` pixels, evenly strided by an odd step (all of them when
-    few; at least one in ``MAX_STRIDE``), as a view: the kernels read it in place (copying a 512 x 512 tile's half took
-    longer than its light estimate)."""
+    """About ``STATS_SAMPLE`` of the ``(M, 3)`` pixels, evenly strided by an odd step (all of them when
+    few), but at least one in ``MAX_STRIDE``, as a view: the kernels read it in place (copying a third of a
+    512 x 512 tile took longer than its light estimate)."""
     step = min(odd_step(len(pixels), STATS_SAMPLE), MAX_STRIDE)
     return pixels if step == 1 else pixels[::step]
 

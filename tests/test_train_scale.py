@@ -92,8 +92,10 @@ def test_bf16_training_follows_fp32_and_resumes_exactly(data, tmp_path):
     fp32 = train("cyclegan", data, tmp_path / "fp32", preset="tiny", overrides={**RUN, "steps": 4}, progress=False)
     bf16 = train("cyclegan", data, tmp_path / "bf16", preset="tiny", progress=False,
                  overrides={**RUN, "steps": 4, "precision": "bf16"})
-    for a, b in zip(fp32.history, bf16.history):  # same batches, losses within bf16's rounding
-        assert b["cycle"] == pytest.approx(a["cycle"], rel=0.01) and b["adv"] == pytest.approx(a["adv"], rel=0.05)
+    # same batches, losses within bf16's rounding; the 4-channel discriminator's loss amplifies it step by
+    # step (on a CPU with native bf16 matrix units, AMX, it was 5.4% off fp32's at the fourth step)
+    for a, b in zip(fp32.history, bf16.history):
+        assert b["cycle"] == pytest.approx(a["cycle"], rel=0.01) and b["adv"] == pytest.approx(a["adv"], rel=0.1)
     assert torch.load(tmp_path / "bf16" / "checkpoint.pt", weights_only=True)["precision"]["name"] == "bf16"
     train("cyclegan", data, tmp_path / "part", preset="tiny", overrides={**RUN, "steps": 2, "precision": "bf16"},
           progress=False)

@@ -9,8 +9,9 @@ wheel ships. For each it records
 - speed: fit time on the reference and transform time on the whole image, the median of a few
   repeats after one warm-up call, in seconds and MPix/s, and stainlab's speed-up over each peer
   that implements the same method;
-- fidelity: CIEDE2000 between stainlab's lookup-table path and its exact per-pixel path (mean and
-  99th percentile), and between stainlab's output and each peer's for the same method;
+- fidelity: CIEDE2000 between stainlab's output (through its compiled per-pixel kernel, or its lookup
+  table for methods without one) and its exact per-pixel path (mean and 99th percentile), and between
+  stainlab's output and each peer's for the same method;
 - memory: the peak resident memory a fresh subprocess needs to transform a ~100 MPix image (the
   slide region tiled), as a multiple of that image's size;
 - small tiles: milliseconds per tile of 128, 256, 512 and 1024 pixels of the same region, each tile
@@ -67,7 +68,7 @@ UNPACKED_SLIDE = Path("/tmp/hl") / SLIDE_IN_WHEEL
 
 # The issue's targets (issue 2, "Speed").
 TARGET_SPEEDUP = 10.0          # stainlab transform throughput / torchstain torch backend, Macenko and Reinhard
-TARGET_LUT_MEAN_DE = 0.5       # mean CIEDE2000, lookup-table path vs exact path
+TARGET_FAST_MEAN_DE = 0.5      # mean CIEDE2000, t(image) (kernel or lookup table) vs exact path
 TARGET_MEMORY_X = 3.0          # peak memory to transform a 100 MPix image, in units of the image's size
 SPEED_TARGET_METHODS = ("macenko", "reinhard")
 QUICK_MEMORY_METHODS = ("reinhard", "macenko")
@@ -255,8 +256,9 @@ def stainlab_method_names() -> tuple[list[str], dict[str, str]]:
 
 
 def lut_fidelity(t, image: np.ndarray, out: np.ndarray) -> dict[str, Any]:
-    """What one stainlab transform is, and for per-pixel ones how far its lookup-table output ``out``
-    is from the exact per-pixel path (and how long that path takes)."""
+    """What one stainlab transform is, and for per-pixel ones which path ``t(image)`` took on a large
+    image (a compiled per-pixel kernel or the lookup table), how far its output ``out`` is from the
+    exact per-pixel path, and how long that path takes."""
     record: dict[str, Any] = {"description": (type(t).__doc__ or "").strip().splitlines()[0],
                               "per_pixel": isinstance(t, PixelTransform)}
     if isinstance(t, PixelTransform):
@@ -264,7 +266,8 @@ def lut_fidelity(t, image: np.ndarray, out: np.ndarray) -> dict[str, Any]:
         exact = t.transform(image, exact=True)
         record["exact_transform_s"] = time.perf_counter() - start
         record["lut_bits"] = t.lut_bits
-        record["lut_vs_exact_ciede2000"] = ciede2000(out, exact)
+        record["path"] = "kernel" if t.kernel_maps and t.lut_bits < 8 else "lookup table"
+        record["fast_vs_exact_ciede2000"] = ciede2000(out, exact)
     return record
 
 
@@ -394,10 +397,10 @@ def check_targets(results) -> dict[str, Any]:
         checks[f"{method}_transform_vs_torchstain_torch"] = {
             "value": value, "target": f">= {TARGET_SPEEDUP:g}x", "met": None if value is None else value >= TARGET_SPEEDUP}
     for name, rec in results["stainlab"].items():
-        if "lut_vs_exact_ciede2000" in rec:
-            value = rec["lut_vs_exact_ciede2000"]["mean"]
-            checks[f"{name}_lut_vs_exact_mean_ciede2000"] = {
-                "value": value, "target": f"<= {TARGET_LUT_MEAN_DE:g}", "met": value <= TARGET_LUT_MEAN_DE}
+        if "fast_vs_exact_ciede2000" in rec:
+            value = rec["fast_vs_exact_ciede2000"]["mean"]
+            checks[f"{name}_fast_vs_exact_mean_ciede2000"] = {
+                "value": value, "target": f"<= {TARGET_FAST_MEAN_DE:g}", "met": value <= TARGET_FAST_MEAN_DE}
     for name, rec in results["memory"].items():
         value = rec.get("footprint_x")
         checks[f"{name}_memory_footprint"] = {
@@ -551,14 +554,14 @@ def report(results: dict[str, Any]) -> str:
     speedup = {(r["peer"], r["method"]): r for r in results["ratios"]}
     rows = []
     for (lib, method), r in sorted(speed_of.items(), key=lambda kv: (kv[0][1], kv[0][0] != "stainlab", kv[0][0])):
-        lut = r.get("lut_vs_exact_ciede2000", {})
+        lut = r.get("fast_vs_exact_ciede2000", {})
         rows.append([method, lib, fmt(r["fit_s"], ".4f"), fmt(r["transform_s"], ".3f"),
                      fmt(r["transform_mpix_per_s"], ".1f"),
                      fmt(speedup.get((lib, method), {}).get("transform_throughput_x"), ".1f"),
                      fmt(speedup.get((lib, method), {}).get("transform_throughput_x_from_fastest"), ".1f"),
                      fmt(lut.get("mean"), ".3f"), fmt(lut.get("p99"), ".3f"), fmt(r.get("exact_transform_s"), ".2f")])
     parts.append(table(["method", "implementation", "fit s", "transform s", "MPix/s",
-                        "stainlab x faster", "x, fastest runs", "LUT dE mean", "LUT dE p99", "exact s"], rows))
+                        "stainlab x faster", "x, fastest runs", "vs exact dE mean", "dE p99", "exact s"], rows))
     region = {f"{lib} {method}": 1e3 * r["transform_s"] for (lib, method), r in speed_of.items()}
     parts += ["", tile_report(results["tiles"], region, table, fmt)]
     if results["agreement"]:

@@ -121,6 +121,8 @@ class LinearOT(LightMixin, PixelTransform):
     def _map(self, colors, source):
         return map_od_linear(colors, *self.linear_od_map(source))
 
+    kernel_maps = True
+
     def _small_map(self, image, source):
         return od_linear(image.reshape(-1, 3), self.od_map(source), source.light,
                          self.target_light).reshape(image.shape)

@@ -96,8 +96,13 @@ class Reinhard(PixelTransform):
     def _small_statistics(self, image):
         return pixel_lab_stats(image.reshape(-1, 3), self._below, "reinhard source")
 
+    kernel_maps = True
+
     def _small_map(self, image, source):
-        mean, std, kept = source
+        """``source`` as :meth:`_small_source` gives it, with every pixel's CIELAB values, or the
+        statistics alone (a large image's, from a sample: the kernel then computes those values)."""
+        mean, std = source[:2]
+        kept = source[2] if len(source) > 2 else None
         gain = self.target_std / std
         return lab_affine(image.reshape(-1, 3), gain, self.target_mean - mean * gain, self._below,
                           kept).reshape(image.shape)

@@ -103,6 +103,8 @@ class Ruifrok(LightMixin, PixelTransform):
         conc = od_projections(pixels, below, self._basis.inverse[:, :self.n_stains], moments.counts, light)
         return Source(None, exact_robust_max(conc, self.percentile), light)
 
+    kernel_maps = True
+
     def _small_map(self, image, source):
         """Deconvolution is linear in optical density: the whole map is one 3x3 matrix."""
         matrix = self._basis.inverse @ (self._factors(source)[:, None] * self._basis.matrix)

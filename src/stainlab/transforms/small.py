@@ -16,6 +16,10 @@ to evaluating the map once per occupied cell, nearly once per pixel. Images of a
   (``separable``), or otherwise evaluated at the corners of the occupied cells of a 32-level lattice
   and interpolated tetrahedrally between them (as colour-management engines apply 3-D tables: four
   corners a pixel, every map here is smooth on a cell 8 levels wide).
+
+The compiled per-pixel kernels cost the same per pixel at any size, so methods that have one
+(``PixelTransform.kernel_maps``) map larger images through them too, their statistics from a sample of
+``LARGE_IMAGE_SAMPLE`` pixels; only the other methods build a lookup table for those.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from stainlab.color.lab import lab_to_rgb, rgb_to_lab
 from stainlab.color.od import map_od_linear, rgb_to_od
 from stainlab.color.tissue import tissue_mask
 from stainlab.metrics.pixel import ciede2000
-from stainlab.transforms import small
+from stainlab.transforms import base, lut, small
 from stainlab.transforms.channels import split_pixels
 from stainlab.transforms.lut import to_uint8
 from synth import he_image
@@ -165,12 +165,45 @@ def test_tetrahedral_interpolation_reproduces_an_affine_map(tile):
 
 
 def test_small_and_large_paths_agree(he_reference, monkeypatch):
-    """The same image through the small path and, with the threshold lowered, the lookup table."""
+    """The same image through the small path and, with the thresholds lowered, as a large image (its
+    statistics from a strided sample of a third of its pixels)."""
     image = he_image(seed=9, shape=(256, 320))
     t = stainlab.load("macenko").fit(he_reference)
     small_out = t(image)
+    monkeypatch.setattr(small, "SMALL_IMAGE_PIXELS", 1 << 15)
+    monkeypatch.setattr(small, "LARGE_IMAGE_SAMPLE", 1 << 15)
+    assert ciede2000(small_out, t(image)) < 0.05
+
+
+@pytest.mark.parametrize("name,params,bound", [("macenko", {}, 0.05), ("ruifrok", {}, 0.05), ("linear-ot", {}, 0.05),
+                                               ("reinhard", {}, 0.02), ("reinhard", {"mask": True}, 0.02),
+                                               ("vahadane", {}, 0.15)])
+def test_large_images_map_through_the_compiled_kernels(he_reference, monkeypatch, name, params, bound):
+    """Methods with a compiled per-pixel kernel map a large image through it (statistics from a
+    sample), never through a colour lattice; with ``lut_bits=8`` (an exact table) or without a kernel
+    (torchstain's convention) the lookup table still serves."""
+    image = he_image(seed=9, shape=(256, 320))
+    t = stainlab.load(name, **params).fit(he_reference)
+    monkeypatch.setattr(small, "SMALL_IMAGE_PIXELS", 1 << 15)  # the image is large, its sample a third of it
+    monkeypatch.setattr(small, "LARGE_IMAGE_SAMPLE", 1 << 15)
+    tables = []
+    monkeypatch.setattr(base, "apply_table", lambda *args: tables.append(args) or lut.apply_table(*args))
+    assert t.kernel_maps
+    assert ciede2000(t(image), t.transform(image, exact=True)) <= bound and not tables
+    exact_table = stainlab.load(name, **params, lut_bits=8).fit(he_reference)
+    exact_table(image)
+    assert len(tables) == 1
+
+
+def test_methods_without_a_kernel_for_their_convention_use_the_table(he_reference, monkeypatch):
+    image = he_image(seed=9, shape=(256, 320))
     monkeypatch.setattr(small, "SMALL_IMAGE_PIXELS", 0)
-    assert ciede2000(small_out, t(image)) < 0.5
+    tables = []
+    monkeypatch.setattr(base, "apply_table", lambda *args: tables.append(args) or lut.apply_table(*args))
+    t = stainlab.load("macenko", convention="torchstain").fit(he_reference)
+    assert not t.kernel_maps
+    t(image)
+    assert len(tables) == 1
 
 
 def test_a_sampled_tile_gives_statistics_near_the_full_ones(he_reference, monkeypatch):

@@ -154,7 +154,7 @@ def test_lattice_table_evaluates_only_the_cells_images_need_each_once_from_any_t
     assert table(images[0]) is not None and sum(asked) == len(cells) + len(eager.table)  # nothing new to evaluate
 
 
-@pytest.mark.parametrize("name", ["linear-ot", "macenko"])
+@pytest.mark.parametrize("name", ["linear-ot", "macenko", "ruifrok"])
 @pytest.mark.parametrize("bits", [6, 7, 8])
 def test_a_table_linear_in_optical_density_is_filled_with_the_values_of_the_generic_map(name, bits):
     """The compiled fill of maps that are one matrix in optical density gives every cell the bytes the

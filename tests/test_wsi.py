@@ -15,6 +15,7 @@ from stainlab.io.images import read_image, write_image
 from stainlab.wsi.pyramid import TileStore, work_folder
 from stainlab.wsi.readers import SLIDES_EXTRA, ImageSlide, TiffSlide, open_slide
 from stainlab.wsi.normalize import SlideColorMap, SlideOptions, normalize_slide
+from stainlab.metrics.pixel import ciede2000
 from stainlab.transforms.base import Transform
 
 
@@ -128,6 +129,26 @@ def test_strip_tiff_resolution_tags_and_plain_images(tmp_path, tissue):
 def test_slide_color_map_equals_the_method_when_the_sample_is_the_image(tissue):
     t = stainlab.load("macenko", lut_bits=8).fit(np.ascontiguousarray(data.immunohistochemistry()[400:, 400:]))
     assert np.array_equal(SlideColorMap(t, [tissue])(tissue), t(tissue))
+
+
+@pytest.mark.parametrize("name", ["macenko", "ruifrok", "linear-ot"])
+def test_small_slides_map_linear_od_methods_by_the_kernel(tissue, name):
+    """A small slide's map linear in optical density goes through the compiled per-pixel kernel (no
+    table), within a level of the exact formula under the slide's statistics; a large slide's table
+    agrees with it."""
+    from stainlab.color.od import map_od_linear
+    from stainlab.transforms.lut import to_uint8
+    from stainlab.wsi.normalize import SMALL_SLIDE_TILES
+
+    t = stainlab.load(name).fit(np.ascontiguousarray(data.immunohistochemistry()[400:, 400:]))
+    kernel = SlideColorMap(t, [tissue], tiles=1)
+    assert kernel.linear is not None and not hasattr(kernel, "table")
+    out = kernel(tissue)
+    exact = to_uint8(map_od_linear(tissue.reshape(-1, 3), *kernel.linear)).reshape(tissue.shape)
+    assert np.abs(out.astype(int) - exact).max() <= 1 and (out != exact).mean() < 0.01
+    table = SlideColorMap(t, [tissue], tiles=SMALL_SLIDE_TILES + 1)
+    assert table.linear is None
+    assert ciede2000(table(tissue), out) < 0.5
 
 
 def test_per_pixel_output_is_independent_of_the_tile_size(tmp_path, tissue, reinhard):

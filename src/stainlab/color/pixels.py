@@ -180,13 +180,14 @@ def _od_linear(pixels, od_of_byte, matrix, shift, render, out, parts):  # pragma
                 dst[i, c] = _nearest(render, _RENDER_STEPS, s)
 
 
-def od_linear(pixels: np.ndarray, matrix: np.ndarray, light=None, light_out=None) -> np.ndarray:
+def od_linear(pixels: np.ndarray, matrix: np.ndarray, light=None, light_out=None, parallel: bool = True) -> np.ndarray:
     """``to_uint8(map_od_linear(pixels, matrix, light, light_out))`` of :mod:`stainlab.color.od` for
     uint8 pixels ``(M, 3)``: optical density against ``light`` by table, one 3x3 matrix, rendered under
-    ``light_out`` by the interpolated exponential (``None``: white)."""
+    ``light_out`` by the interpolated exponential (``None``: white); ``parallel`` False: on the calling
+    thread alone."""
     out = np.empty_like(pixels)
     _od_linear(pixels, od_table(light), np.ascontiguousarray(matrix, dtype=np.float64), _shift(light_out),
-               _RENDER, out, parts(len(pixels)))
+               _RENDER, out, parts(len(pixels)) if parallel else 1)
     return out
 
 

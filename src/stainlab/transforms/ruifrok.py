@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stainlab.color.od import MAX_OD, rgb_to_od
+from stainlab.color.od import MAX_OD, LinearODMap, rgb_to_od
 from stainlab.color.pixels import od_linear, od_projections
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
@@ -105,10 +105,15 @@ class Ruifrok(LightMixin, PixelTransform):
 
     kernel_maps = True
 
+    def linear_od_map(self, source) -> LinearODMap:
+        """Deconvolution is linear in optical density: the whole map is one 3x3 matrix,
+        ``M^-1 diag(factors) M``."""
+        return LinearODMap(self._basis.inverse @ (self._factors(source)[:, None] * self._basis.matrix),
+                           source.light, self.target_light)
+
     def _small_map(self, image, source):
-        """Deconvolution is linear in optical density: the whole map is one 3x3 matrix."""
-        matrix = self._basis.inverse @ (self._factors(source)[:, None] * self._basis.matrix)
-        return od_linear(image.reshape(-1, 3), matrix, source.light, self.target_light).reshape(image.shape)
+        linear = self.linear_od_map(source)
+        return od_linear(image.reshape(-1, 3), linear.matrix, linear.light, linear.light_out).reshape(image.shape)
 
     def _torch_stains(self, x):
         from stainlab.transforms import torch_engine

@@ -60,6 +60,7 @@ STORE_ZSTD_LEVEL = 1  # plain-image outputs keep lossless rows in the store, fav
 _JOB_FILE = "job.json"
 _CHECKSUM = struct.Struct("<I")  # CRC-32 of a row file's contents, at its end
 _COUNT = struct.Struct("<I")     # tiles in a row file, then one length per tile
+_IOV_MAX = 1024                  # buffers one writev call may take (POSIX's usual IOV_MAX)
 _MAX_ENCODING_ROWS = 8           # rows whose tiles may be encoding at once: memory stays a few rows
 _MAX_HANDED_ROWS = 8             # level-0 rows a streamed output holds in memory; more are read back from the store
 _HANDED_LOWER_BYTES = 128 << 20  # and bytes of lower levels' rows, which wait for the whole of level 0
@@ -168,7 +169,7 @@ class TileStore:
     def _unpack(data: bytes) -> list[bytes] | None:
         """The tiles of a row file, or None when it is cut short or fails its checksum."""
         body, tail = data[:-_CHECKSUM.size], data[-_CHECKSUM.size:]
-        if len(data) < _COUNT.size + _CHECKSUM.size or _CHECKSUM.unpack(tail)[0] != zlib.crc32(body):
+        if len(data) < _COUNT.size + _CHECKSUM.size or _CHECKSUM.unpack(tail)[0] != _crc32(body):
             return None
         count = _COUNT.unpack_from(body)[0]
         lengths = struct.unpack_from(f"<{count}I", body, _COUNT.size)
@@ -196,15 +197,21 @@ class TileStore:
 
     def put(self, level: int, row: int, tiles: list[bytes]) -> None:
         """Store a row: written beside its place and renamed into it, not flushed to disk (the checksum
-        finds what a power cut damages), the level's folder made once per store."""
-        body = b"".join([_COUNT.pack(len(tiles)), struct.pack(f"<{len(tiles)}I", *map(len, tiles)), *tiles])
+        finds what a power cut damages), the level's folder made once per store. The tiles are checked
+        and written as they are, not joined first (on a 400 MPix slide joining, copying and zlib's CRC
+        took 0.35 of its 5.3 CPU-seconds)."""
+        parts = [_COUNT.pack(len(tiles)) + struct.pack(f"<{len(tiles)}I", *map(len, tiles)), *tiles]
+        checksum = 0
+        for part in parts:
+            checksum = _crc32(part, checksum)
         path = self._path(level, row)
         if level not in self._levels:
             path.parent.mkdir(exist_ok=True)
             self._levels.add(level)
         tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
         try:
-            tmp.write_bytes(body + _CHECKSUM.pack(zlib.crc32(body)))
+            with open(tmp, "wb", buffering=0) as file:
+                _write_all(file.fileno(), [*parts, _CHECKSUM.pack(checksum)])
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -223,6 +230,31 @@ class TileStore:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _crc32(data, value: int = 0) -> int:
+    """CRC-32 of ``data`` continuing ``value`` (zlib's), by libdeflate where imagecodecs has it (five
+    times zlib's speed)."""
+    import imagecodecs
+
+    return imagecodecs.deflate_crc32(data, value) if imagecodecs.DEFLATE.available else zlib.crc32(data, value)
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Write ``parts`` in order to the file descriptor ``fd`` by gathering writes (no joined copy; one
+    write each where the system has no ``writev``)."""
+    parts = [memoryview(part) for part in parts if len(part)]
+    if not hasattr(os, "writev"):
+        for part in parts:
+            while part:
+                part = part[os.write(fd, part):]
+        return
+    while parts:
+        written = os.writev(fd, parts[:_IOV_MAX])
+        while parts and written >= len(parts[0]):
+            written -= len(parts.pop(0))
+        if written:
+            parts[0] = parts[0][written:]
 
 
 def level_shapes(height: int, width: int, tile: int) -> list[tuple[int, int]]:

@@ -8,6 +8,7 @@ import stainlab
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
 from stainlab.color.od import od_to_rgb, rgb_to_od
 from stainlab.color.stats import weighted_mean_std, weighted_percentile
+from stainlab.color.tissue import tissue_mask
 from stainlab.transforms.lut import ColorHistogram, LatticeTable
 from synth import he_image
 
@@ -171,6 +172,27 @@ def test_a_table_linear_in_optical_density_is_filled_with_the_values_of_the_gene
     linear.prepare()
     np.testing.assert_array_equal(linear.table, generic.table)
     np.testing.assert_array_equal(lazy, generic(image))
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_a_whole_table_gathers_without_testing_flags_only_when_no_cell_keeps_its_pixels(mask):
+    """A table evaluated whole with no cell that keeps its pixels is gathered by the plain kernel, with
+    the bytes the flag-testing gather gives; with kept cells (masked glass) the flags are still tested."""
+    from stainlab.transforms.lut import _gather_range
+
+    reference, image = he_image(seed=11), he_image(seed=12)
+    t = stainlab.load("reinhard", mask=mask, lut_bits=6).fit(reference)
+    source = t.source_of(ColorHistogram.of(image, 6))
+    table = LatticeTable(6, lambda colors: t.color_table(colors, source))
+    table.prepare()
+    assert table._plain is not mask
+    careful = np.empty_like(image)
+    assert _gather_range(image.reshape(-1), 0, image.size // 3, 2, table.table, careful.reshape(-1)) == -1
+    np.testing.assert_array_equal(table(image), careful)
+    np.testing.assert_array_equal(table(image, parallel=False), careful)
+    if mask:
+        glass = ~tissue_mask(image.astype(float))
+        assert glass.any() and np.array_equal(careful[glass], image[glass])
 
 
 def test_bad_lut_bits_rejected():

@@ -530,3 +530,37 @@ def test_occupied_cells_are_the_cells_of_every_pixel():
                                              | ((im[..., 1].astype(np.int64) >> shift) << bits)
                                              | (im[..., 2].astype(np.int64) >> shift) for im in images], axis=None))
         assert np.array_equal(occupied_cells(images, bits), expected)
+
+
+def test_a_segment_asked_by_several_threads_at_once_is_decoded_once():
+    """Neighbouring tiles share the segments under their border: threads that ask for one at once wait
+    for the first thread's decoding; a decoder error reaches every one of them."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stainlab.wsi.readers import RecentSegments
+
+    recent, calls, lock = RecentSegments(), [], threading.Lock()
+
+    def decode():
+        with lock:
+            calls.append(1)
+        time.sleep(0.05)
+        return np.zeros((4, 4, 3), np.uint8), "box"
+
+    with ThreadPoolExecutor(4) as pool:
+        values = list(pool.map(lambda _: recent.fetch(("L0", 7), decode), range(4)))
+    assert len(calls) == 1 and all(value is values[0] for value in values)
+    assert recent.fetch(("L0", 7), decode) is values[0] and len(calls) == 1   # then kept
+
+    def broken():
+        time.sleep(0.05)
+        raise InputError("segment 8 is corrupt")
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(recent.fetch, ("L0", 8), broken) for _ in range(3)]
+    for future in futures:
+        with pytest.raises(InputError, match="segment 8 is corrupt"):
+            future.result()
+    assert recent.get(("L0", 8)) is None

@@ -23,9 +23,11 @@ the store), :func:`compute_rows` (any run of tile rows, in any process) and :fun
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import functools
+import itertools
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -202,13 +204,17 @@ def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
         return pixels if tissue_fraction(pixels) >= min_tissue else None
 
     found: list[np.ndarray] = []
-    with tile_pool() as pool:  # cores decoded in parallel, taken in the order drawn
-        order = _likely_tissue(slide, level, grid, np.random.default_rng(0).permutation(len(grid)), min_tissue, pool)
-        for start in range(0, len(order), SAMPLE_READS):
-            found += [pixels for pixels in pool.map(read, order[start:start + SAMPLE_READS]) if pixels is not None]
-            if len(found) >= count:
-                break
-    found = found[:count]
+    with tile_pool() as pool:  # cores decoded in parallel, SAMPLE_READS at a time, taken in the order drawn
+        order = iter(_likely_tissue(slide, level, grid, np.random.default_rng(0).permutation(len(grid)), min_tissue,
+                                    pool))
+        reads = collections.deque(pool.submit(read, index) for index in itertools.islice(order, SAMPLE_READS))
+        while reads and len(found) < count:
+            pixels = reads.popleft().result()
+            if pixels is not None:
+                found.append(pixels)
+            reads.extend(pool.submit(read, index) for index in itertools.islice(order, 1))
+        for future in reads:
+            future.cancel()
     if not found:
         raise NoTissueError(f"{slide.path}: no tissue found at level {level} (no {grid.tile}x{grid.tile} tile has "
                             f"{100 * min_tissue:g}% of pixels with optical density above the tissue threshold)")

@@ -169,16 +169,17 @@ def _float32_to_rgb8(x, scale, offset, low, high, out):  # pragma: no cover - co
 @njit(cache=True, nogil=True)
 def _image_to_rgb8(x, scale, offset, low, high, out):  # pragma: no cover - compiled
     """``out[y, x, c] = clamp(rint(x[c, y, x] * scale - offset))`` in float32 (the bytes the torch path
-    gives); False at a value not finite or outside [low, high] (NaN fails too)."""
-    ok = True
+    gives) for C-contiguous ``x`` and ``out``; False at a value not finite or outside [low, high] (NaN
+    fails too). Each channel plane is read in order and the values out of range are counted, not
+    branched on (0.25 -> 0.11 ms a 256 x 256 image)."""
+    flat, bad = out.reshape(-1), 0
     for c in range(3):
-        for i in range(x.shape[1]):
-            for j in range(x.shape[2]):
-                v = x[c, i, j]
-                if not (low <= v <= high):
-                    ok = False
-                out[i, j, c] = np.uint8(min(max(np.rint(v * scale - offset), np.float32(0)), np.float32(255)))
-    return ok
+        plane = x[c].reshape(-1)
+        for k in range(plane.shape[0]):
+            v = plane[k]
+            bad += not (low <= v <= high)
+            flat[3 * k + c] = np.uint8(min(max(np.rint(v * scale - offset), np.float32(0)), np.float32(255)))
+    return bad == 0
 
 
 def _cpu_float32_to_rgb8(x, low: float, high: float) -> np.ndarray | None:
@@ -280,12 +281,13 @@ def _rgb8_to_float32(images, scale, low):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _image_to_float32(image, scale, low, out):  # pragma: no cover - compiled
-    """uint8 (H, W, 3) -> ``out`` float32 (3, H, W): ``v * scale + low`` in float32 (as the torch path
-    makes it)."""
+    """uint8 (H, W, 3) -> ``out`` float32 (3, H, W), both C-contiguous: ``v * scale + low`` in float32
+    (as the torch path makes it)."""
+    flat = image.reshape(-1)
     for c in range(3):
-        for i in range(image.shape[0]):
-            for j in range(image.shape[1]):
-                out[c, i, j] = np.float32(image[i, j, c]) * scale + low  # + 0.0 changes nothing
+        plane = out[c].reshape(-1)
+        for k in range(plane.shape[0]):
+            plane[k] = np.float32(flat[3 * k + c]) * scale + low  # + 0.0 changes nothing
 
 
 def _image_pool(threads: int, images: int) -> ThreadPoolExecutor:
@@ -313,7 +315,7 @@ def _map_float32_in_threads(fn, batch, value_range, what: str, threads: int):
         image = np.empty((x.shape[2], x.shape[3], 3), np.uint8)
         if not _image_to_rgb8(values[k], np.float32(scale), np.float32(low * scale), low - slack, high + slack, image):
             return False
-        _image_to_float32(fn(image), np.float32((high - low) / 255), np.float32(low), mapped[k])
+        _image_to_float32(np.ascontiguousarray(fn(image)), np.float32((high - low) / 255), np.float32(low), mapped[k])
         return True
 
     with _image_pool(threads, x.shape[0]) as pool:

@@ -279,13 +279,21 @@ def _add_moments(sums, v0, v1, v2):  # pragma: no cover - compiled
             sums[6] + v0 * v2, sums[7] + v1 * v1, sums[8] + v1 * v2, sums[9] + v2 * v2)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _add_squares(sums, v0, v1, v2):  # pragma: no cover - compiled
+    """:func:`_add_moments` without the cross products (left zero): the diagonal of the moments."""
+    return (sums[0] + 1.0, sums[1] + v0, sums[2] + v1, sums[3] + v2, sums[4] + v0 * v0, sums[5],
+            sums[6], sums[7] + v1 * v1, sums[8], sums[9] + v2 * v2)
+
+
 @sliced(fastmath=True, error_model="numpy")
 def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc, kept,
              parts):  # pragma: no cover - compiled
     """Per slice: R, G, B sums and squares (of every pixel with ``rgb_of_all``, else of those under
-    ``below``) in ``acc[:, :6]``, and the count, sums and products of the CIELAB values (``lab``) or
-    optical densities of the pixels under ``below`` in ``acc[:, 6:]``; those values also in ``kept``
-    (float32 ``(M, 3)``) unless it is empty."""
+    ``below``) in ``acc[:, :6]``, and the count, sums and products of the optical densities of the
+    pixels under ``below`` in ``acc[:, 6:]``, or with ``lab`` of their CIELAB values the squares alone
+    (Reinhard takes the variances only; a sixth off a 256 x 256 tile's pass); those values also in
+    ``kept`` (float32 ``(M, 3)``) unless it is empty."""
     for part in prange(parts):
         start, stop = slice_bounds(pixels.shape[0], part, parts)
         src, held = pixels[start:stop], kept[start:stop] if kept.shape[0] else kept
@@ -299,9 +307,10 @@ def _moments(pixels, below, rgb_of_all, lab, od_of_byte, linear, m, cbrt, acc, k
             if inside:
                 if lab:
                     v0, v1, v2 = _lab(p0, p1, p2, linear, m, cbrt)
+                    sums = _add_squares(sums, v0, v1, v2)
                 else:
                     v0, v1, v2 = od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2]
-                sums = _add_moments(sums, v0, v1, v2)
+                    sums = _add_moments(sums, v0, v1, v2)
                 if held.shape[0]:
                     held[i, 0], held[i, 1], held[i, 2] = v0, v1, v2
         for k in range(6):
@@ -338,7 +347,8 @@ def _mean_std(count, sums, squares):
 def lab_moments(pixels: np.ndarray, below: int = 256, kept: np.ndarray | None = None
                 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """Over the pixels whose darkest channel is under ``below`` (all by default): their number, the
-    standard deviation of R, G and B, and the mean and standard deviation of L*, a*, b*. With ``kept``
+    standard deviation of R, G and B, and the mean and standard deviation of L*, a*, b* (no covariances:
+    the pass sums squares alone). With ``kept``
     (float32 ``(M, 3)``) those pixels' CIELAB values are written there too, for :func:`lab_affine`."""
     count, rgb_std, mean, covariance, _ = _run_moments(pixels, below, False, True, kept)
     return count, rgb_std, mean, np.sqrt(np.maximum(np.diag(covariance), 0.0))

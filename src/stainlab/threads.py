@@ -35,6 +35,17 @@ def free_cores() -> int:
     return max(1, min(usable_cores(), round(usable_cores() - load)))
 
 
+def serial_kernel_pool(threads: int):
+    """A thread pool whose threads each run numba's kernels serially (``numba.set_num_threads(1)`` in
+    each): for work split by image or by tile, where numba's own threads would oversubscribe the cores
+    (and waking them costs milliseconds a kernel on a busy machine)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numba
+
+    return ThreadPoolExecutor(threads, initializer=numba.set_num_threads, initargs=(1,))
+
+
 def limit_threads(threads: int) -> int:
     """Use at most ``threads`` threads in numba's parallel loops and torch's operators; returns it."""
     import numba

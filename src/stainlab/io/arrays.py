@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from stainlab.errors import InputError
+from stainlab.threads import serial_kernel_pool
 
 RANGE_SLACK = 1e-6  # float rounding allowed beyond a declared range, as a fraction of its span
 
@@ -182,17 +183,26 @@ def _image_to_rgb8(x, scale, offset, low, high, out):  # pragma: no cover - comp
     return bad == 0
 
 
+def _to_bytes_args(low: float, high: float) -> tuple:
+    """The arguments after the values of :func:`_image_to_rgb8` for values declared in ``[low, high]``:
+    ``scale`` and ``offset`` in float32 (as :func:`_float_to_uint8` computes) and the bounds the values
+    may reach (the range widened by ``RANGE_SLACK``)."""
+    slack, scale = RANGE_SLACK * (high - low), 255 / (high - low)
+    return np.float32(scale), np.float32(low * scale), low - slack, high + slack
+
+
+def _to_floats_args(low: float, high: float) -> tuple:
+    """The arguments after the bytes of :func:`_image_to_float32`: step and origin, in float32."""
+    return np.float32((high - low) / 255), np.float32(low)
+
+
 def _cpu_float32_to_rgb8(x, low: float, high: float) -> np.ndarray | None:
     """A contiguous float32 CPU batch as uint8 (N, H, W, 3) in one compiled pass: the values, checks and
     layout of :func:`_float_to_uint8` and the permute after it (a 32 x 256 x 256 batch took about
     30 ms there in five passes); None when a value is out of range or not finite, for the torch path to
     say which."""
-    slack = RANGE_SLACK * (high - low)
     out = np.empty((x.shape[0], x.shape[2], x.shape[3], 3), np.uint8)
-    scale = 255 / (high - low)
-    ok = _float32_to_rgb8(x.detach().numpy(), np.float32(scale), np.float32(low * scale),
-                          low - slack, high + slack, out)
-    return out if ok else None
+    return out if _float32_to_rgb8(x.detach().numpy(), *_to_bytes_args(low, high), out) else None
 
 
 def _float_to_uint8(x, low: float, high: float, what: str):
@@ -257,7 +267,7 @@ def rgb8_to_torch_batch(images: list[np.ndarray], token: tuple):
     if not images:
         return torch.empty(shape, dtype=dtype, device=device)
     if dtype == torch.float32 and device.type == "cpu":
-        x = torch.from_numpy(_rgb8_to_float32(np.stack(images), np.float32((high - low) / 255), np.float32(low)))
+        x = torch.from_numpy(_rgb8_to_float32(np.stack(images), *_to_floats_args(low, high)))
         return x[0] if single else x
     u8 = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     if dtype == torch.uint8:
@@ -292,9 +302,7 @@ def _image_to_float32(image, scale, low, out):  # pragma: no cover - compiled
 
 def _image_pool(threads: int, images: int) -> ThreadPoolExecutor:
     """Threads for the images of a batch (at most one an image), each running numba's kernels serially."""
-    import numba
-
-    return ThreadPoolExecutor(min(threads, images), initializer=numba.set_num_threads, initargs=(1,))
+    return serial_kernel_pool(min(threads, images))
 
 
 def _map_float32_in_threads(fn, batch, value_range, what: str, threads: int):
@@ -309,13 +317,13 @@ def _map_float32_in_threads(fn, batch, value_range, what: str, threads: int):
     if dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous() or x.shape[0] < 2:
         return None
     values, out = x.detach().numpy(), torch.empty(tuple(x.shape), dtype=torch.float32)
-    mapped, slack, scale = out.numpy(), RANGE_SLACK * (high - low), 255 / (high - low)
+    mapped, to_bytes, to_floats = out.numpy(), _to_bytes_args(low, high), _to_floats_args(low, high)
 
     def one(k: int) -> bool:
         image = np.empty((x.shape[2], x.shape[3], 3), np.uint8)
-        if not _image_to_rgb8(values[k], np.float32(scale), np.float32(low * scale), low - slack, high + slack, image):
+        if not _image_to_rgb8(values[k], *to_bytes, image):
             return False
-        _image_to_float32(np.ascontiguousarray(fn(image)), np.float32((high - low) / 255), np.float32(low), mapped[k])
+        _image_to_float32(np.ascontiguousarray(fn(image)), *to_floats, mapped[k])
         return True
 
     with _image_pool(threads, x.shape[0]) as pool:

@@ -40,6 +40,7 @@ from numba import njit
 from stainlab import __version__
 from stainlab.color.pixels import od_linear
 from stainlab.errors import InputError, NoTissueError
+from stainlab.threads import serial_kernel_pool
 from stainlab.io.images import write_image
 from stainlab.wsi.pyramid import (JPEG_QUALITY, RowWriter, StreamedPyramid, TileCodec, TileStore, halve,
                                  level_shapes, work_folder, write_pyramid)
@@ -363,12 +364,10 @@ def tile_pool(threads: int | None = None) -> ThreadPoolExecutor:
     """The threads that read, map and encode tiles: ``threads`` (default: numba's thread count, which
     ``--threads`` sets) and one more, which fills the moments the others wait for the GIL or the disk
     (10% faster on 2 cores than as many threads as cores). The codecs and the compiled kernels release
-    the GIL; each thread runs numba's kernels serially (numba's own pools would oversubscribe the cores,
-    and waking them costs milliseconds on a busy machine)."""
+    the GIL; each thread runs numba's kernels serially (:func:`~stainlab.threads.serial_kernel_pool`)."""
     import numba
 
-    return ThreadPoolExecutor((threads or numba.get_num_threads()) + 1, initializer=numba.set_num_threads,
-                              initargs=(1,))
+    return serial_kernel_pool((threads or numba.get_num_threads()) + 1)
 
 
 @functools.cache

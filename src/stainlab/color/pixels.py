@@ -99,8 +99,20 @@ def _limits(below) -> np.ndarray:
 
 def _shift(light_out) -> np.ndarray:
     """The optical density (against white) of the light an output is rendered under, added before the
-    rendering table (which is against white): ``(I0 + 1) exp(-s) - 1 = 256 exp(-(s + OD(I0))) - 1``."""
-    return np.zeros(3) if light_out is None else rgb_to_od(np.asarray(light_out, dtype=np.float64))
+    rendering table (which is against white): ``(I0 + 1) exp(-s) - 1 = 256 exp(-(s + OD(I0))) - 1``.
+    Read-only; kept for the last few lights (an output's is its reference's: one per fitted transform)."""
+    return _NO_SHIFT if light_out is None else _shift_of(np.asarray(light_out, dtype=np.float64).tobytes())
+
+
+@lru_cache(maxsize=8)
+def _shift_of(light: bytes) -> np.ndarray:
+    shift = rgb_to_od(np.frombuffer(light))
+    shift.flags.writeable = False
+    return shift
+
+
+_NO_SHIFT = np.zeros(3)
+_NO_SHIFT.flags.writeable = False
 
 
 PARALLEL_PIXELS = 1 << 13

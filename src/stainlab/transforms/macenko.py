@@ -83,6 +83,14 @@ def _plane_axes(mean, covariance):  # pragma: no cover - compiled
     return variances[1], length, e1, e2
 
 
+def inverse_2x2(m: np.ndarray) -> np.ndarray:
+    """The inverse of a 2x2 matrix by its adjugate (``np.linalg.inv``'s checks and dispatch took longer
+    than a tile's map of its 2x2 matrices); the matrices here are well conditioned, since
+    ``check_separable`` keeps the two stain rows apart."""
+    det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
+    return np.array([[m[1, 1], -m[0, 1]], [-m[1, 0], m[0, 0]]]) / det
+
+
 def stain_rows(e1: np.ndarray, e2: np.ndarray, low: float, high: float) -> np.ndarray:
     """Step 8: the directions at the robust extreme angles ``low`` and ``high``, labelled H then E."""
     return order_like(np.array([np.cos(low) * e1 + np.sin(low) * e2, np.cos(high) * e1 + np.sin(high) * e2]))
@@ -124,7 +132,7 @@ class Macenko(StainMatrixTransform):
         """Least squares is linear in OD, so the whole map is one 3x3 matrix in OD space:
         ``W^+ = W^T (W W^T)^-1`` (two separable rows) times the scaled target rows."""
         rows = source.stain_matrix
-        return rows.T @ np.linalg.solve(rows @ rows.T, self._factors(source)[:, None] * self.stain_matrix)
+        return rows.T @ (inverse_2x2(rows @ rows.T) @ (self._factors(source)[:, None] * self.stain_matrix))
 
     def linear_od_map(self, source) -> LinearODMap:
         return LinearODMap(self._od_matrix(source), source.light, self.target_light, self._clip)
@@ -149,7 +157,7 @@ class Macenko(StainMatrixTransform):
         rows = stain_rows(*plane.T, *angles)
         check_separable(rows, what)
         # rows = A plane.T with A = rows @ plane (2x2), so W^+ = plane A^-1 and plane.T W^+ = A^-1
-        return Source(rows, combination_percentiles(xy, np.linalg.inv(rows @ plane).T, self.percentile), light)
+        return Source(rows, combination_percentiles(xy, inverse_2x2(rows @ plane).T, self.percentile), light)
 
     @property
     def kernel_maps(self):

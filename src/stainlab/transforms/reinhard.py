@@ -98,13 +98,6 @@ class Reinhard(PixelTransform):
 
     kernel_maps = True
 
-    def _batch_threads(self) -> int:
-        """A torch batch's images one after another, each over numba's threads: Reinhard keeps every
-        pixel's CIELAB values between its two passes, and two images at once in two threads ran 13-14%
-        fewer tiles a second (1080-1100 against 1220-1250 for 32 tiles of 256 px on 2 cores; Macenko and
-        Ruifrok run faster the other way)."""
-        return 1
-
     def _small_map(self, image, source):
         """``source`` as :meth:`_small_source` gives it, with every pixel's CIELAB values, or the
         statistics alone (a large image's, from a sample: the kernel then computes those values)."""

@@ -178,7 +178,7 @@ def test_a_table_linear_in_optical_density_is_filled_with_the_values_of_the_gene
 def test_a_whole_table_gathers_without_testing_flags_only_when_no_cell_keeps_its_pixels(mask):
     """A table evaluated whole with no cell that keeps its pixels is gathered by the plain kernel, with
     the bytes the flag-testing gather gives; with kept cells (masked glass) the flags are still tested."""
-    from stainlab.transforms.lut import _gather_range
+    from stainlab.transforms.lut import _gather_range, cell_index
 
     reference, image = he_image(seed=11), he_image(seed=12)
     t = stainlab.load("reinhard", mask=mask, lut_bits=6).fit(reference)
@@ -187,7 +187,7 @@ def test_a_whole_table_gathers_without_testing_flags_only_when_no_cell_keeps_its
     table.prepare()
     assert table._plain is not mask
     careful = np.empty_like(image)
-    assert _gather_range(image.reshape(-1), 0, image.size // 3, 2, table.table, careful.reshape(-1)) == -1
+    assert _gather_range(image.reshape(-1), 0, image.size // 3, cell_index(6), table.table, careful.reshape(-1)) == -1
     np.testing.assert_array_equal(table(image), careful)
     np.testing.assert_array_equal(table(image, parallel=False), careful)
     if mask:

@@ -195,6 +195,28 @@ def test_large_images_map_through_the_compiled_kernels(he_reference, monkeypatch
     assert len(tables) == 1
 
 
+@pytest.mark.parametrize("name,params", [("histogram", {}), ("histogram", {"mask": True}), ("colorbalance", {}),
+                                         ("background", {})])
+def test_large_images_of_separable_methods_equal_the_exact_path(he_reference, monkeypatch, name, params):
+    """Per-channel methods take a large image's statistics from the level counts of every pixel and map
+    it through three exact tables: byte for byte the exact path, with no colour lattice."""
+    image = he_image(seed=9, shape=(256, 320), glass=0.25)
+    t = stainlab.load(name, **params).fit(he_reference)
+    monkeypatch.setattr(small, "SMALL_IMAGE_PIXELS", 1 << 15)
+    monkeypatch.setattr(base, "apply_table", lambda *args: pytest.fail("a lattice was built"))
+    np.testing.assert_array_equal(t(image), t.transform(image, exact=True))
+
+
+def test_the_byte_keep_rule_of_masked_histogram_matching_is_its_colour_rule():
+    """``_keep_below`` (darkest channel at least the tissue limit) keeps exactly the colours ``_keep`` keeps."""
+    t = stainlab.load("histogram", mask=True)
+    rng = np.random.default_rng(0)
+    colors = np.concatenate([rng.integers(0, 256, (200_000, 3)),
+                             np.stack(np.meshgrid(*[np.arange(200, 256)] * 3), axis=-1).reshape(-1, 3)])
+    np.testing.assert_array_equal(t._keep(colors.astype(float)), colors.min(axis=1) >= t._keep_below)
+    assert stainlab.load("histogram")._keep_below == 256
+
+
 def test_methods_without_a_kernel_for_their_convention_use_the_table(he_reference, monkeypatch):
     image = he_image(seed=9, shape=(256, 320))
     monkeypatch.setattr(small, "SMALL_IMAGE_PIXELS", 0)

@@ -423,6 +423,28 @@ def _channel_counts(pixels, below, counts, parts):  # pragma: no cover - compile
             counts[part, k, 2, p2] += 1
 
 
+@sliced()
+def _channel_map(pixels, tables, keep_below, out, parts):  # pragma: no cover - compiled
+    for part in prange(parts):
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src, dst = pixels[start:stop], out[start:stop]
+        for i in range(stop - start):
+            p0, p1, p2 = src[i, 0], src[i, 1], src[i, 2]
+            if min(p0, p1, p2) >= keep_below:
+                dst[i, 0], dst[i, 1], dst[i, 2] = p0, p1, p2
+            else:
+                dst[i, 0], dst[i, 1], dst[i, 2] = tables[0, p0], tables[1, p1], tables[2, p2]
+
+
+def channel_map(pixels: np.ndarray, tables: np.ndarray, keep_below: int = 256) -> np.ndarray:
+    """uint8 pixels ``(M, 3)`` through one 256-entry table per channel (``tables``, uint8 ``(3, 256)``);
+    pixels whose darkest channel is at least ``keep_below`` (glass, with ``tissue_limit``) keep their
+    bytes."""
+    out = np.empty_like(pixels)
+    _channel_map(pixels, np.ascontiguousarray(tables, dtype=np.uint8), keep_below, out, parts(len(pixels)))
+    return out
+
+
 def channel_counts(pixels: np.ndarray, below: int) -> np.ndarray:
     """``(2, 3, 256)`` per-level counts of R, G and B: ``[0]`` of the pixels whose darkest channel is
     under ``below`` (tissue, with ``tissue_limit``), ``[1]`` of the others."""

@@ -281,6 +281,13 @@ class PixelTransform(Transform):
         variants), or None. Decided per lattice cell on the LUT path, per pixel on the exact path."""
         return None
 
+    @property
+    def _keep_below(self) -> int:
+        """:meth:`_keep` on bytes, for the compiled per-channel tables of ``separable`` methods: pixels
+        whose darkest channel is at least this keep their bytes (256: none do; ``tissue_limit`` of the
+        tissue rule: the glass)."""
+        return 256
+
     def transform(self, image: np.ndarray, exact: bool = False) -> np.ndarray:
         """uint8 HxWx3 in and out; ``exact=True`` skips the lookup table (slower, for checking)."""
         self._require_fitted()
@@ -366,9 +373,15 @@ class PixelTransform(Transform):
         return to_uint8(self._map(colors, source)), self._keep(colors)
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
-        small_image = self._small_path(image)
-        if small_image or (self.kernel_maps and self.lut_bits < 8):
-            estimate = self._small_source if small_image else self._sampled_source
+        if self._small_path(image):
+            estimate = self._small_source
+        elif self.separable:  # exact per-level counts of every pixel, and three exact tables, at any size
+            estimate = self._channel_source_of_all
+        elif self.kernel_maps and self.lut_bits < 8:
+            estimate = self._sampled_source
+        else:
+            estimate = None
+        if estimate is not None:
             ok, source = self._source_or_none(lambda: estimate(image))
             return self._small_map(image, source) if ok else image.copy()
         hist = ColorHistogram.of(image, self.lut_bits)
@@ -388,12 +401,19 @@ class PixelTransform(Transform):
             return self._channel_source(*split_pixels(small.stats_sample(pixels) if self.lut_bits < 8 else pixels))
         return small.histogram_source(self, image, sample=self.lut_bits < 8)
 
+    def _channel_source_of_all(self, image: np.ndarray) -> Any:
+        """A ``separable`` method's per-image parameters from the per-level counts of every pixel (one
+        compiled pass: the distributions of the colour histogram, exactly; on the 6.6 MPix CMU-1 region
+        histogram matching took 15 ms against 550 through the lookup table, colour balance 12 against 290,
+        and all three separable methods now equal the exact path byte for byte)."""
+        return self._channel_source(*split_pixels(image.reshape(-1, 3)))
+
     def _small_map(self, image: np.ndarray, source: Any) -> np.ndarray:
         """The map on a small image: three exact tables when ``separable``, else tetrahedral
         interpolation between the corners of the occupied cells. Methods with a compiled per-pixel
         kernel override it."""
         if self.separable:
-            return small.keep_flagged(self, image, small.channel_tables(self, image, source))
+            return small.channel_tables(self, image, source)
         return small.interpolated(self, image, source)
 
     def _transform_exact(self, image: np.ndarray) -> np.ndarray:

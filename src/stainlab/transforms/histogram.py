@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from stainlab.color.stats import weighted_mean_std
-from stainlab.color.tissue import tissue_mask
+from stainlab.color.pixels import tissue_limit
+from stainlab.color.tissue import TISSUE_BETA, tissue_mask
 from stainlab.errors import InputError
 from stainlab.transforms.base import PixelTransform, check_tissue_amount
 from stainlab.transforms.channels import merged, spread, split_colors, total
@@ -92,6 +93,10 @@ class HistogramMatching(PixelTransform):
 
     def _keep(self, colors):
         return ~tissue_mask(colors) if self.mask else None
+
+    @property
+    def _keep_below(self):
+        return tissue_limit(TISSUE_BETA) if self.mask else 256
 
     def _get_state(self):
         return {"target_counts": self.target_counts}

@@ -257,8 +257,8 @@ def stainlab_method_names() -> tuple[list[str], dict[str, str]]:
 
 def lut_fidelity(t, image: np.ndarray, out: np.ndarray) -> dict[str, Any]:
     """What one stainlab transform is, and for per-pixel ones which path ``t(image)`` took on a large
-    image (a compiled per-pixel kernel or the lookup table), how far its output ``out`` is from the
-    exact per-pixel path, and how long that path takes."""
+    image (a compiled per-pixel kernel, three exact per-channel tables or the lookup table), how far its
+    output ``out`` is from the exact per-pixel path, and how long that path takes."""
     record: dict[str, Any] = {"description": (type(t).__doc__ or "").strip().splitlines()[0],
                               "per_pixel": isinstance(t, PixelTransform)}
     if isinstance(t, PixelTransform):
@@ -266,7 +266,8 @@ def lut_fidelity(t, image: np.ndarray, out: np.ndarray) -> dict[str, Any]:
         exact = t.transform(image, exact=True)
         record["exact_transform_s"] = time.perf_counter() - start
         record["lut_bits"] = t.lut_bits
-        record["path"] = "kernel" if t.kernel_maps and t.lut_bits < 8 else "lookup table"
+        record["path"] = ("channel tables" if t.separable else "kernel" if t.kernel_maps and t.lut_bits < 8
+                          else "lookup table")
         record["fast_vs_exact_ciede2000"] = ciede2000(out, exact)
     return record
 

@@ -19,7 +19,9 @@ to evaluating the map once per occupied cell, nearly once per pixel. Images of a
 
 The compiled per-pixel kernels cost the same per pixel at any size, so methods that have one
 (``PixelTransform.kernel_maps``) map larger images through them too, their statistics from a sample of
-``LARGE_IMAGE_SAMPLE`` pixels; only the other methods build a lookup table for those.
+``LARGE_IMAGE_SAMPLE`` pixels, and the per-channel methods map them through their three exact tables,
+their statistics from the level counts of every pixel; only the other methods build a lookup table for
+those.
 """
 
 from __future__ import annotations

@@ -145,13 +145,6 @@ class RecentSegments:
         self._decoding: dict = {}  # key -> Future of the segment one thread is decoding
         self._lock = threading.Lock()
 
-    def get(self, key):
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        return None
-
     def fetch(self, key, decode):
         """The value under ``key``, made by ``decode()`` when missing: once, even when several threads
         ask at once (neighbouring output tiles share the segments under their border; on the CMU-1

@@ -346,9 +346,9 @@ class PixelTransform(Transform):
     def _large_source(self, image: np.ndarray, hist: ColorHistogram) -> Any:
         """Per-image parameters of an image mapped through its lookup table: from a sample
         (:meth:`_sampled_source`; Macenko on the CMU-1 region took 0.10 s whole against 0.13-0.14 with
-        the statistics from its colour histogram), except where the histogram holds them exactly
-        (``lut_bits`` 8, or a per-channel method's exact levels)."""
-        if self.lut_bits == 8 or self.separable:
+        the statistics from its colour histogram), except with ``lut_bits`` 8, whose histogram holds
+        them exactly (per-channel methods never come here: :meth:`_transform`)."""
+        if self.lut_bits == 8:
             return self.source_of(hist)
         return self._sampled_source(image)
 

@@ -283,9 +283,9 @@ class PixelTransform(Transform):
 
     @property
     def _keep_below(self) -> int:
-        """:meth:`_keep` on bytes, for the compiled per-channel tables of ``separable`` methods: pixels
-        whose darkest channel is at least this keep their bytes (256: none do; ``tissue_limit`` of the
-        tissue rule: the glass)."""
+        """:meth:`_keep` on bytes, for compiled kernels (Reinhard's, the per-channel tables of
+        ``separable`` methods): pixels whose darkest channel is at least this keep their bytes (256: none
+        do; ``tissue_limit`` of the tissue rule: the glass)."""
         return 256
 
     def transform(self, image: np.ndarray, exact: bool = False) -> np.ndarray:

@@ -91,10 +91,10 @@ class Reinhard(PixelTransform):
         each, and no sample is needed)."""
         pixels = image.reshape(-1, 3)
         kept = np.empty((len(pixels), 3), np.float32)
-        return (*pixel_lab_stats(pixels, self._below, "reinhard source", kept), kept)
+        return (*pixel_lab_stats(pixels, self._keep_below, "reinhard source", kept), kept)
 
     def _small_statistics(self, image):
-        return pixel_lab_stats(image.reshape(-1, 3), self._below, "reinhard source")
+        return pixel_lab_stats(image.reshape(-1, 3), self._keep_below, "reinhard source")
 
     kernel_maps = True
 
@@ -104,12 +104,13 @@ class Reinhard(PixelTransform):
         mean, std = source[:2]
         kept = source[2] if len(source) > 2 else None
         gain = self.target_std / std
-        return lab_affine(image.reshape(-1, 3), gain, self.target_mean - mean * gain, self._below,
+        return lab_affine(image.reshape(-1, 3), gain, self.target_mean - mean * gain, self._keep_below,
                           kept).reshape(image.shape)
 
     @property
-    def _below(self) -> int:
-        """Pixels whose darkest channel is below this are matched (and counted): tissue when masked."""
+    def _keep_below(self) -> int:
+        """Pixels whose darkest channel is below this are matched (and counted), the others keep their
+        bytes: tissue and glass when masked."""
         return tissue_limit(TISSUE_BETA) if self.mask else 256
 
     def _torch(self, x):

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from stainlab.color.lab import _DELTA, _KAPPA, _RGB_TO_XYZ, _WHITE, _XYZ_TO_RGB
-from stainlab.color.od import BACKGROUND, MAX_OD, rgb_to_od
+from stainlab.color.od import BACKGROUND, MAX_OD, LinearODMap, rgb_to_od
 from stainlab.threads import spare_cores
 
 OD_OF_BYTE = rgb_to_od(np.arange(256.0))
@@ -201,6 +201,14 @@ def od_linear(pixels: np.ndarray, matrix: np.ndarray, light=None, light_out=None
     _od_linear(pixels, od_table(light), np.ascontiguousarray(matrix, dtype=np.float64), _shift(light_out),
                _RENDER, out, parts(len(pixels)) if parallel else 1)
     return out
+
+
+def linear_od_image(image: np.ndarray, linear: LinearODMap, parallel: bool = True) -> np.ndarray:
+    """:func:`od_linear` of a uint8 image (any shape ending in 3) under a map linear in optical density
+    whose optical density is clipped at zero (the table's; ``ValueError`` otherwise)."""
+    if not linear.clip:
+        raise ValueError("the optical-density kernel clips optical density at zero; this map does not")
+    return od_linear(image.reshape(-1, 3), linear.matrix, linear.light, linear.light_out, parallel).reshape(image.shape)
 
 
 @sliced(fastmath=True, error_model="numpy")

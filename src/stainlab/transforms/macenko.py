@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from stainlab.color.od import LinearODMap, map_od_linear
-from stainlab.color.pixels import combination_percentiles, od_linear, plane_angles
+from stainlab.color.pixels import combination_percentiles, linear_od_image, plane_angles
 from stainlab.color.stains import order_like
 from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import TISSUE_BETA
@@ -166,5 +166,4 @@ class Macenko(StainMatrixTransform):
     def _small_map(self, image, source):
         if not self._clip:
             return super()._small_map(image, source)
-        return od_linear(image.reshape(-1, 3), self._od_matrix(source), source.light,
-                         self.target_light).reshape(image.shape)
+        return linear_od_image(image, self.linear_od_map(source))

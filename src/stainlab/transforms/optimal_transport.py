@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stainlab.color.od import MAX_OD, LinearODMap, map_od_linear
-from stainlab.color.pixels import od_linear
+from stainlab.color.pixels import linear_od_image
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError, NoTissueError
 from stainlab.transforms.base import PixelTransform
@@ -124,8 +124,7 @@ class LinearOT(LightMixin, PixelTransform):
     kernel_maps = True
 
     def _small_map(self, image, source):
-        return od_linear(image.reshape(-1, 3), self.od_map(source), source.light,
-                         self.target_light).reshape(image.shape)
+        return linear_od_image(image, self.linear_od_map(source))
 
     def _get_state(self):
         return {"target_moment": self.target_moment, **self._light_state()}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from stainlab.color.od import MAX_OD, LinearODMap, rgb_to_od
-from stainlab.color.pixels import od_linear, od_projections
+from stainlab.color.pixels import linear_od_image, od_projections
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.errors import InputError
 from stainlab.transforms.base import MIN_TISSUE_FRACTION, PixelTransform
@@ -112,8 +112,7 @@ class Ruifrok(LightMixin, PixelTransform):
                            source.light, self.target_light)
 
     def _small_map(self, image, source):
-        linear = self.linear_od_map(source)
-        return od_linear(image.reshape(-1, 3), linear.matrix, linear.light, linear.light_out).reshape(image.shape)
+        return linear_od_image(image, self.linear_od_map(source))
 
     def _torch_stains(self, x):
         from stainlab.transforms import torch_engine

@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit
 
 from stainlab import __version__
-from stainlab.color.pixels import od_linear
+from stainlab.color.pixels import linear_od_image
 from stainlab.errors import InputError, NoTissueError
 from stainlab.threads import serial_kernel_pool
 from stainlab.io.images import write_image
@@ -164,8 +164,7 @@ class SlideColorMap:
     def __call__(self, tile: np.ndarray, parallel: bool = True) -> np.ndarray:
         tile = np.ascontiguousarray(tile)
         if self.linear is not None:
-            return od_linear(tile.reshape(-1, 3), self.linear.matrix, self.linear.light, self.linear.light_out,
-                             parallel).reshape(tile.shape)
+            return linear_od_image(tile, self.linear, parallel)
         return self.table(tile, parallel)
 
 

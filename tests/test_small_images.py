@@ -175,10 +175,18 @@ def test_small_and_large_paths_agree(he_reference, monkeypatch):
     assert ciede2000(small_out, t(image)) < 0.05
 
 
+@pytest.fixture
+def table_calls(monkeypatch):
+    """The calls of the lookup-table path (``apply_table``) made while a test runs, each still made."""
+    calls = []
+    monkeypatch.setattr(base, "apply_table", lambda *args: calls.append(args) or lut.apply_table(*args))
+    return calls
+
+
 @pytest.mark.parametrize("name,params,bound", [("macenko", {}, 0.05), ("ruifrok", {}, 0.05), ("linear-ot", {}, 0.05),
                                                ("reinhard", {}, 0.02), ("reinhard", {"mask": True}, 0.02),
                                                ("vahadane", {}, 0.15)])
-def test_large_images_map_through_the_compiled_kernels(he_reference, monkeypatch, name, params, bound):
+def test_large_images_map_through_the_compiled_kernels(he_reference, monkeypatch, table_calls, name, params, bound):
     """Methods with a compiled per-pixel kernel map a large image through it (statistics from a
     sample), never through a colour lattice; with ``lut_bits=8`` (an exact table) or without a kernel
     (torchstain's convention) the lookup table still serves."""
@@ -186,13 +194,11 @@ def test_large_images_map_through_the_compiled_kernels(he_reference, monkeypatch
     t = stainlab.load(name, **params).fit(he_reference)
     monkeypatch.setattr(small, "SMALL_IMAGE_PIXELS", 1 << 15)  # the image is large, its sample a third of it
     monkeypatch.setattr(small, "LARGE_IMAGE_SAMPLE", 1 << 15)
-    tables = []
-    monkeypatch.setattr(base, "apply_table", lambda *args: tables.append(args) or lut.apply_table(*args))
     assert t.kernel_maps
-    assert ciede2000(t(image), t.transform(image, exact=True)) <= bound and not tables
+    assert ciede2000(t(image), t.transform(image, exact=True)) <= bound and not table_calls
     exact_table = stainlab.load(name, **params, lut_bits=8).fit(he_reference)
     exact_table(image)
-    assert len(tables) == 1
+    assert len(table_calls) == 1
 
 
 @pytest.mark.parametrize("name,params", [("histogram", {}), ("histogram", {"mask": True}), ("colorbalance", {}),
@@ -217,15 +223,13 @@ def test_the_byte_keep_rule_of_masked_histogram_matching_is_its_colour_rule():
     assert stainlab.load("histogram")._keep_below == 256
 
 
-def test_methods_without_a_kernel_for_their_convention_use_the_table(he_reference, monkeypatch):
+def test_methods_without_a_kernel_for_their_convention_use_the_table(he_reference, monkeypatch, table_calls):
     image = he_image(seed=9, shape=(256, 320))
     monkeypatch.setattr(small, "SMALL_IMAGE_PIXELS", 0)
-    tables = []
-    monkeypatch.setattr(base, "apply_table", lambda *args: tables.append(args) or lut.apply_table(*args))
     t = stainlab.load("macenko", convention="torchstain").fit(he_reference)
     assert not t.kernel_maps
     t(image)
-    assert len(tables) == 1
+    assert len(table_calls) == 1
 
 
 def test_a_sampled_tile_gives_statistics_near_the_full_ones(he_reference, monkeypatch):

@@ -474,15 +474,17 @@ def test_a_streamed_output_holds_few_rows_in_memory_and_reads_the_rest_back(tmp_
 
 
 def test_the_sample_is_strided_over_its_tiles_as_if_they_were_joined():
-    from stainlab.wsi.normalize import strided_pixels
+    from stainlab.wsi.normalize import strided_pixels, tile_pool
 
     rng = np.random.default_rng(1)
     tiles = [rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for shape in [(5, 7), (3, 3), (10, 2), (1, 1)]]
     joined = np.concatenate([tile.reshape(-1, 3) for tile in tiles])
-    for most, step in ((1, 65), (7, 11), (20, 5), (40, 3), (1000, 1)):   # 65 pixels: odd steps, at most `most`
-        got = strided_pixels(tiles, most)
-        assert np.array_equal(got[:, 0], joined[::step]) and got.flags.c_contiguous
-        assert len(got) <= most
+    with tile_pool(2) as pool:
+        for most, step in ((1, 65), (7, 11), (20, 5), (40, 3), (1000, 1)):  # 65 pixels: odd steps, at most `most`
+            got = strided_pixels(tiles, most)
+            assert np.array_equal(got[:, 0], joined[::step]) and got.flags.c_contiguous
+            assert len(got) <= most
+            assert np.array_equal(strided_pixels(tiles, most, pool), got)  # picked image by image in threads
 
 
 def test_cores_a_small_level_shows_as_glass_are_not_sampled(tmp_path, tissue):

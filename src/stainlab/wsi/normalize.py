@@ -149,9 +149,11 @@ class SlideColorMap:
     (3.0 against 2.4 ns) without the table's making (14 ms of the CMU-1 region's 98); on a 400 MPix slide
     the whole table is the faster (2.78-3.07 s against 2.87-3.18)."""
 
-    def __init__(self, transform: PixelTransform, sample: list[np.ndarray], tiles: int = 0) -> None:
-        # statistics as t(image) takes them from an image of the sample's strided pixels (compiled passes)
-        source = transform.source_of_pixels(strided_pixels(sample, small.LARGE_IMAGE_SAMPLE))
+    def __init__(self, transform: PixelTransform, sample: list[np.ndarray], tiles: int = 0,
+                 pool: ThreadPoolExecutor | None = None) -> None:
+        # statistics as t(image) takes them from an image of the sample's strided pixels (compiled passes;
+        # picked in the threads of ``pool`` when given)
+        source = transform.source_of_pixels(strided_pixels(sample, small.LARGE_IMAGE_SAMPLE, pool))
         linear = transform.linear_od_map(source)
         small_slide = tiles <= SMALL_SLIDE_TILES
         self.linear = linear if small_slide and linear is not None and linear.clip and transform.lut_bits < 8 else None
@@ -168,18 +170,26 @@ class SlideColorMap:
         return self.table(tile, parallel)
 
 
-def strided_pixels(images: list[np.ndarray], most: int) -> np.ndarray:
+def strided_pixels(images: list[np.ndarray], most: int, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
     """At most ``most`` pixels of the images, evenly strided over them all as if they were one (a 64-tile
     sample has 16 M) by an odd step (:func:`~stainlab.transforms.small.odd_step`), as one contiguous
-    ``(M, 1, 3)`` array; the images are not joined first."""
-    total = sum(image.shape[0] * image.shape[1] for image in images)
+    ``(M, 1, 3)`` array; the images are not joined first. ``pool``: the images are picked from in its
+    threads (each image's first pixel and place in the output are known beforehand)."""
+    sizes = [image.shape[0] * image.shape[1] for image in images]
+    total = sum(sizes)
     step = small.odd_step(total, most)
     out = np.empty((-(-total // step), 1, 3), np.uint8)
-    taken, offset = 0, 0
-    for image in images:
-        flat = image.reshape(-1, 3)
-        taken = _take_every(flat, (-offset) % step, step, out[:, 0], taken)
-        offset += len(flat)
+    offsets = np.cumsum([0, *sizes[:-1]], dtype=np.int64)
+    firsts = (-offsets) % step
+    placed = -(-offsets // step)  # pixels of the images before: those at multiples of step
+    picks = [(image.reshape(-1, 3), int(first), step, out[:, 0], int(at))
+             for image, first, at in zip(images, firsts, placed)]
+    if pool:
+        for future in [pool.submit(_take_every, *pick) for pick in picks]:
+            future.result()
+    else:
+        for pick in picks:
+            _take_every(*pick)
     return out
 
 
@@ -194,19 +204,27 @@ def _take_every(pixels, first, step, out, taken):  # pragma: no cover - compiled
 
 
 def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
-                  min_tissue: float = SAMPLE_MIN_TISSUE) -> list[np.ndarray]:
+                  min_tissue: float = SAMPLE_MIN_TISSUE, hold: bool = False,
+                  pool: ThreadPoolExecutor | None = None) -> list[np.ndarray]:
     """Up to ``count`` cores with at least ``min_tissue`` tissue, drawn in a fixed pseudo-random order
     over the whole slide (cores a small pyramid level shows to be background are not read);
-    :class:`NoTissueError` when the slide has none."""
+    :class:`NoTissueError` when the slide has none. ``hold``: the slide keeps the cores found for the
+    run that maps them (:meth:`~stainlab.wsi.readers.Slide.hold`), which then does not read them again
+    (a small slide's sample is all of it). Read in ``pool`` (default: a :func:`tile_pool` of its own)."""
     def read(index) -> np.ndarray | None:
         core = grid.core(*divmod(int(index), grid.cols))
         pixels = slide.read(level, core.y0, core.x0, *core.shape)
-        return pixels if tissue_fraction(pixels) >= min_tissue else None
+        if tissue_fraction(pixels) < min_tissue:
+            return None
+        if hold:
+            slide.hold(level, core.y0, core.x0, pixels)
+        return pixels
 
     found: list[np.ndarray] = []
-    with tile_pool() as pool:  # cores decoded in parallel, SAMPLE_READS at a time, taken in the order drawn
+    with contextlib.nullcontext(pool) if pool else tile_pool() as pool:  # cores decoded in parallel,
         order = iter(_likely_tissue(slide, level, grid, np.random.default_rng(0).permutation(len(grid)), min_tissue,
                                     pool))
+        # SAMPLE_READS at a time, taken in the order drawn
         reads = collections.deque(pool.submit(read, index) for index in itertools.islice(order, SAMPLE_READS))
         while reads and len(found) < count:
             pixels = reads.popleft().result()
@@ -258,15 +276,18 @@ def _count_in_boxes(dense, boxes, out):  # pragma: no cover - compiled
         out[i] = n
 
 
-def tile_function(transform: Transform, slide: Slide, level: int, grid: TileGrid, options: SlideOptions):
+def tile_function(transform: Transform, slide: Slide, level: int, grid: TileGrid, options: SlideOptions,
+                  pool: ThreadPoolExecutor | None = None):
     """What runs on each window: a slide-wide colour table for per-pixel lookup-table methods, the
-    transform itself otherwise. Checks that the slide has tissue."""
+    transform itself otherwise. Checks that the slide has tissue; the cores sampled for the table are
+    held by ``slide`` for the run that maps them (read in ``pool`` when given)."""
     transform._require_fitted()
-    count = options.sample_tiles if isinstance(transform, PixelTransform) else 1
-    sample = sample_tissue(slide, level, grid, count)
-    if isinstance(transform, PixelTransform):
+    per_pixel = isinstance(transform, PixelTransform)
+    sample = sample_tissue(slide, level, grid, options.sample_tiles if per_pixel else 1,
+                           hold=per_pixel and not options.skip_below(transform), pool=pool)
+    if per_pixel:
         try:
-            return SlideColorMap(transform, sample, len(grid))
+            return SlideColorMap(transform, sample, len(grid), pool)
         except NoTissueError as err:
             raise NoTissueError(f"{slide.path}: {err}") from None
     return transform
@@ -323,14 +344,15 @@ class SlidePlan:
         return [row for row in range(self.grid.rows) if not store.has(0, row)]
 
 
-def plan_slide(source, output, transform: Transform, options: SlideOptions) -> SlidePlan:
-    """Check the job (output, level, size) and open its work store; nothing is computed yet."""
+def plan_slide(source, output, transform: Transform, options: SlideOptions, slide: Slide | None = None) -> SlidePlan:
+    """Check the job (output, level, size) and open its work store; nothing is computed yet. ``slide``:
+    the source, when it is open already."""
     source, output = Path(source), Path(output)
     if output.resolve() == source.resolve():  # before the check below, which would suggest --overwrite
         raise InputError(f"{output}: would replace its own input; choose another output folder")
     if output.exists() and not options.overwrite:
         raise FileExistsError(f"{output}: exists (use --overwrite to replace it)")
-    with open_slide(source) as slide:
+    with contextlib.nullcontext(slide) if slide else open_slide(source) as slide:
         level = slide.level_for(options.level, options.mpp)
         lv, notes = slide.levels[level], tuple(slide.notes)
     if options.format in PLAIN_FORMATS and lv.width * lv.height > PLAIN_MAX_PIXELS:
@@ -342,11 +364,12 @@ def plan_slide(source, output, transform: Transform, options: SlideOptions) -> S
     return plan
 
 
-def slide_function(plan: SlidePlan, transform: Transform, options: SlideOptions, slide: Slide | None = None):
+def slide_function(plan: SlidePlan, transform: Transform, options: SlideOptions, slide: Slide | None = None,
+                   pool: ThreadPoolExecutor | None = None):
     """The function to run on the slide's windows (:func:`tile_function`), for a plan (reading ``slide``
-    when it is open already)."""
+    when it is open already, in ``pool`` when given)."""
     with _opened(plan, slide) as slide:
-        return tile_function(transform, slide, plan.level, plan.grid, options)
+        return tile_function(transform, slide, plan.level, plan.grid, options, pool)
 
 
 @contextlib.contextmanager
@@ -385,7 +408,7 @@ def reuse_freed_memory() -> bool:
 
 def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress | None = None,
                  lower_levels: bool = False, slide: Slide | None = None, threads: int | None = None,
-                 stream: StreamedPyramid | None = None) -> RowStats:
+                 stream: StreamedPyramid | None = None, pool: ThreadPoolExecutor | None = None) -> RowStats:
     """Transform tile rows ``start:stop`` into the plan's store, encoded, and return their totals; with
     ``lower_levels`` also the pyramid's lower levels as the rows pair up (for a run that sees the rows
     in order). Any process can run any rows: the windows of a neighbouring row that overlap them are
@@ -395,10 +418,10 @@ def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress 
     Reading (decoding), transforming and encoding overlap in the threads of :func:`tile_pool`. A
     slide-wide colour table runs tile by tile in those threads, :data:`ROWS_AHEAD` rows ahead of the row
     being stored; any other transform runs in this thread, row by row, while the threads read and encode
-    around it."""
+    around it. ``pool``: those threads, when the caller has them already (``threads`` is then unused)."""
     reuse_freed_memory()
     total = RowStats()
-    with _opened(plan, slide) as slide, tile_pool(threads) as pool:
+    with _opened(plan, slide) as slide, contextlib.nullcontext(pool) if pool else tile_pool(threads) as pool:
         writer = RowWriter(plan.store(), plan.shapes, plan.codec, pool, lower_levels, stream)
         rows = (_table_rows if isinstance(fn, SlideColorMap) and not plan.skip_below else _runner_rows)
         try:
@@ -481,28 +504,30 @@ def normalize_slide(source, output, transform: Transform, options: SlideOptions 
     """Normalize one slide (or image) into ``output`` (pyramidal OME-TIFF or a plain image) in this
     process, resuming from the tile rows a previous run finished."""
     start = time.perf_counter()
-    plan = plan_slide(source, output, transform, options)
-    grid = plan.grid
-    result = SlideResult(plan.source, plan.output, plan.level, grid.width, grid.height, len(grid),
-                         notes=list(plan.notes))
-    missing = plan.missing_rows()
-    result.resumed = (grid.rows - len(missing)) * grid.cols
-    if progress and result.resumed:
-        progress(result.resumed, 0)
     stream = None
-    if missing:
-        with open_slide(plan.source) as slide:  # one reader: segments decoded for the sample are reused
-            fn = slide_function(plan, transform, options, slide)
-            if len(missing) == grid.rows and options.format == PYRAMID:  # the output written as rows finish
-                stream = StreamedPyramid(plan.output, plan.store(), plan.shapes, plan.codec, plan.mpp)
-            try:
-                for first, stop in row_runs(missing):
-                    result.transformed += compute_rows(plan, fn, first, stop, progress, lower_levels=True,
-                                                       slide=slide, stream=stream).transformed
-            except BaseException:
-                if stream:
-                    stream.stop()
-                raise
+    # one reader (the cores sampled for the statistics are not read again) and one pool of threads
+    with open_slide(source) as slide:
+        plan = plan_slide(source, output, transform, options, slide)
+        grid = plan.grid
+        result = SlideResult(plan.source, plan.output, plan.level, grid.width, grid.height, len(grid),
+                             notes=list(plan.notes))
+        missing = plan.missing_rows()
+        result.resumed = (grid.rows - len(missing)) * grid.cols
+        if progress and result.resumed:
+            progress(result.resumed, 0)
+        if missing:
+            with tile_pool() as pool:
+                fn = slide_function(plan, transform, options, slide, pool)
+                if len(missing) == grid.rows and options.format == PYRAMID:  # the output written as rows finish
+                    stream = StreamedPyramid(plan.output, plan.store(), plan.shapes, plan.codec, plan.mpp)
+                try:
+                    for first, stop in row_runs(missing):
+                        result.transformed += compute_rows(plan, fn, first, stop, progress, lower_levels=True,
+                                                           slide=slide, stream=stream, pool=pool).transformed
+                except BaseException:
+                    if stream:
+                        stream.stop()
+                    raise
     finish_slide(plan, options, stream)
     result.seconds = time.perf_counter() - start
     return result

@@ -68,6 +68,13 @@ class Slide(ABC):
         self.levels = levels
         self.kind = kind
         self.notes = notes or []  # conversions applied while reading (grey, 16-bit, alpha...)
+        self._held: dict[tuple[int, int, int, int, int], np.ndarray] = {}
+
+    def hold(self, level: int, y: int, x: int, pixels: np.ndarray) -> None:
+        """Keep ``pixels``, read from ``level`` at (``y``, ``x``), for the next shared :meth:`read` of that
+        very rectangle, which takes them instead of reading again (tiles sampled for a slide's statistics
+        are its first tiles to be mapped; a held rectangle is given out once, then forgotten)."""
+        self._held[(level, y, x, *pixels.shape[:2])] = pixels
 
     def __enter__(self) -> "Slide":
         return self
@@ -109,12 +116,18 @@ class Slide(ABC):
     def read(self, level: int, y: int, x: int, height: int, width: int, shared: bool = False) -> np.ndarray:
         """The ``height x width`` rectangle at (``y``, ``x``) of ``level`` as uint8 RGB. ``shared``: the
         caller only reads it, so a rectangle that is exactly one stored segment may come back as that
-        decoded segment itself, read-only, without a copy (a slide's tiles of the file's tile size)."""
+        decoded segment itself, read-only, without a copy (a slide's tiles of the file's tile size), or
+        as the pixels :meth:`hold` keeps for it."""
         lv = self.levels[level]
         if y < 0 or x < 0 or height < 1 or width < 1 or y + height > lv.height or x + width > lv.width:
             raise InputError(f"{self.path}: region {width}x{height} at ({x}, {y}) is outside level {level} "
                              f"({lv.width}x{lv.height})")
-        return self._read(level, y, x, height, width, shared)
+        held = self._held.pop((level, y, x, height, width), None) if shared and self._held else None
+        if held is None:
+            return self._read(level, y, x, height, width, shared)
+        held = held.view()
+        held.flags.writeable = False
+        return held
 
     @abstractmethod
     def _read(self, level: int, y: int, x: int, height: int, width: int, shared: bool = False) -> np.ndarray:

@@ -46,9 +46,9 @@ def atomic_path(path, overwrite: bool = True, durable: bool = True):
         raise
 
 
-def atomic_write_text(path, text: str, overwrite: bool = True) -> None:
-    """Write a text file atomically."""
-    with atomic_path(path, overwrite) as tmp:
+def atomic_write_text(path, text: str, overwrite: bool = True, durable: bool = True) -> None:
+    """Write a text file atomically (``durable``: see :func:`atomic_path`)."""
+    with atomic_path(path, overwrite, durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 

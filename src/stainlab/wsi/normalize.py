@@ -337,7 +337,18 @@ class SlidePlan:
         return [shape] if self.codec.compression == "zstd" else level_shapes(*shape, self.codec.tile)
 
     def store(self) -> TileStore:
-        return TileStore(work_folder(self.output), self.job)
+        """The work store: made (or a stale one emptied) by the first call in a process, then the same
+        object (each making read the job record and listed the folder: a millisecond of a small slide)."""
+        store = self.__dict__.get("_store")
+        if store is None:
+            store = self.__dict__["_store"] = TileStore(work_folder(self.output), self.job)
+        return store
+
+    def __getstate__(self) -> dict:
+        """A plan sent to another process opens the store there."""
+        state = dict(self.__dict__)
+        state.pop("_store", None)
+        return state
 
     def missing_rows(self) -> list[int]:
         store = self.store()

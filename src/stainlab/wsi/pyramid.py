@@ -149,8 +149,8 @@ class TileStore:
             elif self.folder.exists() and not self.folder.is_dir():
                 self.folder.unlink()
             self.folder.mkdir(parents=True, exist_ok=True)
-            if not meta.is_file():
-                atomic_write_text(meta, text)
+            if not meta.is_file():  # not flushed to disk: a record a power cut damages empties the folder
+                atomic_write_text(meta, text, durable=False)
         except OSError as err:
             raise InputError(f"{self.folder}: cannot write the work folder ({err.strerror or err})") from None
 
@@ -230,6 +230,7 @@ class TileStore:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._levels.clear()
 
 
 def _crc32(data, value: int = 0) -> int:

@@ -101,6 +101,31 @@ def test_tiff_pyramid_levels_mpp_and_regions(tmp_path, tissue):
         assert slide.read(0, 64, 128, 64, 64).flags.writeable and slide.read(0, 60, 128, 64, 64, shared=True).flags.writeable
 
 
+def test_a_held_region_is_given_once_to_a_shared_read(tmp_path, tissue):
+    path = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    with open_slide(path) as slide:
+        held = np.zeros((100, 90, 3), np.uint8)
+        slide.hold(0, 10, 20, held)
+        private = slide.read(0, 10, 20, 100, 90)                      # a caller that may write: read anew
+        assert np.array_equal(private, tissue[10:110, 20:110]) and private.flags.writeable
+        assert not np.array_equal(slide.read(0, 10, 20, 100, 89, shared=True), held[:, :89])  # not the same box
+        given = slide.read(0, 10, 20, 100, 90, shared=True)
+        assert np.shares_memory(given, held) and not given.flags.writeable
+        assert np.array_equal(slide.read(0, 10, 20, 100, 90, shared=True), tissue[10:110, 20:110])  # once only
+
+
+def test_a_slide_reads_the_cores_sampled_for_its_statistics_once(tmp_path, tissue, reinhard, monkeypatch):
+    src = write_pyramid_source(tmp_path / "s.ome.tif", tissue)
+    reads = []
+    original = TiffSlide._read
+    monkeypatch.setattr(TiffSlide, "_read", lambda self, level, y, x, *rest: reads.append((level, y, x)) or
+                        original(self, level, y, x, *rest))
+    result = normalize_slide(src, tmp_path / "o.ome.tif", reinhard, SlideOptions(tile=128, min_tissue=0.0))
+    cores = [(0, y, x) for y in range(0, 400, 128) for x in range(0, 500, 128)]
+    level0 = [read for read in reads if read[0] == 0]  # besides, a band of level 2 shows where tissue is
+    assert result.tiles == len(cores) == 16 and sorted(set(level0)) == cores and len(level0) == len(cores)
+
+
 def test_an_empty_segment_reads_as_glass(tmp_path):
     path = tmp_path / "sparse.tif"
     tifffile.imwrite(path, np.full((128, 128, 3), 40, np.uint8), tile=(64, 64), photometric="rgb")

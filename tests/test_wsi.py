@@ -231,6 +231,16 @@ def test_jpeg_tiles_are_encoded_once_in_the_layout_viewers_expect(tmp_path, tiss
         assert z.shape == j.shape and error < (2.0 if level == 0 else 4.0)
 
 
+@pytest.mark.parametrize("shape", [(64, 64), (63, 37), (1, 1), (2, 7), (9, 2)])
+def test_halving_is_the_rounded_mean_of_two_by_two_pixels_repeating_an_odd_edge(shape):
+    from stainlab.wsi.pyramid import halve
+
+    image = np.random.default_rng(3).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    padded = np.pad(image, ((0, shape[0] % 2), (0, shape[1] % 2), (0, 0)), mode="edge").astype(int)
+    four = padded[0::2, 0::2] + padded[0::2, 1::2] + padded[1::2, 0::2] + padded[1::2, 1::2]
+    assert np.array_equal(halve(image), (four + 2) // 4)
+
+
 def test_lower_levels_are_the_halved_levels_above_even_after_a_crash(tmp_path, tissue):
     from stainlab.wsi.pyramid import halve
 

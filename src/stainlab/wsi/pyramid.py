@@ -269,14 +269,24 @@ def level_shapes(height: int, width: int, tile: int) -> list[tuple[int, int]]:
 
 @njit(cache=True, nogil=True)
 def _halve(pixels, out):  # pragma: no cover - compiled
+    """Each pair of rows summed first, as flat bytes (a loop the compiler vectorizes), then each pair of
+    pixels of the sum, its three channels written out (a loop over them was not vectorized): twice as
+    fast as the four bytes of each output byte added in turn (0.06 against 0.12 ms a 512 px tile)."""
     h, w = pixels.shape[0], pixels.shape[1]
+    pairs = w // 2
+    rows = np.empty(3 * w, np.uint16)
     for y in range(out.shape[0]):
-        y0, y1 = 2 * y, min(2 * y + 1, h - 1)
-        for x in range(out.shape[1]):
-            x0, x1 = 2 * x, min(2 * x + 1, w - 1)
+        top, bottom = pixels[2 * y].reshape(-1), pixels[min(2 * y + 1, h - 1)].reshape(-1)
+        for k in range(3 * w):
+            rows[k] = np.uint16(top[k]) + np.uint16(bottom[k])
+        row = out[y].reshape(-1)
+        for x in range(pairs):
+            row[3 * x] = (rows[6 * x] + rows[6 * x + 3] + 2) >> 2
+            row[3 * x + 1] = (rows[6 * x + 1] + rows[6 * x + 4] + 2) >> 2
+            row[3 * x + 2] = (rows[6 * x + 2] + rows[6 * x + 5] + 2) >> 2
+        if w % 2:  # an odd last column is repeated
             for c in range(3):
-                total = (np.uint16(pixels[y0, x0, c]) + pixels[y0, x1, c] + pixels[y1, x0, c] + pixels[y1, x1, c])
-                out[y, x, c] = (total + 2) // 4
+                row[3 * pairs + c] = (2 * rows[3 * (w - 1) + c] + 2) >> 2
 
 
 def halve(pixels: np.ndarray) -> np.ndarray:

@@ -15,6 +15,8 @@ warning, where dividing by its zero spread used to paint it the reference's mean
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
@@ -57,6 +59,15 @@ def pixel_lab_stats(pixels: np.ndarray, below, what: str, kept: np.ndarray | Non
     return mean, std
 
 
+class LabSource(NamedTuple):
+    """A source's CIELAB statistics; on the small-image path also every pixel's CIELAB values (``lab``,
+    float32 ``(M, 3)``), which the map then reads instead of computing them again."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    lab: np.ndarray | None = None
+
+
 class Reinhard(PixelTransform):
     """Reinhard 2001: match the mean and standard deviation of each CIELAB channel to the reference."""
 
@@ -75,12 +86,11 @@ class Reinhard(PixelTransform):
         self.target_mean, self.target_std = self._stats(colors, weights, "reinhard reference")
 
     def _source(self, colors, weights):
-        return self._stats(colors, weights, "reinhard source")
+        return LabSource(*self._stats(colors, weights, "reinhard source"))
 
     def _map(self, colors, source):
-        mean, std = source
         lab = rgb_to_lab(colors)
-        return lab_to_rgb((lab - mean) / std * self.target_std + self.target_mean)
+        return lab_to_rgb((lab - source.mean) / source.std * self.target_std + self.target_mean)
 
     def _keep(self, colors):
         return ~tissue_mask(colors) if self.mask else None
@@ -90,22 +100,20 @@ class Reinhard(PixelTransform):
         over every pixel, which keeps their CIELAB values for the map (so the statistics cost a sum
         each, and no sample is needed)."""
         pixels = image.reshape(-1, 3)
-        kept = np.empty((len(pixels), 3), np.float32)
-        return (*pixel_lab_stats(pixels, self._keep_below, "reinhard source", kept), kept)
+        lab = np.empty((len(pixels), 3), np.float32)
+        return LabSource(*pixel_lab_stats(pixels, self._keep_below, "reinhard source", lab), lab)
 
     def _small_statistics(self, image):
-        return pixel_lab_stats(image.reshape(-1, 3), self._keep_below, "reinhard source")
+        return LabSource(*pixel_lab_stats(image.reshape(-1, 3), self._keep_below, "reinhard source"))
 
     kernel_maps = True
 
     def _small_map(self, image, source):
         """``source`` as :meth:`_small_source` gives it, with every pixel's CIELAB values, or the
         statistics alone (a large image's, from a sample: the kernel then computes those values)."""
-        mean, std = source[:2]
-        kept = source[2] if len(source) > 2 else None
-        gain = self.target_std / std
-        return lab_affine(image.reshape(-1, 3), gain, self.target_mean - mean * gain, self._keep_below,
-                          kept).reshape(image.shape)
+        gain = self.target_std / source.std
+        return lab_affine(image.reshape(-1, 3), gain, self.target_mean - source.mean * gain, self._keep_below,
+                          source.lab).reshape(image.shape)
 
     @property
     def _keep_below(self) -> int:

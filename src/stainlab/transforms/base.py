@@ -373,10 +373,8 @@ class PixelTransform(Transform):
         return to_uint8(self._map(colors, source)), self._keep(colors)
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
-        if self._small_path(image):
+        if self._small_path(image) or self.separable:  # separable: counts and three exact tables, at any size
             estimate = self._small_source
-        elif self.separable:  # exact per-level counts of every pixel, and three exact tables, at any size
-            estimate = self._channel_source_of_all
         elif self.kernel_maps and self.lut_bits < 8:
             estimate = self._sampled_source
         else:
@@ -393,20 +391,14 @@ class PixelTransform(Transform):
     # -- the small-image path (:mod:`stainlab.transforms.small`) ------------------------------------
     def _small_source(self, image: np.ndarray) -> Any:
         """Per-image parameters of a small image: from a sample's colour histogram at ``stats_bits``
-        (every pixel's when ``lut_bits`` is 8: exact), or for ``separable`` methods from the per-level
-        counts of each channel (:mod:`stainlab.transforms.channels`); methods with compiled statistics
-        override it."""
+        (every pixel's when ``lut_bits`` is 8: exact); methods with compiled statistics override it.
+        ``separable`` methods, at any size: from the per-level counts of each channel of every pixel
+        (:mod:`stainlab.transforms.channels`; one compiled pass, the colour histogram's distributions
+        exactly, so that all three equal the exact path byte for byte; on the 6.6 MPix CMU-1 region
+        histogram matching took 15 ms against 550 through the lookup table, colour balance 12 against 290)."""
         if self.separable:
-            pixels = image.reshape(-1, 3)
-            return self._channel_source(*split_pixels(small.stats_sample(pixels) if self.lut_bits < 8 else pixels))
+            return self._channel_source(*split_pixels(image.reshape(-1, 3)))
         return small.histogram_source(self, image, sample=self.lut_bits < 8)
-
-    def _channel_source_of_all(self, image: np.ndarray) -> Any:
-        """A ``separable`` method's per-image parameters from the per-level counts of every pixel (one
-        compiled pass: the distributions of the colour histogram, exactly; on the 6.6 MPix CMU-1 region
-        histogram matching took 15 ms against 550 through the lookup table, colour balance 12 against 290,
-        and all three separable methods now equal the exact path byte for byte)."""
-        return self._channel_source(*split_pixels(image.reshape(-1, 3)))
 
     def _small_map(self, image: np.ndarray, source: Any) -> np.ndarray:
         """The map on a small image: three exact tables when ``separable``, else tetrahedral

@@ -7,10 +7,10 @@ to evaluating the map once per occupied cell, nearly once per pixel. Images of a
 
 - per-image statistics on every pixel up to ``STATS_SAMPLE`` pixels, above that on an evenly strided
   sample (:func:`stats_sample`): by compiled passes (:mod:`stainlab.color.pixels`) for Macenko and
-  Ruifrok (percentiles as exact order statistics) and Reinhard (whose pass keeps each pixel's CIELAB
-  values for the map, so it always takes every pixel), from per-level channel counts for the
-  per-channel methods (:mod:`stainlab.transforms.channels`), and from the sample's colour histogram at
-  ``stats_bits`` for the rest;
+  Ruifrok (percentiles as exact order statistics), and from the sample's colour histogram at
+  ``stats_bits`` for the rest; always on every pixel for Reinhard (whose pass keeps each pixel's CIELAB
+  values for the map) and for the per-channel methods (per-level channel counts,
+  :mod:`stainlab.transforms.channels`: one pass, exact);
 - the map by a compiled per-pixel kernel where the method has one (Macenko, Ruifrok and Vahadane in
   optical density, Reinhard in CIELAB), by three exact 256-entry tables where the map is per channel
   (``separable``), or otherwise evaluated at the corners of the occupied cells of a 32-level lattice

@@ -28,7 +28,6 @@ import threading
 import xml.etree.ElementTree as ElementTree
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,6 @@ import numpy as np
 
 from stainlab.errors import InputError
 from stainlab.io.images import composite_on_white, read_image
-from stainlab.wsi.tiling import Box
 
 SLIDES_EXTRA = "pip install 'stainlab[slides]'"
 OPENSLIDE_SUFFIXES = frozenset({".svs", ".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif", ".svslide", ".tiff",
@@ -47,6 +45,7 @@ MAX_PLAUSIBLE_MPP = 50.0    # microns per pixel: a resolution tag above this is 
 MICRONS_PER_UNIT = {2: 25_400.0, 3: 10_000.0}  # TIFF ResolutionUnit: 2 = inch, 3 = centimetre
 BACKGROUND_FILL = 255       # empty TIFF segments are glass
 SEGMENT_CACHE_BYTES = 64 << 20  # decoded segments kept for reuse (RecentSegments)
+_DECODE_STRIPES = 64            # locks a segment's decoding takes, by its key (RecentSegments.fetch)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -155,37 +154,33 @@ class RecentSegments:
     def __init__(self, budget: int = SEGMENT_CACHE_BYTES) -> None:
         self.budget, self.size = budget, 0
         self._items: OrderedDict = OrderedDict()
-        self._decoding: dict = {}  # key -> Future of the segment one thread is decoding
         self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(_DECODE_STRIPES)]
 
     def fetch(self, key, decode):
         """The value under ``key``, made by ``decode()`` when missing: once, even when several threads
         ask at once (neighbouring output tiles share the segments under their border; on the CMU-1
-        region two threads decoded the same segment 6-11 times in 130)."""
+        region two threads decoded the same segment 6-11 times in 130). A missing value is made under
+        the lock of the key's stripe (one of :data:`_DECODE_STRIPES`), so a thread asking for it
+        meanwhile waits and then finds it kept; a failure is not kept, and the next ask makes it anew.
+        (A future a decode, which every waiter could read, cost the GIL a fifth of the sampling's
+        held time on CMU-1.)"""
+        value = self._kept(key)
+        if value is not None:
+            return value
+        with self._stripes[hash(key) % _DECODE_STRIPES]:
+            value = self._kept(key)
+            return self.put(key, decode()) if value is None else value
+
+    def _kept(self, key):
         with self._lock:
-            if key in self._items:
+            value = self._items.get(key)
+            if value is not None:
                 self._items.move_to_end(key)
-                return self._items[key]
-            decoding = self._decoding.get(key)
-            mine = decoding is None
-            if mine:
-                decoding = self._decoding[key] = Future()
-        if not mine:
-            return decoding.result()
-        try:
-            value = self.put(key, decode())
-        except BaseException as err:
-            decoding.set_exception(err)
-            raise
-        else:
-            decoding.set_result(value)
-        finally:
-            with self._lock:
-                del self._decoding[key]
-        return value
+            return value
 
     def put(self, key, value):
-        """Keep ``value`` (a decoded segment and its box; None, an empty segment, is not kept) under ``key``,
+        """Keep ``value`` (a decoded segment and its corner; None, an empty segment, is not kept) under ``key``,
         dropping the oldest beyond the budget; returns it."""
         if value is None:
             return None
@@ -268,22 +263,24 @@ class TiffSlide(Slide):
         seg_h, seg_w = self._segment(page)
         across = -(-page.imagewidth // seg_w)
         out = np.empty((height, width, page.samplesperpixel), np.uint8)
-        region = Box(y, y + height, x, x + width)
         for row in range(y // seg_h, (y + height - 1) // seg_h + 1):
             for col in range(x // seg_w, (x + width - 1) // seg_w + 1):
                 index = row * across + col
                 found = self._recent.fetch((level, index), lambda: self._decode(page, index))
                 if found is None:  # an empty segment is glass
-                    found = (None, Box(row * seg_h, (row + 1) * seg_h, col * seg_w, (col + 1) * seg_w))
-                elif shared and found[1] == region and found[0].shape[2] == 3:  # the segment itself
-                    view = found[0].view()
+                    self._paste(None, row * seg_h, col * seg_w, seg_h, seg_w, out, y, x)
+                    continue
+                seg, top, left = found
+                if shared and (top, left, *seg.shape) == (y, x, height, width, 3):  # the segment itself
+                    view = seg.view()
                     view.flags.writeable = False
                     return view
-                self._paste(found, out, region)
+                self._paste(seg, top, left, seg.shape[0], seg.shape[1], out, y, x)
         return self._to_rgb(out)
 
-    def _decode(self, page, index: int) -> tuple[np.ndarray, Box] | None:
-        """Segment ``index`` of ``page`` decoded, with the box it covers (None: an empty segment)."""
+    def _decode(self, page, index: int) -> tuple[np.ndarray, int, int] | None:
+        """Segment ``index`` of ``page`` decoded, with the row and column of its corner (None: an empty
+        segment)."""
         fh = self._tif.filehandle
         offset, count = page.dataoffsets[index], page.databytecounts[index]
         if not count:
@@ -298,18 +295,19 @@ class TiffSlide(Slide):
         except Exception as err:  # any decoder error: report the slide and the segment
             raise InputError(f"{self.path}: truncated or corrupt slide data in segment {index} "
                              f"({type(err).__name__}: {err})") from None
-        if segment is None:
-            return None
-        seg = segment[0]
-        return seg, Box(where[2], where[2] + seg.shape[0], where[3], where[3] + seg.shape[1])
+        return None if segment is None else (segment[0], where[2], where[3])
 
     @staticmethod
-    def _paste(found: tuple[np.ndarray | None, Box], out: np.ndarray, region: Box) -> None:
-        """Copy the part of a decoded segment (None: glass) that falls in ``out``, which covers ``region``."""
-        seg, seg_box = found
-        part = seg_box.intersect(region)
-        if part is not None:
-            out[part.within(region)] = BACKGROUND_FILL if seg is None else seg[part.within(seg_box)]
+    def _paste(seg: np.ndarray | None, top: int, left: int, seg_height: int, seg_width: int, out: np.ndarray,
+               y: int, x: int) -> None:
+        """Copy the part of a decoded segment (None: glass) whose corner is at (``top``, ``left``) that
+        falls in ``out``, whose corner is at (``y``, ``x``) (plain numbers: boxes made for each segment
+        held the GIL a tenth of a slide's sampling)."""
+        y0, y1 = max(top, y), min(top + seg_height, y + out.shape[0])
+        x0, x1 = max(left, x), min(left + seg_width, x + out.shape[1])
+        if y0 < y1 and x0 < x1:
+            out[y0 - y:y1 - y, x0 - x:x1 - x] = (BACKGROUND_FILL if seg is None
+                                                 else seg[y0 - top:y1 - top, x0 - left:x1 - left])
 
     @staticmethod
     def _to_rgb(samples: np.ndarray) -> np.ndarray:

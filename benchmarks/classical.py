@@ -54,6 +54,7 @@ from stainlab.io.atomic import atomic_write_text
 from stainlab.transforms import PixelTransform, create
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import peak_rss_bytes  # noqa: E402  (benchmarks/peak_memory.py)
 from provenance import provenance  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
 from tiles import (QUICK_TILE_SIZES, TILE_SIZES, bench_tiles, tile_ratios, tile_report,  # noqa: E402
                    tile_targets)
@@ -188,21 +189,6 @@ def ciede2000(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"mean": float(np.average(de, weights=counts)),
             "p99": float(weighted_percentile(de, 99, counts)),
             "max": float(de.max())}
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far.
-
-    Read from ``VmHWM`` in /proc/self/status: on Linux ``getrusage().ru_maxrss`` carries the parent's
-    peak over into a child across fork + exec, so a subprocess started by this (large) process would
-    report the parent's figure. ``ru_maxrss`` (KiB) is the fallback where /proc is absent.
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def cpu_seconds() -> tuple[float, float]:

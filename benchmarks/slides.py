@@ -11,7 +11,7 @@ Methods: Macenko (per-pixel: one colour table from tissue sampled over the whole
 U-Net (context-aware: every tile seen with 64 pixels of context and feathered into its neighbours),
 with random weights as a residual ``x + 4 U(x)`` since no trained checkpoint ships with stainlab: it
 has the paper's architecture and cost, and its output depends on tile context as a trained one does.
-Each case runs in a fresh process, so its peak memory (max RSS) is its own. Seams (paper 000, Fig. 3
+Each case runs in a fresh process, so its peak memory (``VmHWM``, not ``ru_maxrss``, which a child inherits from its parent) is its own. Seams (paper 000, Fig. 3
 right) are measured on the written level 0 as the mean absolute difference of neighbouring pixels
 across 512-pixel tile borders and inside tiles (:func:`stainlab.metrics.consistency.border_differences`),
 for naive tiling (each tile alone: per-tile statistics, or no overlap) against stainlab's.
@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import peak_rss_bytes  # noqa: E402  (benchmarks/peak_memory.py)
 from provenance import provenance, write_results  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
 
 ROOT = Path(__file__).resolve().parent
@@ -268,7 +268,7 @@ def run_case(case: dict) -> dict:
         for n in bounds if case.get("bound") else ():
             bounds[n].append(decode_encode_bound(source, result.level, n, options.quality))
     seconds = float(np.median(runs))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_bytes()
     record = {"name": case["name"], "method": case["method"], "level": result.level, "width": result.width,
               "height": result.height, "mpix": round(result.width * result.height / 1e6, 2), "tiles": result.tiles,
               "tissue_tiles": result.transformed, "overlap": options.context if case["method"] != "macenko" else 0,

@@ -1,0 +1,22 @@
+"""A benchmark process's own peak resident memory, shared by the benchmarks that report it."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far.
+
+    Read from ``VmHWM`` in /proc/self/status: on Linux ``getrusage().ru_maxrss`` carries the parent's
+    peak over into a child across fork + exec, so a subprocess started by a large benchmark process
+    would report the parent's figure (a CMU-1 slide case read 771 MiB that way, 524-530 on its own).
+    ``ru_maxrss`` (KiB) is the fallback where /proc is absent.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -11,8 +11,8 @@ def peak_rss_bytes() -> int:
 
     Read from ``VmHWM`` in /proc/self/status: on Linux ``getrusage().ru_maxrss`` carries the parent's
     peak over into a child across fork + exec, so a subprocess started by a large benchmark process
-    would report the parent's figure (a CMU-1 slide case read 771 MiB that way, 524-530 on its own).
-    ``ru_maxrss`` (KiB) is the fallback where /proc is absent.
+    would report the parent's figure (a bare child of a process holding 900 MiB read 925 MiB there,
+    10 MiB in ``VmHWM``). ``ru_maxrss`` (KiB) is the fallback where /proc is absent.
     """
     status = Path("/proc/self/status")
     if status.is_file():

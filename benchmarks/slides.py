@@ -11,7 +11,8 @@ Methods: Macenko (per-pixel: one colour table from tissue sampled over the whole
 U-Net (context-aware: every tile seen with 64 pixels of context and feathered into its neighbours),
 with random weights as a residual ``x + 4 U(x)`` since no trained checkpoint ships with stainlab: it
 has the paper's architecture and cost, and its output depends on tile context as a trained one does.
-Each case runs in a fresh process, so its peak memory (``VmHWM``, not ``ru_maxrss``, which a child inherits from its parent) is its own. Seams (paper 000, Fig. 3
+Each case runs in a fresh process, so its peak memory is its own (``VmHWM``: a child inherits its
+parent's ``ru_maxrss``), taken over the timed runs after the warm-up (``peak_memory.reset_peak``). Seams (paper 000, Fig. 3
 right) are measured on the written level 0 as the mean absolute difference of neighbouring pixels
 across 512-pixel tile borders and inside tiles (:func:`stainlab.metrics.consistency.border_differences`),
 for naive tiling (each tile alone: per-tile statistics, or no overlap) against stainlab's.
@@ -48,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peak_memory import peak_rss_bytes  # noqa: E402  (benchmarks/peak_memory.py)
+from peak_memory import peak_rss_bytes, reset_peak  # noqa: E402  (benchmarks/peak_memory.py)
 from provenance import provenance, write_results  # noqa: E402  (benchmarks/provenance.py: commit and dirty flag)
 
 ROOT = Path(__file__).resolve().parent
@@ -260,6 +261,7 @@ def run_case(case: dict) -> dict:
         transform = unet_transform(case["base_channels"])
     options = SlideOptions(level=case["level"], tile=TILE, overlap=case["overlap"], overwrite=True)
     output = SLIDES / "out" / f"{case['name']}.ome.tif"
+    reset_peak()  # the peak of the runs below, not of compiling or of the warm-up
     runs, bounds = [], {n: [] for n in (threads, threads + 1)}
     for _ in range(BOUND_REPEATS if case.get("bound") else 1):
         start = time.perf_counter()

@@ -24,10 +24,8 @@ def peak_rss_bytes() -> int:
 
 def reset_peak() -> None:
     """Start :func:`peak_rss_bytes` over from the memory resident now (Linux: ``5`` written to
-    /proc/self/clear_refs), so that a peak taken after warming up is the timed work's and not that of
-    numba compiling its kernels: in a fresh tree, whose kernels are not cached yet, compiling took the
-    CMU-1 slide case to 776 MiB against 525 MiB with the cache warm. Where that file cannot be written
-    the peak stays the process's."""
+    /proc/self/clear_refs), so that a peak taken after warming up is the timed work's, not the warm-up's.
+    Where that file cannot be written the peak stays the process's."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

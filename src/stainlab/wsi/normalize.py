@@ -222,7 +222,7 @@ def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,
 
     found: list[np.ndarray] = []
     # cores decoded in parallel, SAMPLE_READS at a time, taken in the order drawn
-    with contextlib.nullcontext(pool) if pool else tile_pool() as pool:
+    with _pooled(pool) as pool:
         order = iter(_likely_tissue(slide, level, grid, np.random.default_rng(0).permutation(len(grid)), min_tissue,
                                     pool))
         reads = collections.deque(pool.submit(read, index) for index in itertools.islice(order, SAMPLE_READS))
@@ -363,7 +363,7 @@ def plan_slide(source, output, transform: Transform, options: SlideOptions, slid
         raise InputError(f"{output}: would replace its own input; choose another output folder")
     if output.exists() and not options.overwrite:
         raise FileExistsError(f"{output}: exists (use --overwrite to replace it)")
-    with contextlib.nullcontext(slide) if slide else open_slide(source) as slide:
+    with _opened(source, slide) as slide:
         level = slide.level_for(options.level, options.mpp)
         lv, notes = slide.levels[level], tuple(slide.notes)
     if options.format in PLAIN_FORMATS and lv.width * lv.height > PLAIN_MAX_PIXELS:
@@ -379,18 +379,18 @@ def slide_function(plan: SlidePlan, transform: Transform, options: SlideOptions,
                    pool: ThreadPoolExecutor | None = None):
     """The function to run on the slide's windows (:func:`tile_function`), for a plan (reading ``slide``
     when it is open already, in ``pool`` when given)."""
-    with _opened(plan, slide) as slide:
+    with _opened(plan.source, slide) as slide:
         return tile_function(transform, slide, plan.level, plan.grid, options, pool)
 
 
-@contextlib.contextmanager
-def _opened(plan: SlidePlan, slide: Slide | None):
-    """``slide`` as it is, or the plan's source opened (and closed after)."""
-    if slide is not None:
-        yield slide
-    else:
-        with open_slide(plan.source) as opened:
-            yield opened
+def _opened(source: Path, slide: Slide | None):
+    """A context giving ``slide`` as it is, or ``source`` opened (and closed after)."""
+    return contextlib.nullcontext(slide) if slide is not None else open_slide(source)
+
+
+def _pooled(pool: ThreadPoolExecutor | None, threads: int | None = None):
+    """A context giving ``pool`` as it is, or a :func:`tile_pool` of ``threads`` (shut down after)."""
+    return contextlib.nullcontext(pool) if pool is not None else tile_pool(threads)
 
 
 def tile_pool(threads: int | None = None) -> ThreadPoolExecutor:
@@ -432,7 +432,7 @@ def compute_rows(plan: SlidePlan, fn, start: int, stop: int, progress: Progress 
     around it. ``pool``: those threads, when the caller has them already (``threads`` is then unused)."""
     reuse_freed_memory()
     total = RowStats()
-    with _opened(plan, slide) as slide, contextlib.nullcontext(pool) if pool else tile_pool(threads) as pool:
+    with _opened(plan.source, slide) as slide, _pooled(pool, threads) as pool:
         writer = RowWriter(plan.store(), plan.shapes, plan.codec, pool, lower_levels, stream)
         rows = (_table_rows if isinstance(fn, SlideColorMap) and not plan.skip_below else _runner_rows)
         try:

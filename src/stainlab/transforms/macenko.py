@@ -159,10 +159,6 @@ class Macenko(StainMatrixTransform):
         # rows = A plane.T with A = rows @ plane (2x2), so W^+ = plane A^-1 and plane.T W^+ = A^-1
         return Source(rows, combination_percentiles(xy, inverse_2x2(rows @ plane).T, self.percentile), light)
 
-    @property
-    def kernel_maps(self):
-        return self._clip
-
     def _small_map(self, image, source):
         if not self._clip:
             return super()._small_map(image, source)

@@ -312,6 +312,12 @@ class StainMatrixTransform(LightMixin, PixelTransform):
         """Whether optical density is clipped at zero (not in torchstain's convention)."""
         return self.convention != "torchstain"
 
+    @property
+    def kernel_maps(self) -> bool:
+        """Each subclass's ``_small_map`` is a compiled kernel on clipped optical density; torchstain's
+        convention takes the generic path."""
+        return self._clip
+
     def _set_target(self, stain_matrix: np.ndarray, max_concentrations: np.ndarray, what: str) -> None:
         """Adopt a target after checking it (the same checks for a fit, a saved file and the standard)."""
         stain_matrix = check_target_rows(stain_matrix, what)

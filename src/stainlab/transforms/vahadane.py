@@ -126,10 +126,6 @@ class Vahadane(StainMatrixTransform):
     def _concentrations(self, od, stain_matrix):
         return nonnegative_concentrations(od, stain_matrix)
 
-    @property
-    def kernel_maps(self):
-        return self._clip
-
     def _small_map(self, image, source):
         """Non-negative least squares per pixel, by a compiled kernel (on the generic path in
         torchstain's convention, whose optical density is not clipped)."""

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from stainlab.color.pixels import tissue_limit
 from stainlab.color.tissue import TISSUE_BETA, tissue_mask
 from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFittedError
 from stainlab.io.arrays import check_rgb8, is_torch_tensor, map_rgb8, rgb8_images
@@ -422,3 +423,19 @@ class PixelTransform(Transform):
             if keep is not None:
                 out[start:stop][keep] = pixels[start:stop][keep]
         return out.reshape(image.shape)
+
+
+class MaskedGlass:
+    """The ``mask`` option of a :class:`PixelTransform` (Reinhard, histogram matching): masked, the pixels
+    that are not tissue under the tissue rule (glass) keep their bytes, judged per colour on the table
+    and exact paths (:meth:`_keep`) and per byte in compiled kernels (:meth:`_keep_below`); unmasked,
+    none do."""
+
+    mask: bool
+
+    def _keep(self, colors):
+        return ~tissue_mask(colors) if self.mask else None
+
+    @property
+    def _keep_below(self) -> int:
+        return tissue_limit(TISSUE_BETA) if self.mask else 256

@@ -27,10 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from stainlab.color.stats import weighted_mean_std
-from stainlab.color.pixels import tissue_limit
-from stainlab.color.tissue import TISSUE_BETA, tissue_mask
 from stainlab.errors import InputError
-from stainlab.transforms.base import PixelTransform, check_tissue_amount
+from stainlab.transforms.base import MaskedGlass, PixelTransform, check_tissue_amount
 from stainlab.transforms.channels import merged, spread, split_colors, total
 from stainlab.transforms.checks import check_bool, check_fields, require_spread, stored_array
 
@@ -55,7 +53,7 @@ def match_channel(values, source_cdf, target_counts) -> np.ndarray:
     return np.interp(quantile, target_cdf, occupied.astype(np.float64))
 
 
-class HistogramMatching(PixelTransform):
+class HistogramMatching(MaskedGlass, PixelTransform):
     """Histogram matching: give each RGB channel the reference's distribution (histogram specification)."""
 
     name = "histogram"
@@ -90,13 +88,6 @@ class HistogramMatching(PixelTransform):
     def _map(self, colors, source):
         return np.stack([match_channel(colors[:, c], source[c], self.target_counts[c]) for c in range(3)],
                         axis=1)
-
-    def _keep(self, colors):
-        return ~tissue_mask(colors) if self.mask else None
-
-    @property
-    def _keep_below(self):
-        return tissue_limit(TISSUE_BETA) if self.mask else 256
 
     def _get_state(self):
         return {"target_counts": self.target_counts}

@@ -20,10 +20,10 @@ from typing import NamedTuple
 import numpy as np
 
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
-from stainlab.color.pixels import lab_affine, lab_moments, tissue_limit
+from stainlab.color.pixels import lab_affine, lab_moments
 from stainlab.color.stats import weighted_mean_std
-from stainlab.color.tissue import TISSUE_BETA, tissue_mask
-from stainlab.transforms.base import MIN_TISSUE_FRACTION, PixelTransform, check_tissue_amount, require_tissue
+from stainlab.transforms.base import (MIN_TISSUE_FRACTION, MaskedGlass, PixelTransform, check_tissue_amount,
+                                      require_tissue)
 from stainlab.transforms.checks import check_bool, check_fields, require_color_spread, require_spread, stored_array
 from stainlab.transforms.lut import DEFAULT_BITS
 
@@ -68,7 +68,7 @@ class LabSource(NamedTuple):
     lab: np.ndarray | None = None
 
 
-class Reinhard(PixelTransform):
+class Reinhard(MaskedGlass, PixelTransform):
     """Reinhard 2001: match the mean and standard deviation of each CIELAB channel to the reference."""
 
     name = "reinhard"
@@ -92,9 +92,6 @@ class Reinhard(PixelTransform):
         lab = rgb_to_lab(colors)
         return lab_to_rgb((lab - source.mean) / source.std * self.target_std + self.target_mean)
 
-    def _keep(self, colors):
-        return ~tissue_mask(colors) if self.mask else None
-
     def _small_source(self, image):
         """:meth:`_source` on the small-image path: the same statistics and checks by one compiled pass
         over every pixel, which keeps their CIELAB values for the map (so the statistics cost a sum
@@ -114,12 +111,6 @@ class Reinhard(PixelTransform):
         gain = self.target_std / source.std
         return lab_affine(image.reshape(-1, 3), gain, self.target_mean - source.mean * gain, self._keep_below,
                           source.lab).reshape(image.shape)
-
-    @property
-    def _keep_below(self) -> int:
-        """Pixels whose darkest channel is below this are matched (and counted), the others keep their
-        bytes: tissue and glass when masked."""
-        return tissue_limit(TISSUE_BETA) if self.mask else 256
 
     def _torch(self, x):
         """The torch engine on a float (N,3,H,W) batch in [0, 1] (``t(tensor)``)."""

@@ -49,6 +49,13 @@ _DECODE_STRIPES = 64            # locks a segment's decoding takes, by its key (
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
+def _read_only(pixels: np.ndarray) -> np.ndarray:
+    """A read-only view of ``pixels``: what a shared read hands out without a copy."""
+    view = pixels.view()
+    view.flags.writeable = False
+    return view
+
+
 @dataclass(frozen=True)
 class Level:
     """One pyramid level: its size in pixels, its downsample from level 0 and microns per pixel."""
@@ -122,11 +129,7 @@ class Slide(ABC):
             raise InputError(f"{self.path}: region {width}x{height} at ({x}, {y}) is outside level {level} "
                              f"({lv.width}x{lv.height})")
         held = self._held.pop((level, y, x, height, width), None) if shared and self._held else None
-        if held is None:
-            return self._read(level, y, x, height, width, shared)
-        held = held.view()
-        held.flags.writeable = False
-        return held
+        return self._read(level, y, x, height, width, shared) if held is None else _read_only(held)
 
     @abstractmethod
     def _read(self, level: int, y: int, x: int, height: int, width: int, shared: bool = False) -> np.ndarray:
@@ -272,9 +275,7 @@ class TiffSlide(Slide):
                     continue
                 seg, top, left = found
                 if shared and (top, left, *seg.shape) == (y, x, height, width, 3):  # the segment itself
-                    view = seg.view()
-                    view.flags.writeable = False
-                    return view
+                    return _read_only(seg)
                 self._paste(seg, top, left, seg.shape[0], seg.shape[1], out, y, x)
         return self._to_rgb(out)
 

@@ -74,6 +74,19 @@ def test_moments_and_projections_equal_numpy(random_pixels):
     np.testing.assert_allclose(rgb_std, random_pixels[tissue].std(axis=0), rtol=1e-9)
 
 
+def test_moments_of_a_strided_sample_equal_those_of_its_copy(random_pixels):
+    """Contiguous pixels are read as flat bytes, a strided sample (``small.stats_sample``) row by row:
+    the same moments (up to the order of the sums)."""
+    limit = px.tissue_limits(0.15, [236.0, 231.0, 240.0])
+    sample = random_pixels[::3]
+    assert not sample.flags.c_contiguous
+    strided, copied = px.od_moments(sample, limit), px.od_moments(sample.copy(), limit)
+    assert strided.count == copied.count > 0
+    np.testing.assert_array_equal(strided.counts, copied.counts)
+    for name in ("mean", "covariance", "rgb_std"):
+        np.testing.assert_allclose(getattr(strided, name), getattr(copied, name), rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("values", [
     np.random.default_rng(1).normal(size=50_001),
     np.round(np.random.default_rng(2).normal(size=3000), 1),        # many ties

@@ -51,6 +51,19 @@ def test_beige_glass_is_found_and_separates_to_no_stain(conc, beige):
     assert rgb_to_od(beige[glass]).max() > 0.18
 
 
+def test_light_of_bytes_equals_the_light_of_their_colour_histogram(conc):
+    """The compiled pass over bytes (brightness windows tallied as sums of R, G and B) finds the light the
+    weighted colours give, on noisy glass, some of it outside the brightness window."""
+    noisy = lit(conc, BEIGE).astype(int) + np.random.default_rng(3).integers(-6, 7, conc.shape[:2] + (3,))
+    image = np.clip(noisy, 0, 255).astype(np.uint8)
+    colors, counts = np.unique(image.reshape(-1, 3), axis=0, return_counts=True)
+    from_bytes, from_colors = estimate_light(image), estimate_light(colors.astype(float), counts)
+    assert from_bytes.found and from_colors.found
+    np.testing.assert_allclose(from_bytes.rgb, from_colors.rgb, rtol=0, atol=1e-9)
+    assert np.abs(from_bytes.rgb - BEIGE).max() < 0.2
+    assert from_bytes.glass_fraction == from_colors.glass_fraction
+
+
 def test_identity_keeps_the_source_light_byte_for_byte_and_presets_keep_its_glass(conc, beige):
     assert np.array_equal(restain(beige, Staining()), beige)
     glass = conc.sum(axis=-1) == 0

@@ -111,20 +111,30 @@ def _from_bytes(pixels: np.ndarray) -> Light:
 def _glass_of_bytes(pixels):  # pragma: no cover - compiled
     """Steps 1-3 on uint8 pixels by two passes: the brightness histogram, then the per-channel level
     histograms of the glass peak, whose mean, median and spread (median absolute deviation) are exact.
-    Returns whether glass was found, its mean and spread per channel, and the fraction in the peak."""
+    Returns whether glass was found, its mean and spread per channel, and the fraction in the peak.
+
+    Both passes tally ``R + G + B`` (brightness ``b`` is ``(R + G + B + 1) // 3``, so ``low <= b <= high``
+    exactly when ``3 low - 1 <= R + G + B <= 3 high + 1``) into interleaved tables: glass is long runs of
+    one colour, whose increments of one counter would each wait for the last (0.13 -> 0.08 ms a 256 x 256
+    tile)."""
+    n = pixels.shape[0]
+    sums = np.zeros((4, 768), dtype=np.int64)
+    for i in range(n):
+        sums[i & 3, np.int64(pixels[i, 0]) + pixels[i, 1] + pixels[i, 2]] += 1
     counts = np.zeros(256, dtype=np.int64)
-    for i in range(pixels.shape[0]):
-        counts[(np.int64(pixels[i, 0]) + pixels[i, 1] + pixels[i, 2] + 1) // 3] += 1
-    low, high, fraction = _glass_window(counts, float(pixels.shape[0]))
+    for total in range(766):
+        counts[(total + 1) // 3] += sums[0, total] + sums[1, total] + sums[2, total] + sums[3, total]
+    low, high, fraction = _glass_window(counts, float(n))
     mean, spread = np.zeros(3), np.zeros(3)
     if low < 0:
         return False, mean, spread, fraction
-    glass = np.zeros((3, 256), dtype=np.int64)
-    for i in range(pixels.shape[0]):
-        b = (np.int64(pixels[i, 0]) + pixels[i, 1] + pixels[i, 2] + 1) // 3
-        if low <= b <= high:
+    interleaved = np.zeros((2, 3, 256), dtype=np.int64)
+    for i in range(n):
+        total = np.int64(pixels[i, 0]) + pixels[i, 1] + pixels[i, 2]
+        if 3 * low - 1 <= total <= 3 * high + 1:
             for c in range(3):
-                glass[c, pixels[i, c]] += 1
+                interleaved[i & 1, c, pixels[i, c]] += 1
+    glass = interleaved[0] + interleaved[1]
     half = 0.5 * glass[0].sum()
     for c in range(3):
         median = _first_reaching(glass[c], half)

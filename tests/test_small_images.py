@@ -99,6 +99,17 @@ def test_percentiles_are_numpys(values):
                                rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("n", [1025, 2040, 2480, 40_000, 65_536, 299_733, 1 << 20])
+def test_selection_samples_spread_over_all_values(n):
+    """The sample that brackets an order statistic takes distinct positions spread evenly over all
+    ``n`` values, for the ``n`` a fixed multiplier nearly divides too (2,040: all in the first half)."""
+    step = px._spread_step(n)
+    positions = np.array([k * step % n for k in range(px.SAMPLE)])
+    assert len(np.unique(positions)) == px.SAMPLE
+    per_tenth = np.bincount(positions * 10 // n, minlength=10)
+    assert per_tenth.min() >= 0.08 * px.SAMPLE and per_tenth.max() <= 0.12 * px.SAMPLE
+
+
 def test_plane_angles_and_combination_percentiles_equal_numpy(random_pixels):
     """Macenko's fused passes: the projections, the angles' percentiles (by ``y / x`` where every ``x`` is
     positive, by ``atan2`` otherwise) and the percentiles of a 2x2 combination of the projections."""

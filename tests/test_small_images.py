@@ -47,6 +47,18 @@ def test_lab_affine_is_the_formula_rounded_and_keeps_glass(random_pixels):
     assert (kept[~glass] == px.lab_affine(random_pixels, gain, offset)[~glass]).all()
 
 
+def test_grayscale_kernel_is_the_luminance_rounded(random_pixels):
+    """Grayscale maps by one integer pass: BT.601 luminance in thousandths, rounded half up; the exact
+    path's float luminance differs only where the value lies exactly halfway between two levels."""
+    image = random_pixels.reshape(200, 300, 3)
+    t = stainlab.load("grayscale")
+    out = t(image)
+    thousandths = image.astype(np.int64) @ np.array([299, 587, 114])
+    np.testing.assert_array_equal(out, np.repeat(((thousandths + 500) // 1000)[..., None], 3, axis=2))
+    differ = (out != t.transform(image, exact=True)).any(axis=2)
+    assert (thousandths[differ] % 1000 == 500).all()
+
+
 def test_tissue_limit_is_the_tissue_rule(random_pixels):
     for beta in (0.05, 0.15, 0.6):
         limit = px.tissue_limit(beta)
@@ -209,7 +221,7 @@ def table_calls(monkeypatch):
 
 @pytest.mark.parametrize("name,params,bound", [("macenko", {}, 0.05), ("ruifrok", {}, 0.05), ("linear-ot", {}, 0.05),
                                                ("reinhard", {}, 0.02), ("reinhard", {"mask": True}, 0.02),
-                                               ("vahadane", {}, 0.15)])
+                                               ("vahadane", {}, 0.15), ("grayscale", {}, 0.02)])
 def test_large_images_map_through_the_compiled_kernels(he_reference, monkeypatch, table_calls, name, params, bound):
     """Methods with a compiled per-pixel kernel map a large image through it (statistics from a
     sample), never through a colour lattice; with ``lut_bits=8`` (an exact table) or without a kernel

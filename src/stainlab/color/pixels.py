@@ -490,6 +490,28 @@ def channel_map(pixels: np.ndarray, tables: np.ndarray, keep_below: int = 256) -
     return out
 
 
+@sliced(error_model="numpy")
+def _weighted_gray(pixels, weights, out, parts):  # pragma: no cover - compiled
+    """Per slice: ``(w0 R + w1 G + w2 B) / 1000`` in integers (``weights`` in thousandths), rounded half
+    up, in all three channels."""
+    w0, w1, w2 = weights[0], weights[1], weights[2]
+    for part in prange(parts):
+        start, stop = slice_bounds(pixels.shape[0], part, parts)
+        src, dst = pixels[start:stop], out[start:stop]
+        for i in range(stop - start):
+            gray = np.uint8((w0 * np.int64(src[i, 0]) + w1 * np.int64(src[i, 1]) + w2 * np.int64(src[i, 2]) + 500)
+                            // 1000)
+            dst[i, 0], dst[i, 1], dst[i, 2] = gray, gray, gray
+
+
+def weighted_gray(pixels: np.ndarray, thousandths) -> np.ndarray:
+    """uint8 pixels ``(M, 3)`` to the grey ``(w . RGB) / 1000`` of integer weights in thousandths summing
+    to at most 1000 (luminance: 299, 587, 114), rounded, in all three channels."""
+    out = np.empty_like(pixels)
+    _weighted_gray(pixels, np.asarray(thousandths, dtype=np.int64), out, parts(len(pixels)))
+    return out
+
+
 def channel_counts(pixels: np.ndarray, below: int) -> np.ndarray:
     """``(2, 3, 256)`` per-level counts of R, G and B: ``[0]`` of the pixels whose darkest channel is
     under ``below`` (tissue, with ``tissue_limit``), ``[1]`` of the others."""

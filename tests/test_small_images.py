@@ -166,7 +166,8 @@ def tile():
 # level here and there; separable maps go through exact tables; Vahadane's statistics come from the
 # colour lattice, as on the large path.
 SMALL_PATHS = [("macenko", {}, 0.02), ("ruifrok", {}, 0.02), ("reinhard", {}, 0.02),
-               ("reinhard", {"mask": True}, 0.02), ("vahadane", {}, 0.15), ("histogram", {}, 0.0),
+               ("reinhard", {"mask": True}, 0.02), ("reinhard-split", {}, 0.02), ("vahadane", {}, 0.15),
+               ("histogram", {}, 0.0),
                ("histogram", {"mask": True}, 0.0), ("colorbalance", {}, 0.0), ("background", {}, 0.0),
                ("grayscale", {}, 0.02)]
 

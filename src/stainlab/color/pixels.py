@@ -261,8 +261,11 @@ def od_nonnegative(pixels: np.ndarray, stains: np.ndarray, factors: np.ndarray, 
 
 
 @sliced(fastmath=True, error_model="numpy")
-def _lab_affine(pixels, kept, gain, offset, keep_below, linear, m, cbrt, m_inv, gamma, out,
-                parts):  # pragma: no cover - compiled
+def _lab_affine(pixels, kept, gain, offset, keep_below, glass_shift, od_of_byte, beta, linear, m, cbrt, m_inv, gamma,
+                out, parts):  # pragma: no cover - compiled
+    """:func:`lab_affine` per slice. With ``beta`` above zero each pixel's CIELAB value is the blend
+    ``w (lab * gain + offset) + (1 - w) (lab + glass_shift)``, ``w`` the smoothstep of its largest optical
+    density (``od_of_byte``) from ``beta / 2`` to ``1.5 beta``; otherwise the affine map alone."""
     for part in prange(parts):
         start, stop = slice_bounds(pixels.shape[0], part, parts)
         src, dst, held = pixels[start:stop], out[start:stop], kept[start:stop] if kept.shape[0] else kept
@@ -275,24 +278,36 @@ def _lab_affine(pixels, kept, gain, offset, keep_below, linear, m, cbrt, m_inv, 
                 l, a, b = np.float64(held[i, 0]), np.float64(held[i, 1]), np.float64(held[i, 2])
             else:
                 l, a, b = _lab(p0, p1, p2, linear, m, cbrt)
-            fy = (l * gain[0] + offset[0] + 16.0) / 116.0
-            x = _f_inverse(fy + (a * gain[1] + offset[1]) / 500.0)
+            l1, a1, b1 = l * gain[0] + offset[0], a * gain[1] + offset[1], b * gain[2] + offset[2]
+            if beta > 0.0:
+                od = max(od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2])
+                u = min(max((od - 0.5 * beta) / beta, 0.0), 1.0)
+                w = u * u * (3.0 - 2.0 * u)
+                l0, a0, b0 = l + glass_shift[0], a + glass_shift[1], b + glass_shift[2]
+                l1, a1, b1 = l0 + w * (l1 - l0), a0 + w * (a1 - a0), b0 + w * (b1 - b0)
+            fy = (l1 + 16.0) / 116.0
+            x = _f_inverse(fy + a1 / 500.0)
             y = _f_inverse(fy)
-            z = _f_inverse(fy - (b * gain[2] + offset[2]) / 200.0)
+            z = _f_inverse(fy - b1 / 200.0)
             for c in range(3):
                 v = min(max(m_inv[c, 0] * x + m_inv[c, 1] * y + m_inv[c, 2] * z, 0.0), 1.0)
                 dst[i, c] = _nearest(gamma, _GAMMA_STEPS, v)
 
 
-def lab_affine(pixels: np.ndarray, gain, offset, keep_below: int = 256, kept: np.ndarray | None = None) -> np.ndarray:
+def lab_affine(pixels: np.ndarray, gain, offset, keep_below: int = 256, kept: np.ndarray | None = None,
+               glass=None) -> np.ndarray:
     """Per-channel affine map in CIELAB, ``lab * gain + offset``, back to uint8 sRGB (clipped to the RGB
     cube as :func:`stainlab.color.lab.lab_to_rgb` does); pixels whose darkest channel is at least
     ``keep_below`` (glass, with ``tissue_limit``) keep their bytes. ``kept``: the pixels' CIELAB values
-    as :func:`lab_moments` keeps them (computed here otherwise)."""
+    as :func:`lab_moments` keeps them (computed here otherwise). ``glass``: ``(shift, light, beta)``, the
+    map blended with the CIELAB shift ``lab + shift`` by each pixel's tissue weight (optical density
+    against ``light`` from ``beta / 2`` to ``1.5 beta``: reinhard-split's glass to glass)."""
     out = np.empty_like(pixels)
     kept = np.empty((0, 3), np.float32) if kept is None else kept
+    shift, light, beta = (np.zeros(3), None, 0.0) if glass is None else glass
     _lab_affine(pixels, kept, np.asarray(gain, np.float64), np.asarray(offset, np.float64), keep_below,
-                LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, _FROM_WHITE_XYZ, _GAMMA, out, parts(len(pixels)))
+                np.asarray(shift, np.float64), od_table(light), float(beta), LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT,
+                _FROM_WHITE_XYZ, _GAMMA, out, parts(len(pixels)))
     return out
 
 

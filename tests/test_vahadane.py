@@ -38,6 +38,20 @@ def test_closed_form_concentrations_satisfy_kkt(sparsity):
             np.testing.assert_allclose(c, nnls(stains.T, row)[0], atol=1e-9)
 
 
+def test_concentrations_keep_the_leading_shape_and_nearly_parallel_stains_still_solve():
+    """An image's optical density ``(H, W, 3)`` gives ``(H, W, 2)``; two stain rows nearly alike (their
+    Gram matrix almost singular: the pseudo-inverse, not the adjugate) still give the KKT point."""
+    od = random_od(600).reshape(20, 30, 3)
+    stains = np.array(SOURCE_STAINS)
+    np.testing.assert_array_equal(nonnegative_concentrations(od, stains),
+                                  nonnegative_concentrations(od.reshape(-1, 3), stains).reshape(20, 30, 2))
+    close = normalize_rows(np.array([SOURCE_STAINS[0], np.array(SOURCE_STAINS[0]) + [1e-6, 0.0, -1e-6]]))
+    conc = nonnegative_concentrations(od.reshape(-1, 3), close)
+    gradient = conc @ (close @ close.T) - od.reshape(-1, 3) @ close.T
+    assert np.isfinite(conc).all() and (conc >= 0).all()
+    assert gradient[conc == 0].min() > -1e-6
+
+
 def test_sparse_nmf_moves_a_wrong_start_to_the_true_stains():
     rng = np.random.default_rng(1)
     conc = rng.uniform(0.2, 2.0, (600, 2))

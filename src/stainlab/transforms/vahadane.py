@@ -121,10 +121,11 @@ def od_cell_means(od: np.ndarray, weights: np.ndarray, levels: int = GRID_LEVELS
     """
     step = np.log(256.0) / levels
     q = np.minimum((od / step).astype(np.int64), levels - 1)
-    key = (q[:, 0] * levels + q[:, 1]) * levels + q[:, 2]
-    total = np.bincount(key, weights, minlength=levels ** 3)
+    # the occupied cells numbered in order (bins over all levels**3 cells cost a tile more than the rest)
+    _, cell = np.unique((q[:, 0] * levels + q[:, 1]) * levels + q[:, 2], return_inverse=True)
+    total = np.bincount(cell, weights)
     occupied = np.flatnonzero(total)
-    sums = np.stack([np.bincount(key, weights * od[:, c], minlength=levels ** 3)[occupied] for c in range(3)], axis=1)
+    sums = np.stack([np.bincount(cell, weights * od[:, c])[occupied] for c in range(3)], axis=1)
     return sums / total[occupied, None], total[occupied]
 
 

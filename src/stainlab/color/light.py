@@ -115,8 +115,8 @@ def _glass_of_bytes(pixels):  # pragma: no cover - compiled
 
     Both passes tally ``R + G + B`` (brightness ``b`` is ``(R + G + B + 1) // 3``, so ``low <= b <= high``
     exactly when ``3 low - 1 <= R + G + B <= 3 high + 1``) into interleaved tables: glass is long runs of
-    one colour, whose increments of one counter would each wait for the last (0.13 -> 0.08 ms a 256 x 256
-    tile)."""
+    one colour, whose increments of one counter would each wait for the last (0.124 -> 0.098 ms a 256 x
+    256 tile)."""
     n = pixels.shape[0]
     sums = np.zeros((4, 768), dtype=np.int64)
     for i in range(n):

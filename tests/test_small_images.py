@@ -222,7 +222,8 @@ def table_calls(monkeypatch):
 
 @pytest.mark.parametrize("name,params,bound", [("macenko", {}, 0.05), ("ruifrok", {}, 0.05), ("linear-ot", {}, 0.05),
                                                ("reinhard", {}, 0.02), ("reinhard", {"mask": True}, 0.02),
-                                               ("vahadane", {}, 0.15), ("grayscale", {}, 0.02)])
+                                               ("vahadane", {}, 0.15), ("grayscale", {}, 0.02),
+                                               ("reinhard-split", {}, 0.05)])
 def test_large_images_map_through_the_compiled_kernels(he_reference, monkeypatch, table_calls, name, params, bound):
     """Methods with a compiled per-pixel kernel map a large image through it (statistics from a
     sample), never through a colour lattice; with ``lut_bits=8`` (an exact table) or without a kernel
@@ -236,6 +237,22 @@ def test_large_images_map_through_the_compiled_kernels(he_reference, monkeypatch
     exact_table = stainlab.load(name, **params, lut_bits=8).fit(he_reference)
     exact_table(image)
     assert len(table_calls) == 1
+
+
+def test_large_reinhard_split_images_take_every_pixels_light(he_reference, monkeypatch):
+    """reinhard-split's statistics of a large image come from a sample, its light from every pixel (the
+    exact path's light; a strided one moves all of the glass by a fraction of a level)."""
+    from stainlab.color import light
+    image = he_image(seed=9, shape=(256, 320), glass=0.25)
+    glass = image.min(axis=2) == 255
+    noise = np.random.default_rng(2).integers(-5, 6, (int(glass.sum()), 3))
+    image[glass] = np.clip(np.array([236, 231, 222]) + noise, 0, 255)        # beige glass, as scanned
+    t = stainlab.load("reinhard-split").fit(he_reference)
+    monkeypatch.setattr(small, "LARGE_IMAGE_SAMPLE", 1 << 15)
+    monkeypatch.setattr(light, "SAMPLE", 1 << 12)
+    exact = t._source(image.reshape(-1, 3).astype(np.float64), None)
+    np.testing.assert_allclose(t._sampled_source(image).light, exact.light, rtol=0, atol=1e-9)
+    assert np.abs(t.light_of(image.reshape(-1, 3)) - exact.light).max() > 1e-6  # strided, it differs
 
 
 @pytest.mark.parametrize("name,params", [("histogram", {}), ("histogram", {"mask": True}), ("colorbalance", {}),

@@ -57,13 +57,16 @@ class Light(NamedTuple):
         return f"no glass found (fully covered by tissue?): light taken as white ({shown})"
 
 
-def estimate_light(image, weights=None) -> Light:
+def estimate_light(image, weights=None, every_pixel: bool = False) -> Light:
     """The :class:`Light` of a uint8 RGB image (``(H, W, 3)`` or pixels ``(M, 3)``), or of colours
     ``(M, 3)`` in [0, 255] with ``weights`` (a colour histogram's counts: the same answer, within the
-    width of its cells)."""
+    width of its cells). Bytes beyond :data:`SAMPLE` pixels are strided down to about it unless
+    ``every_pixel`` (the exact path's light, for a method whose glass moves with it by a fraction of a
+    level)."""
     pixels = np.asarray(image).reshape(-1, 3)
     if weights is None and pixels.dtype == np.uint8:
-        return _from_bytes(pixels[::-(-len(pixels) // SAMPLE)] if len(pixels) > SAMPLE else pixels)
+        return _from_bytes(pixels[::-(-len(pixels) // SAMPLE)] if len(pixels) > SAMPLE and not every_pixel
+                           else pixels)
     w = np.ones(len(pixels)) if weights is None else np.asarray(weights, dtype=np.float64)
     brightness = np.clip(np.rint(pixels.sum(axis=1, dtype=np.float64) / 3.0), 0, 255).astype(np.int64)
     low, high, fraction = _glass_window(np.bincount(brightness, w, minlength=256), float(w.sum()))
@@ -165,13 +168,13 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
-def resolve_light(light, image=None, what: str = "light", weights=None) -> Light:
+def resolve_light(light, image=None, what: str = "light", weights=None, every_pixel: bool = False) -> Light:
     """A ``light`` option as a :class:`Light`: ``"estimate"`` (from ``image``, or from colours with
     histogram ``weights``, as :func:`estimate_light` takes them), ``"fixed"`` (white) or an RGB triple in
     [1, 255]; :class:`ValueError` naming ``what`` otherwise."""
     if isinstance(light, str):
         if light == "estimate":
-            return estimate_light(image, weights)
+            return estimate_light(image, weights, every_pixel)
         if light == "fixed":
             return Light(WHITE.copy(), True, 0.0)
         raise ValueError(f"{what}: expected 'estimate', 'fixed' or an (R, G, B) light, got {light!r}")

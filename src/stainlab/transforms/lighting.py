@@ -47,9 +47,10 @@ class LightMixin:
         self.light = check_light(f"{self.name}: light", light)
         self.target_light = WHITE.copy()
 
-    def light_of(self, colors, weights=None) -> np.ndarray:
-        """The light (RGB, (3,)) of one image's pixels ``(M, 3)``, or of colours with histogram weights."""
-        return resolve_light(self.light, colors, weights=weights).rgb
+    def light_of(self, colors, weights=None, every_pixel: bool = False) -> np.ndarray:
+        """The light (RGB, (3,)) of one image's pixels ``(M, 3)`` (``every_pixel``: not strided, see
+        :func:`~stainlab.color.light.estimate_light`), or of colours with histogram weights."""
+        return resolve_light(self.light, colors, weights=weights, every_pixel=every_pixel).rgb
 
     def source_of(self, hist):
         """Per-image parameters from a colour histogram (``PixelTransform.source_of``), the light taken on

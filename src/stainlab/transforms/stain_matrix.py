@@ -290,10 +290,10 @@ class StainMatrixTransform(LightMixin, PixelTransform):
         check_separable(stain_matrix, what)
         return Source(stain_matrix, robust_max(self._concentrations(od, stain_matrix), w, self.percentile), light)
 
-    def light_of(self, colors, weights=None) -> np.ndarray:
+    def light_of(self, colors, weights=None, every_pixel: bool = False) -> np.ndarray:
         if self.convention == "torchstain":
             return TORCHSTAIN_LIGHT.copy()
-        return super().light_of(colors, weights)
+        return super().light_of(colors, weights, every_pixel)
 
     def _fit_light(self, colors, weights, what: str) -> np.ndarray:
         return TORCHSTAIN_LIGHT.copy() if self.convention == "torchstain" else super()._fit_light(colors, weights, what)

@@ -59,7 +59,8 @@ def nonnegative_concentrations(od: np.ndarray, stain_matrix: np.ndarray, sparsit
     return out.reshape(*np.shape(od)[:-1], 2)
 
 
-def _gram_inverse(stains: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@njit(cache=True, nogil=True)
+def _gram_inverse(stains):  # pragma: no cover - compiled
     """The pseudo-inverse of the Gram matrix of two stain rows and its diagonal: by the adjugate when the
     rows are well apart (``np.linalg.pinv``'s decomposition took longer than a factorisation's pass over
     its points), else by ``pinv``."""
@@ -137,15 +138,22 @@ def sparse_nmf(od: np.ndarray, weights: np.ndarray, init: np.ndarray, sparsity: 
     ``iterations`` alternations or when no entry of ``W`` moves more than ``tolerance``.
     """
     stains = normalize_rows(np.maximum(init, 0.0))
-    od, weights = np.ascontiguousarray(od, dtype=np.float64), np.ascontiguousarray(weights, dtype=np.float64)
+    return _factorised(np.ascontiguousarray(od, dtype=np.float64), np.ascontiguousarray(weights, dtype=np.float64),
+                       np.ascontiguousarray(stains), float(sparsity), iterations, tolerance)
+
+
+@njit(cache=True, nogil=True)
+def _factorised(od, weights, stains, sparsity, iterations, tolerance):  # pragma: no cover - compiled
+    """:func:`sparse_nmf`'s alternations from unit rows ``stains`` (changed in place and returned)."""
     for _ in range(iterations):
-        a, b = _accumulated(od, weights, stains, float(sparsity), *_gram_inverse(stains))
+        inverse, diag = _gram_inverse(stains)
+        a, b = _accumulated(od, weights, stains, sparsity, inverse, diag)
         previous = stains.copy()
         for j in range(2):
             if a[j, j] > 0.0:
-                row = np.maximum(stains[j] + (b[j] - a[j] @ stains) / a[j, j], 0.0)
+                row = np.maximum(stains[j] + (b[j] - (a[j, 0] * stains[0] + a[j, 1] * stains[1])) / a[j, j], 0.0)
                 if row.any():
-                    stains[j] = row / np.linalg.norm(row)
+                    stains[j] = row / np.sqrt(row @ row)
         if np.abs(stains - previous).max() <= tolerance:
             break
     return stains

@@ -222,24 +222,46 @@ def linear_od_image(image: np.ndarray, linear: LinearODMap, parallel: bool = Tru
     return od_linear(image.reshape(-1, 3), linear.matrix, linear.light, linear.light_out, parallel).reshape(image.shape)
 
 
+@njit(cache=True, nogil=True)
+def gram_inverse(stains):  # pragma: no cover - compiled
+    """The pseudo-inverse of the Gram matrix of two stain rows ``(2, 3)`` and its diagonal, for
+    :func:`nonnegative_pair`: by the adjugate when the rows are well apart (``np.linalg.pinv``'s
+    decomposition took longer than Vahadane's factorisation pass over its points), else by ``pinv``."""
+    gram = stains @ stains.T
+    det = gram[0, 0] * gram[1, 1] - gram[0, 1] * gram[1, 0]
+    if det > 1e-9 * gram[0, 0] * gram[1, 1]:
+        inverse = np.array([[gram[1, 1], -gram[0, 1]], [-gram[1, 0], gram[0, 0]]]) / det
+    else:
+        inverse = np.linalg.pinv(gram)
+    return inverse, np.diag(gram).copy()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nonnegative_pair(o0, o1, o2, stains, sparsity, inverse, diag):  # pragma: no cover - compiled
+    """The minimiser over ``c >= 0`` of ``1/2 ||od - c W||^2 + sparsity * sum(c)`` for one optical density
+    ``od = (o0, o1, o2)`` and two ``stains`` ``W`` (the closed form of
+    :func:`stainlab.transforms.vahadane.nonnegative_concentrations`); ``inverse`` and ``diag`` as
+    :func:`gram_inverse` gives them."""
+    b0 = o0 * stains[0, 0] + o1 * stains[0, 1] + o2 * stains[0, 2] - sparsity
+    b1 = o0 * stains[1, 0] + o1 * stains[1, 1] + o2 * stains[1, 2] - sparsity
+    c0, c1 = b0 * inverse[0, 0] + b1 * inverse[1, 0], b0 * inverse[0, 1] + b1 * inverse[1, 1]
+    if c0 >= 0.0 and c1 >= 0.0:
+        return c0, c1
+    g0, g1 = max(b0, 0.0), max(b1, 0.0)
+    if g0 * g0 / diag[0] >= g1 * g1 / diag[1]:
+        return g0 / diag[0], 0.0
+    return 0.0, g1 / diag[1]
+
+
 @sliced(fastmath=True, error_model="numpy")
-def _od_nonnegative(pixels, od_of_byte, stains, gram_inverse, diag, factors, target, shift, render, out,
+def _od_nonnegative(pixels, od_of_byte, stains, inverse, diag, factors, target, shift, render, out,
                     parts):  # pragma: no cover - compiled
     for part in prange(parts):
         start, stop = slice_bounds(pixels.shape[0], part, parts)
         src, dst = pixels[start:stop], out[start:stop]
         for i in range(stop - start):
-            o0, o1, o2 = od_of_byte[0, src[i, 0]], od_of_byte[1, src[i, 1]], od_of_byte[2, src[i, 2]]
-            b0 = o0 * stains[0, 0] + o1 * stains[0, 1] + o2 * stains[0, 2]
-            b1 = o0 * stains[1, 0] + o1 * stains[1, 1] + o2 * stains[1, 2]
-            c0 = b0 * gram_inverse[0, 0] + b1 * gram_inverse[1, 0]
-            c1 = b0 * gram_inverse[0, 1] + b1 * gram_inverse[1, 1]
-            if c0 < 0.0 or c1 < 0.0:                 # the minimum lies on the better axis
-                g0, g1 = max(b0, 0.0), max(b1, 0.0)
-                if g1 * g1 / diag[1] > g0 * g0 / diag[0]:
-                    c0, c1 = 0.0, g1 / diag[1]
-                else:
-                    c0, c1 = g0 / diag[0], 0.0
+            c0, c1 = nonnegative_pair(od_of_byte[0, src[i, 0]], od_of_byte[1, src[i, 1]], od_of_byte[2, src[i, 2]],
+                                      stains, 0.0, inverse, diag)
             c0, c1 = c0 * factors[0], c1 * factors[1]
             for c in range(3):
                 dst[i, c] = _nearest(render, _RENDER_STEPS, c0 * target[0, c] + c1 * target[1, c] + shift[c])
@@ -251,10 +273,9 @@ def od_nonnegative(pixels: np.ndarray, stains: np.ndarray, factors: np.ndarray, 
     :func:`stainlab.transforms.vahadane.nonnegative_concentrations` with no sparsity) in optical density
     against ``light``, scaled by ``factors`` and rendered with the ``target`` stain rows under
     ``light_out``, for uint8 pixels ``(M, 3)``."""
-    gram = stains @ stains.T
+    stains = np.ascontiguousarray(stains, np.float64)
     out = np.empty_like(pixels)
-    _od_nonnegative(pixels, od_table(light), np.ascontiguousarray(stains, np.float64), np.linalg.pinv(gram),
-                    np.diag(gram).copy(), np.asarray(factors, np.float64),
+    _od_nonnegative(pixels, od_table(light), stains, *gram_inverse(stains), np.asarray(factors, np.float64),
                     np.ascontiguousarray(target, np.float64), _shift(light_out), _RENDER, out,
                     parts(len(pixels)))
     return out

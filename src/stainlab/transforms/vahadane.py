@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from stainlab.color.pixels import od_nonnegative
+from stainlab.color.pixels import gram_inverse, nonnegative_pair, od_nonnegative
 from stainlab.color.stains import normalize_rows, order_like
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.transforms.checks import check_float, check_int
@@ -50,48 +50,19 @@ def nonnegative_concentrations(od: np.ndarray, stain_matrix: np.ndarray, sparsit
     The problem is a strictly convex quadratic on the quadrant: if the unconstrained minimiser is
     non-negative it is the answer; otherwise the minimum lies on an axis, where the best single-stain
     fit ``c_j = max(b_j, 0) / G_jj`` lowers the objective by ``max(b_j, 0)^2 / (2 G_jj)``. Row by row in
-    one compiled pass (:func:`_nonnegative_pair`).
+    one compiled pass (:func:`~stainlab.color.pixels.nonnegative_pair`).
     """
     stains = np.ascontiguousarray(stain_matrix, dtype=np.float64)
     rows = np.ascontiguousarray(od, dtype=np.float64).reshape(-1, 3)
     out = np.empty((len(rows), 2))
-    _nonnegative_rows(rows, stains, float(sparsity), *_gram_inverse(stains), out)
+    _nonnegative_rows(rows, stains, float(sparsity), *gram_inverse(stains), out)
     return out.reshape(*np.shape(od)[:-1], 2)
-
-
-@njit(cache=True, nogil=True)
-def _gram_inverse(stains):  # pragma: no cover - compiled
-    """The pseudo-inverse of the Gram matrix of two stain rows and its diagonal: by the adjugate when the
-    rows are well apart (``np.linalg.pinv``'s decomposition took longer than a factorisation's pass over
-    its points), else by ``pinv``."""
-    gram = stains @ stains.T
-    det = gram[0, 0] * gram[1, 1] - gram[0, 1] * gram[1, 0]
-    if det > 1e-9 * gram[0, 0] * gram[1, 1]:
-        inverse = np.array([[gram[1, 1], -gram[0, 1]], [-gram[1, 0], gram[0, 0]]]) / det
-    else:
-        inverse = np.linalg.pinv(gram)
-    return inverse, np.diag(gram).copy()
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _nonnegative_pair(o0, o1, o2, stains, sparsity, inverse, diag):  # pragma: no cover - compiled
-    """:func:`nonnegative_concentrations` of one optical density ``(o0, o1, o2)``; ``inverse`` is the
-    pseudo-inverse of the Gram matrix of the two ``stains``, ``diag`` its diagonal."""
-    b0 = o0 * stains[0, 0] + o1 * stains[0, 1] + o2 * stains[0, 2] - sparsity
-    b1 = o0 * stains[1, 0] + o1 * stains[1, 1] + o2 * stains[1, 2] - sparsity
-    c0, c1 = b0 * inverse[0, 0] + b1 * inverse[1, 0], b0 * inverse[0, 1] + b1 * inverse[1, 1]
-    if c0 >= 0.0 and c1 >= 0.0:
-        return c0, c1
-    g0, g1 = max(b0, 0.0), max(b1, 0.0)
-    if g0 * g0 / diag[0] >= g1 * g1 / diag[1]:
-        return g0 / diag[0], 0.0
-    return 0.0, g1 / diag[1]
 
 
 @njit(cache=True, nogil=True)
 def _nonnegative_rows(od, stains, sparsity, inverse, diag, out):  # pragma: no cover - compiled
     for i in range(od.shape[0]):
-        out[i, 0], out[i, 1] = _nonnegative_pair(od[i, 0], od[i, 1], od[i, 2], stains, sparsity, inverse, diag)
+        out[i, 0], out[i, 1] = nonnegative_pair(od[i, 0], od[i, 1], od[i, 2], stains, sparsity, inverse, diag)
 
 
 @njit(cache=True, nogil=True)
@@ -100,7 +71,7 @@ def _accumulated(od, weights, stains, sparsity, inverse, diag):  # pragma: no co
     concentrations ``C`` of the rows of ``od`` (weights ``D``), made on the fly."""
     a, b = np.zeros((2, 2)), np.zeros((2, 3))
     for i in range(od.shape[0]):
-        c0, c1 = _nonnegative_pair(od[i, 0], od[i, 1], od[i, 2], stains, sparsity, inverse, diag)
+        c0, c1 = nonnegative_pair(od[i, 0], od[i, 1], od[i, 2], stains, sparsity, inverse, diag)
         w0, w1 = weights[i] * c0, weights[i] * c1
         a[0, 0] += w0 * c0
         a[0, 1] += w0 * c1
@@ -146,7 +117,7 @@ def sparse_nmf(od: np.ndarray, weights: np.ndarray, init: np.ndarray, sparsity: 
 def _factorised(od, weights, stains, sparsity, iterations, tolerance):  # pragma: no cover - compiled
     """:func:`sparse_nmf`'s alternations from unit rows ``stains`` (changed in place and returned)."""
     for _ in range(iterations):
-        inverse, diag = _gram_inverse(stains)
+        inverse, diag = gram_inverse(stains)
         a, b = _accumulated(od, weights, stains, sparsity, inverse, diag)
         previous = stains.copy()
         for j in range(2):

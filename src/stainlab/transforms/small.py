@@ -11,8 +11,9 @@ to evaluating the map once per occupied cell, nearly once per pixel. Images of a
   ``stats_bits`` for the rest; always on every pixel for Reinhard (whose pass keeps each pixel's CIELAB
   values for the map) and for the per-channel methods (per-level channel counts,
   :mod:`stainlab.transforms.channels`: one pass, exact);
-- the map by a compiled per-pixel kernel where the method has one (Macenko, Ruifrok and Vahadane in
-  optical density, Reinhard in CIELAB), by three exact 256-entry tables where the map is per channel
+- the map by a compiled per-pixel kernel where the method has one (Macenko, Ruifrok, Vahadane and
+  ``linear-ot`` in optical density, Reinhard and ``reinhard-split`` in CIELAB, grayscale in integer
+  luminance), by three exact 256-entry tables where the map is per channel
   (``separable``), or otherwise evaluated at the corners of the occupied cells of a 32-level lattice
   and interpolated tetrahedrally between them (as colour-management engines apply 3-D tables: four
   corners a pixel, every map here is smooth on a cell 8 levels wide).

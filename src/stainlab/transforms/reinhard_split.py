@@ -103,19 +103,21 @@ class ReinhardSplit(LightMixin, PixelTransform):
         return self._with_glass_shift(light, mean, std)
 
     def _small_source(self, image):
-        """:meth:`_source` on the small-image path: the light and the tissue statistics by compiled passes
-        over a sample's pixels."""
-        pixels = small.stats_sample(image.reshape(-1, 3))
-        return self._pixel_source(pixels, self.light_of(pixels))
+        """:meth:`_source` on the small-image path: the tissue statistics by a compiled pass over a sample's
+        pixels (:func:`small.stats_sample`), the light from every pixel (:meth:`_image_source`)."""
+        return self._image_source(image, small.stats_sample)
 
     def _sampled_source(self, image):
-        """A larger image's parameters: the tissue statistics from a sample, as for the other methods, but
-        the light from every pixel. The glass is shifted by the light's difference, and a sample's light a
-        hundredth of a level off flips the rounding of all of the glass: on the CMU-1 region 0.40 mean
-        CIEDE2000 from the exact path, against 0.035 with every pixel's light (0.147 through the table)."""
+        """A larger image's parameters, the tissue statistics from a sample of ``LARGE_IMAGE_SAMPLE``."""
+        return self._image_source(image, lambda pixels: small.strided(pixels, small.LARGE_IMAGE_SAMPLE))
+
+    def _image_source(self, image, sample) -> Source:
+        """The tissue statistics from ``sample`` of the pixels, as for the other methods, but the light from
+        every pixel. The glass is shifted by the light's difference, and a sample's light a hundredth of a
+        level off flips the rounding of all of the glass: on the CMU-1 region 0.40 mean CIEDE2000 from the
+        exact path, against 0.035 with every pixel's light (0.147 through the table)."""
         pixels = image.reshape(-1, 3)
-        return self._pixel_source(small.strided(pixels, small.LARGE_IMAGE_SAMPLE),
-                                  self.light_of(pixels, every_pixel=True))
+        return self._pixel_source(sample(pixels), self.light_of(pixels, every_pixel=True))
 
     def _pixel_source(self, pixels, light) -> Source:
         """The tissue statistics of uint8 pixels ``(M, 3)`` under ``light``, by one compiled pass."""

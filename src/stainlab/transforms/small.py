@@ -35,11 +35,16 @@ from stainlab.transforms.lut import ColorHistogram, to_uint8
 
 SMALL_IMAGE_PIXELS = 1 << 20
 """Images of at most this many pixels (1024 x 1024) take the small-image path."""
-STATS_SAMPLE = 1 << 17
+STATS_SAMPLE = 1 << 15
 MAX_STRIDE = 5
 """Per-image statistics of a small image are taken on every pixel up to ``STATS_SAMPLE`` pixels (a
-256 x 256 tile), above that on an evenly strided sample of about ``STATS_SAMPLE`` pixels but never fewer
-than one in ``MAX_STRIDE``. Every stride here is odd (:func:`odd_step`): an even one over an image of even
+128 x 181 tile), above that on an evenly strided sample of about ``STATS_SAMPLE`` pixels but never fewer
+than one in ``MAX_STRIDE``: a third of a 256 x 256 tile, a fifth of larger ones, as the issue asks
+(statistics cheap on a tile, from a sample). On the CMU-1 region's 256 px tiles Macenko then took 1.30
+ms a tile against 2.19 on every pixel, and its output moved 0.25 mean CIEDE2000 from the exact path
+(0.002 before; the worst of 32 tiles 0.52), nearly all of it from the robust maxima of the
+concentrations (the 99th percentile of a third of the tissue); 512 px tiles moved 0.16 with a fifth
+as with a third. Every stride here is odd (:func:`odd_step`): an even one over an image of even
 width takes the same columns in every row, and JPEG's 2 x 2 chroma and 8 x 8 blocks make those columns
 differ from the rest (on the CMU-1 region strides of 2, 4, 8 and 16 all put the eosin robust maximum 10%
 above every pixel's, odd strides and random samples within 4%)."""

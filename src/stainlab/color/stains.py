@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 # Ruifrok & Johnston, "Quantification of histochemical staining by color deconvolution", 2001
 # (the values scikit-image uses for rgb2hed / rgb2hdx).
@@ -42,7 +43,8 @@ def complete_basis(matrix) -> np.ndarray:
 
 
 _HE = (HEMATOXYLIN, EOSIN)
-_HE_UNIT = normalize_rows(np.array(_HE))
+HE_UNIT = normalize_rows(np.array(_HE))
+"""Haematoxylin and eosin (Ruifrok's) as unit rows: what :func:`order_like` labels against by default."""
 
 
 def order_like(matrix, reference=_HE) -> np.ndarray:
@@ -52,11 +54,24 @@ def order_like(matrix, reference=_HE) -> np.ndarray:
     single-channel rule that fails on some images (HistomicsTK #556, MONAI PR #8551). Here the labeling
     maximises the summed cosine similarity to the reference H and E directions over both assignments.
     """
-    m = normalize_rows(matrix)
-    ref = _HE_UNIT if reference is _HE else normalize_rows(np.asarray(reference))
-    cosines = m @ ref.T                       # [i, j]: row i against reference j
-    keep, swap = cosines[0, 0] + cosines[1, 1], cosines[1, 0] + cosines[0, 1]
-    return m if keep >= swap else m[::-1].copy()
+    ref = HE_UNIT if reference is _HE else normalize_rows(np.asarray(reference))
+    return ordered_rows(np.asarray(matrix, dtype=np.float64), ref)
+
+
+@njit(cache=True, nogil=True)
+def ordered_rows(matrix, reference):  # pragma: no cover - compiled
+    """:func:`order_like` of two float rows ``(2, 3)`` against two unit reference rows, compiled (for
+    Macenko's tile statistics, :mod:`stainlab.transforms.macenko`): the rows scaled to unit length
+    (zero rows stay zero), swapped when the other assignment is nearer."""
+    m = np.empty((2, 3))
+    for r in range(2):
+        norm = np.sqrt(matrix[r, 0] ** 2 + matrix[r, 1] ** 2 + matrix[r, 2] ** 2)
+        for c in range(3):
+            m[r, c] = matrix[r, c] / norm if norm > 0 else matrix[r, c]
+    cosines = m @ reference.T                 # [i, j]: row i against reference j
+    if cosines[0, 0] + cosines[1, 1] >= cosines[1, 0] + cosines[0, 1]:
+        return m
+    return m[::-1].copy()
 
 
 def angle_degrees(u, v) -> float:

@@ -23,10 +23,9 @@ which also holds the guards against one-stain and tissue-free images).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from stainlab.color.od import LinearODMap, map_od_linear
-from stainlab.color.pixels import combination_percentiles, linear_od_image, plane_angles
+from stainlab.color.pixels import linear_od_image, macenko_statistics, plane_axes
 from stainlab.color.stains import order_like
 from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import TISSUE_BETA
@@ -35,7 +34,8 @@ from stainlab.transforms.checks import check_float
 from stainlab.transforms.lut import DEFAULT_BITS
 from stainlab.transforms.base import MIN_TISSUE_FRACTION
 from stainlab.transforms.stain_matrix import (MIN_MAX_CONCENTRATION, MIN_STAIN_ANGLE, Source,
-                                              StainMatrixTransform, check_separable, sample_tissue)
+                                              StainMatrixTransform, check_sampled_tissue, check_separable,
+                                              tissue_sample)
 
 _MIN_PLANE_VARIANCE = 1e-12   # OD^2; the second-largest OD variance of any two-stain image is far above
 
@@ -59,28 +59,19 @@ def macenko_stain_matrix(od: np.ndarray, weights: np.ndarray, alpha: float = 1.0
 def stain_plane(mean: np.ndarray, covariance: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps 3-5: the plane of the two largest eigenvectors of the OD covariance, as unit axes ``e1``
     (along the mean OD, so angles never wrap around) and ``e2``."""
-    variance, length, e1, e2 = _plane_axes(np.asarray(mean, np.float64), np.asarray(covariance, np.float64))
+    variance, length, e1, e2 = plane_axes(np.asarray(mean, np.float64), np.asarray(covariance, np.float64))
+    check_plane(variance, length, what)
+    return e1, e2
+
+
+def check_plane(variance: float, length: float, what: str) -> None:
+    """:class:`NoTissueError` unless the plane of :func:`stain_plane` (its second variance and the length of
+    the mean's projection onto it, :func:`~stainlab.color.pixels.plane_axes`) can hold two stains."""
     if variance <= _MIN_PLANE_VARIANCE:
         raise NoTissueError(f"{what}: optical density varies along fewer than two directions (one colour "
                             "or one stain); cannot separate two stains")
     if length < 1e-9:
         raise NoTissueError(f"{what}: optical density has no usable stain plane")
-    return e1, e2
-
-
-@njit(cache=True, nogil=True)
-def _plane_axes(mean, covariance):  # pragma: no cover - compiled
-    """:func:`stain_plane`'s numbers, compiled (a third of NumPy's time on a 3x3 matrix): the second
-    largest variance, the length of the mean's projection onto the plane, and the axes ``e1`` (that
-    projection, normalized) and ``e2 = normal x e1``."""
-    variances, directions = np.linalg.eigh(covariance)     # ascending
-    normal = directions[:, 0].copy()                      # the normal of the plane of the two largest
-    axis = mean - (mean @ normal) * normal
-    length = np.sqrt(axis @ axis)
-    e1 = axis / max(length, 1e-300)
-    e2 = np.array([normal[1] * e1[2] - normal[2] * e1[1], normal[2] * e1[0] - normal[0] * e1[2],
-                   normal[0] * e1[1] - normal[1] * e1[0]])
-    return variances[1], length, e1, e2
 
 
 def inverse_2x2(m: np.ndarray) -> np.ndarray:
@@ -141,23 +132,23 @@ class Macenko(StainMatrixTransform):
         return map_od_linear(colors, *self.linear_od_map(source))
 
     def _small_source(self, image):
-        """:meth:`_analyse` on the small-image path, by compiled passes over a sample: the moments give the
-        plane (steps 1-4), one pass projects the tissue onto it and finds the robust extreme angles (steps
-        5-7, :func:`~stainlab.color.pixels.plane_angles`), and one pass over the projections the robust
-        maxima of the concentrations, since the stain rows lie in the plane: ``OD W^+ = (x e1 + y e2) W^+``,
-        a 2x2 matrix applied to ``(x, y)``. torchstain's convention takes the generic path (its tissue
-        rule and maxima differ)."""
+        """:meth:`_analyse` on the small-image path, by compiled passes over a sample in one call
+        (:func:`~stainlab.color.pixels.macenko_statistics`): the moments give the plane (steps 1-4), one
+        pass projects the tissue onto it and finds the robust extreme angles (steps 5-7,
+        :func:`~stainlab.color.pixels.plane_angles`), and one pass over the projections the robust maxima
+        of the concentrations, since the stain rows lie in the plane: ``OD W^+ = (x e1 + y e2) W^+``, a 2x2
+        matrix applied to ``(x, y)``. torchstain's convention takes the generic path (its tissue rule and
+        maxima differ)."""
         if not self._clip:
             return super()._small_source(image)
         what = f"{self.name} source"
-        pixels, below, moments, light = sample_tissue(image, self.beta, what, self.light_of)
-        plane = np.stack(stain_plane(moments.mean, moments.covariance, what), axis=1)
-        angles, xy = plane_angles(pixels, below, plane, moments.count, [self.alpha, 100.0 - self.alpha], light,
-                                 moments.counts)
-        rows = stain_rows(*plane.T, *angles)
+        pixels, below, light = tissue_sample(image, self.beta, self.light_of)
+        count, rgb_std, variance, length, rows, maxima = macenko_statistics(
+            pixels, below, light, self.alpha, self.percentile, _MIN_PLANE_VARIANCE, MIN_STAIN_ANGLE)
+        check_sampled_tissue(pixels, self.beta, light, count, rgb_std, what)
+        check_plane(variance, length, what)
         check_separable(rows, what)
-        # rows = A plane.T with A = rows @ plane (2x2), so W^+ = plane A^-1 and plane.T W^+ = A^-1
-        return Source(rows, combination_percentiles(xy, inverse_2x2(rows @ plane).T, self.percentile), light)
+        return Source(rows, maxima, light)
 
     def _small_map(self, image, source):
         if not self._clip:

@@ -80,16 +80,27 @@ def sample_tissue(image: np.ndarray, beta: float, what: str, light=None):
     ``light`` (a callable of the sample giving it, or None: white): returns the sample, the byte bounds
     of tissue at ``beta`` (:func:`~stainlab.color.pixels.tissue_limits`), its
     :class:`~stainlab.color.pixels.TissueMoments` and the light."""
+    pixels, below, light = tissue_sample(image, beta, light)
+    moments = od_moments(pixels, below, light)
+    check_sampled_tissue(pixels, beta, light, moments.count, moments.rgb_std, what)
+    return pixels, below, moments, light
+
+
+def tissue_sample(image: np.ndarray, beta: float, light=None):
+    """:func:`sample_tissue`'s sample of a uint8 image, the byte bounds of its tissue and its light."""
     pixels = small.stats_sample(image.reshape(-1, 3))
     light = None if light is None else light(pixels)
-    below = tissue_limits(beta, light)
-    moments = od_moments(pixels, below, light)
-    usual = moments.count if beta == TISSUE_BETA else count_below(pixels, tissue_limits(TISSUE_BETA, light))
+    return pixels, tissue_limits(beta, light), light
+
+
+def check_sampled_tissue(pixels: np.ndarray, beta: float, light, count: int, rgb_std: np.ndarray, what: str) -> None:
+    """:class:`NoTissueError` unless a sample has enough tissue (judged at the usual ``TISSUE_BETA``),
+    ``count`` of at least two pixels at ``beta`` and colour that varies (:func:`sample_tissue`)."""
+    usual = count if beta == TISSUE_BETA else count_below(pixels, tissue_limits(TISSUE_BETA, light))
     check_tissue_amount(usual, len(pixels), what)
-    if moments.count < 2:
+    if count < 2:
         raise NoTissueError(f"{what}: no tissue (no pixel has optical density above beta={beta})")
-    require_spread(moments.rgb_std, what)
-    return pixels, below, moments, light
+    require_spread(rgb_std, what)
 
 
 def exact_robust_max(conc: np.ndarray, percentile: float) -> np.ndarray:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import stainlab
+from stainlab.color import lab_pixels as lp
 from stainlab.color import pixels as px
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
 from stainlab.color.od import map_od_linear, rgb_to_od
@@ -15,6 +16,7 @@ from stainlab.metrics.pixel import ciede2000
 from stainlab.transforms import base, lut, small
 from stainlab.transforms.channels import split_pixels
 from stainlab.transforms.lut import to_uint8
+from stainlab.transforms.reinhard_split import tissue_weight
 from synth import he_image
 
 
@@ -42,13 +44,25 @@ def test_od_linear_is_the_formula_rounded(random_pixels):
 
 def test_lab_affine_is_the_formula_rounded_and_keeps_glass(random_pixels):
     gain, offset = np.array([1.1, 0.9, 1.2]), np.array([-3.0, 2.0, 5.0])
-    expected = to_uint8(lab_to_rgb(rgb_to_lab(random_pixels.astype(float)) * gain + offset))
-    off_by_one_at_most(px.lab_affine(random_pixels, gain, offset), expected, 0.005)
+    lab = rgb_to_lab(random_pixels.astype(float))
+    expected = to_uint8(lab_to_rgb(lab * gain + offset))
+    off_by_one_at_most(lp.lab_affine(random_pixels, gain, offset), expected, 0.005)
     limit = px.tissue_limit(0.15)
-    kept = px.lab_affine(random_pixels, gain, offset, limit)
+    kept = lp.lab_affine(random_pixels, gain, offset, limit)
     glass = random_pixels.min(axis=1) >= limit
     assert glass.any() and (kept[glass] == random_pixels[glass]).all()
-    assert (kept[~glass] == px.lab_affine(random_pixels, gain, offset)[~glass]).all()
+    assert (kept[~glass] == lp.lab_affine(random_pixels, gain, offset)[~glass]).all()
+
+
+def test_lab_affine_blends_toward_the_glass_shift_by_tissue_weight(random_pixels):
+    """reinhard-split's kernel: ``w (lab gain + offset) + (1 - w) (lab + shift)``, ``w`` the smoothstep of
+    the largest optical density against the light from beta / 2 to 1.5 beta."""
+    gain, offset, shift = np.array([1.1, 0.9, 1.2]), np.array([-3.0, 2.0, 5.0]), np.array([2.0, -1.5, 3.0])
+    light, beta = np.array([236.0, 229.0, 242.0]), 0.15
+    lab = rgb_to_lab(random_pixels.astype(float))
+    weight = tissue_weight(rgb_to_od(random_pixels, light), beta)[:, None]
+    expected = to_uint8(lab_to_rgb(lab + shift + weight * (lab * gain + offset - lab - shift)))
+    off_by_one_at_most(lp.lab_affine(random_pixels, gain, offset, glass=(shift, light, beta)), expected, 0.005)
 
 
 def test_grayscale_kernel_is_the_luminance_rounded(random_pixels):
@@ -82,7 +96,7 @@ def test_moments_and_projections_equal_numpy(random_pixels):
     np.testing.assert_allclose(px.od_projections(random_pixels, limit, matrix), (od @ matrix).T, atol=1e-12)
     np.testing.assert_allclose(px.od_projections(random_pixels, limit, matrix, moments.counts), (od @ matrix).T,
                                atol=1e-12)
-    count, rgb_std, mean, std = px.lab_moments(random_pixels, limit)
+    count, rgb_std, mean, std = lp.lab_moments(random_pixels, limit)
     lab = rgb_to_lab(random_pixels[tissue].astype(float))
     assert count == tissue.sum()
     np.testing.assert_allclose(mean, lab.mean(axis=0), atol=1e-4)   # L* to a ten-thousandth
@@ -101,6 +115,10 @@ def test_moments_of_a_strided_sample_equal_those_of_its_copy(random_pixels):
     np.testing.assert_array_equal(strided.counts, copied.counts)
     for name in ("mean", "covariance", "rgb_std"):
         np.testing.assert_allclose(getattr(strided, name), getattr(copied, name), rtol=1e-12, atol=1e-13)
+    strided, copied = lp.lab_moments(sample, limit), lp.lab_moments(sample.copy(), limit)
+    assert strided[0] == copied[0] > 0
+    for a, b in zip(strided[1:], copied[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("values", [
@@ -149,10 +167,10 @@ def test_threaded_kernels_agree_with_serial(random_pixels, monkeypatch):
     limit = px.tissue_limit(0.15)
     monkeypatch.setattr(px, "PARALLEL_PIXELS", len(random_pixels) + 1)
     serial = (px.od_linear(random_pixels, matrix), px.od_moments(random_pixels, limit),
-              px.lab_affine(random_pixels, [1.1, 0.9, 1.2], [-3.0, 2.0, 5.0]), px.channel_counts(random_pixels, limit))
+              lp.lab_affine(random_pixels, [1.1, 0.9, 1.2], [-3.0, 2.0, 5.0]), px.channel_counts(random_pixels, limit))
     monkeypatch.setattr(px, "PARALLEL_PIXELS", 0)
     threaded = (px.od_linear(random_pixels, matrix), px.od_moments(random_pixels, limit),
-                px.lab_affine(random_pixels, [1.1, 0.9, 1.2], [-3.0, 2.0, 5.0]), px.channel_counts(random_pixels, limit))
+                lp.lab_affine(random_pixels, [1.1, 0.9, 1.2], [-3.0, 2.0, 5.0]), px.channel_counts(random_pixels, limit))
     np.testing.assert_array_equal(threaded[0], serial[0])
     np.testing.assert_allclose(threaded[1].covariance, serial[1].covariance, atol=1e-12)
     assert threaded[1].count == serial[1].count

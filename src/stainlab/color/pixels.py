@@ -1,13 +1,13 @@
 """Compiled per-pixel maps and statistics of uint8 RGB pixels, driven by tables instead of logarithms
 and powers.
 
-An 8-bit channel has 256 values, so its optical density (:mod:`stainlab.color.od`) and its linear sRGB
-intensity (:mod:`stainlab.color.lab`) are tables of 256 entries; the functions applied after a linear
-step (``256 exp(-s) - 1`` back from optical density, the CIELAB cube root, the sRGB transfer curve) are
-read from fine tables at the nearest sample, each step chosen so that the result is within a few
-hundredths of a grey level (or of a CIELAB unit) of the formula. A pixel then costs a few table reads
-and multiply-adds, which is what makes a 256 x 256 tile take a few milliseconds on a slow core (the
-small-image path of :mod:`stainlab.transforms.small`).
+An 8-bit channel has 256 values, so its optical density (:mod:`stainlab.color.od`) is a table of 256
+entries; a function applied after a linear step (``256 exp(-s) - 1`` back from optical density) is read
+from a fine table at the nearest sample, its step chosen so that the result is within a few hundredths
+of a grey level of the formula. A pixel then costs a few table reads and multiply-adds, which is what
+makes a 256 x 256 tile take a millisecond or two on a slow core (the small-image path of
+:mod:`stainlab.transforms.small`). The CIELAB passes, built the same way, are in
+:mod:`stainlab.color.lab_pixels`.
 
 Every kernel takes ``(M, 3)`` uint8 pixels and splits them into ``parts`` slices that run in parallel
 (:func:`parts`: one, on the calling thread, for a few thousand pixels or with one thread; see
@@ -29,7 +29,6 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from stainlab.color.lab import _DELTA, _KAPPA, _RGB_TO_XYZ, _WHITE, _XYZ_TO_RGB
 from stainlab.color.od import BACKGROUND, MAX_OD, LinearODMap, rgb_to_od
 from stainlab.color.stains import HE_UNIT, ordered_rows
 from stainlab.threads import spare_cores
@@ -38,28 +37,12 @@ OD_OF_BYTE = rgb_to_od(np.arange(256.0))
 """Optical density of each 8-bit value (``-ln((v + 1) / 256)``)."""
 _WHITE_TABLE = np.ascontiguousarray(np.repeat(OD_OF_BYTE[None, :], 3, axis=0))
 _WHITE_TABLE.flags.writeable = False
-_TO_WHITE_XYZ = _RGB_TO_XYZ / _WHITE[:, None]   # linear sRGB -> X/Xn, Y/Yn, Z/Zn
-_FROM_WHITE_XYZ = _XYZ_TO_RGB * _WHITE[None, :]  # and back
-_levels = np.arange(256.0) / 255.0
-LINEAR_OF_BYTE = np.where(_levels > 0.04045, ((_levels + 0.055) / 1.055) ** 2.4, _levels / 12.92)
-"""Linear sRGB intensity of each 8-bit value (IEC 61966-2-1)."""
 
 # 256 exp(-s) - 1 for s in [0, ln 256], already rounded to bytes, every 1/16384: |f'| <= 256 levels, so
 # a pixel is off the formula's rounding by one level only within 1/64 level of a rounding boundary.
 _RENDER_STEPS = 16384
 _RENDER = np.rint((BACKGROUND + 1.0) * np.exp(-np.arange(int(MAX_OD * _RENDER_STEPS) + 2) / _RENDER_STEPS)
                   - 1.0).clip(0, 255).astype(np.uint8)
-# CIE f(t) for t in [0, 1.1] (every sRGB colour's X/Xn, Y/Yn, Z/Zn) every 1/65536, read at the nearest
-# sample: |f'| <= 7.8, so f is off by at most 6e-5 (L* by 0.007, a* by 0.06, b* by 0.024).
-_CBRT_STEPS = 65536
-_t = np.arange(int(1.1 * _CBRT_STEPS) + 2) / _CBRT_STEPS
-_CBRT = np.where(_t > _DELTA ** 3, np.cbrt(_t), _KAPPA * _t + 4.0 / 29.0).astype(np.float32)
-# 255 times the sRGB transfer curve for linear v in [0, 1], rounded to bytes, every 1/65536: |f'| <= 3295
-# levels near black, so a pixel is off the formula's rounding by one level only within 0.05 level of a
-# rounding boundary.
-_GAMMA_STEPS = 65536
-_v = np.arange(_GAMMA_STEPS + 1) / _GAMMA_STEPS
-_GAMMA = np.rint(255.0 * np.where(_v > 0.0031308, 1.055 * _v ** (1.0 / 2.4) - 0.055, 12.92 * _v)).astype(np.uint8)
 
 
 def tissue_limit(beta: float) -> int:
@@ -165,21 +148,6 @@ def _nearest(table, steps, x):  # pragma: no cover - compiled
     return table[min(max(int(x * steps + 0.5), 0), table.shape[0] - 1)]
 
 
-@njit(cache=True, nogil=True, inline="always", fastmath=True, error_model="numpy")
-def _lab(p0, p1, p2, linear, m, cbrt):  # pragma: no cover - compiled
-    """CIELAB of one uint8 pixel (the formulas of :mod:`stainlab.color.lab`; ``m`` is ``_TO_WHITE_XYZ``)."""
-    r, g, b = linear[p0], linear[p1], linear[p2]
-    fx = np.float64(_nearest(cbrt, _CBRT_STEPS, m[0, 0] * r + m[0, 1] * g + m[0, 2] * b))
-    fy = np.float64(_nearest(cbrt, _CBRT_STEPS, m[1, 0] * r + m[1, 1] * g + m[1, 2] * b))
-    fz = np.float64(_nearest(cbrt, _CBRT_STEPS, m[2, 0] * r + m[2, 1] * g + m[2, 2] * b))
-    return 116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)
-
-
-@njit(cache=True, nogil=True, inline="always", fastmath=True, error_model="numpy")
-def _f_inverse(f):  # pragma: no cover - compiled
-    return f * f * f if f > _DELTA else (f - 4.0 / 29.0) / _KAPPA
-
-
 # -- maps ------------------------------------------------------------------------------------------
 @sliced(fastmath=True, error_model="numpy")
 def _od_linear(pixels, od_of_byte, matrix, light_out, out, parts):  # pragma: no cover - compiled
@@ -283,97 +251,7 @@ def od_nonnegative(pixels: np.ndarray, stains: np.ndarray, factors: np.ndarray, 
     return out
 
 
-@sliced(fastmath=True, error_model="numpy")
-def _lab_affine(pixels, kept, gain, offset, keep_below, glass_shift, od_of_byte, beta, linear, m, cbrt, m_inv, gamma,
-                out, parts):  # pragma: no cover - compiled
-    """:func:`lab_affine` per slice. With ``beta`` above zero each pixel's CIELAB value is the blend
-    ``w (lab * gain + offset) + (1 - w) (lab + glass_shift)``, ``w`` the smoothstep of its largest optical
-    density (``od_of_byte``) from ``beta / 2`` to ``1.5 beta``; otherwise the affine map alone."""
-    for part in prange(parts):
-        start, stop = slice_bounds(pixels.shape[0], part, parts)
-        src, dst, held = pixels[start:stop], out[start:stop], kept[start:stop] if kept.shape[0] else kept
-        for i in range(stop - start):
-            p0, p1, p2 = src[i, 0], src[i, 1], src[i, 2]
-            if min(p0, p1, p2) >= keep_below:
-                dst[i, 0], dst[i, 1], dst[i, 2] = p0, p1, p2
-                continue
-            if held.shape[0]:
-                l, a, b = np.float64(held[i, 0]), np.float64(held[i, 1]), np.float64(held[i, 2])
-            else:
-                l, a, b = _lab(p0, p1, p2, linear, m, cbrt)
-            l1, a1, b1 = l * gain[0] + offset[0], a * gain[1] + offset[1], b * gain[2] + offset[2]
-            if beta > 0.0:
-                od = max(od_of_byte[0, p0], od_of_byte[1, p1], od_of_byte[2, p2])
-                u = min(max((od - 0.5 * beta) / beta, 0.0), 1.0)
-                w = u * u * (3.0 - 2.0 * u)
-                l0, a0, b0 = l + glass_shift[0], a + glass_shift[1], b + glass_shift[2]
-                l1, a1, b1 = l0 + w * (l1 - l0), a0 + w * (a1 - a0), b0 + w * (b1 - b0)
-            fy = (l1 + 16.0) / 116.0
-            x = _f_inverse(fy + a1 / 500.0)
-            y = _f_inverse(fy)
-            z = _f_inverse(fy - b1 / 200.0)
-            for c in range(3):
-                v = min(max(m_inv[c, 0] * x + m_inv[c, 1] * y + m_inv[c, 2] * z, 0.0), 1.0)
-                dst[i, c] = _nearest(gamma, _GAMMA_STEPS, v)
-
-
-def lab_affine(pixels: np.ndarray, gain, offset, keep_below: int = 256, kept: np.ndarray | None = None,
-               glass=None) -> np.ndarray:
-    """Per-channel affine map in CIELAB, ``lab * gain + offset``, back to uint8 sRGB (clipped to the RGB
-    cube as :func:`stainlab.color.lab.lab_to_rgb` does); pixels whose darkest channel is at least
-    ``keep_below`` (glass, with ``tissue_limit``) keep their bytes. ``kept``: the pixels' CIELAB values
-    as :func:`lab_moments` keeps them (computed here otherwise). ``glass``: ``(shift, light, beta)``, the
-    map blended with the CIELAB shift ``lab + shift`` by each pixel's tissue weight (optical density
-    against ``light`` from ``beta / 2`` to ``1.5 beta``: reinhard-split's glass to glass)."""
-    out = np.empty_like(pixels)
-    kept = np.empty((0, 3), np.float32) if kept is None else kept
-    shift, light, beta = (np.zeros(3), None, 0.0) if glass is None else glass
-    _lab_affine(pixels, kept, np.asarray(gain, np.float64), np.asarray(offset, np.float64), keep_below,
-                np.asarray(shift, np.float64), od_table(light), float(beta), LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT,
-                _FROM_WHITE_XYZ, _GAMMA, out, parts(len(pixels)))
-    return out
-
-
 # -- statistics ------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
-def _add_rgb(sums, p0, p1, p2):  # pragma: no cover - compiled
-    """Running sums and sums of squares of R, G and B (a tuple, so it stays in registers)."""
-    return (sums[0] + p0, sums[1] + p1, sums[2] + p2, sums[3] + p0 * p0, sums[4] + p1 * p1, sums[5] + p2 * p2)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _add_squares(sums, v0, v1, v2):  # pragma: no cover - compiled
-    """Running count, sums and squares of a three-vector, in the places of the first, the three sums and
-    the diagonal of an upper triangle of products (the cross products left zero)."""
-    return (sums[0] + 1.0, sums[1] + v0, sums[2] + v1, sums[3] + v2, sums[4] + v0 * v0, sums[5],
-            sums[6], sums[7] + v1 * v1, sums[8], sums[9] + v2 * v2)
-
-
-@sliced(fastmath=True, error_model="numpy")
-def _lab_moments(pixels, below, linear, m, cbrt, acc, kept, parts):  # pragma: no cover - compiled
-    """Per slice, over the pixels under ``below``: R, G, B sums and squares in ``acc[:, :6]``, and the
-    count, sums and squares of their CIELAB values in ``acc[:, 6:]`` (no cross products: Reinhard takes
-    the variances only, a sixth off a 256 x 256 tile's pass); those values also in ``kept`` (float32
-    ``(M, 3)``) unless it is empty."""
-    for part in prange(parts):
-        start, stop = slice_bounds(pixels.shape[0], part, parts)
-        src, held = pixels[start:stop], kept[start:stop] if kept.shape[0] else kept
-        rgb = (0, 0, 0, 0, 0, 0)
-        sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        for i in range(stop - start):
-            p0, p1, p2 = np.int64(src[i, 0]), np.int64(src[i, 1]), np.int64(src[i, 2])
-            if p0 < below[0] or p1 < below[1] or p2 < below[2]:
-                rgb = _add_rgb(rgb, p0, p1, p2)
-                v0, v1, v2 = _lab(p0, p1, p2, linear, m, cbrt)
-                sums = _add_squares(sums, v0, v1, v2)
-                if held.shape[0]:
-                    held[i, 0], held[i, 1], held[i, 2] = v0, v1, v2
-        for k in range(6):
-            acc[part, k] = rgb[k]
-        for k in range(10):
-            acc[part, 6 + k] = sums[k]
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _add_od(sums, p0, p1, p2, od_of_byte, l0, l1, l2):  # pragma: no cover - compiled
     """One pixel into :func:`_od_moments`' running sums (R, G, B sums and squares; the count, sums and
@@ -413,16 +291,11 @@ def _od_moments(pixels, flat, below, od_of_byte, acc, parts):  # pragma: no cove
 _od_moments_threaded, _od_moments_serial = _od_moments.threaded, _od_moments.serial
 
 
-def _run_moments(pixels, below, lab: bool, kept=None, light=None):
-    """:func:`_lab_moments` (R, G, B over tissue) or :func:`_od_moments` (R, G, B over every pixel)
-    summed over slices: (count, RGB std, mean, covariance, count per slice)."""
+def _run_moments(pixels, below, light=None):
+    """:func:`_od_moments` summed over slices: (count, RGB std, mean, covariance, count per slice)."""
     acc = np.zeros((parts(len(pixels)), 16))
-    if lab:
-        _lab_moments(pixels, _limits(below), LINEAR_OF_BYTE, _TO_WHITE_XYZ, _CBRT, acc,
-                     np.empty((0, 3), np.float32) if kept is None else kept, len(acc))
-    else:
-        _od_moments(pixels, _flat(pixels), _limits(below), od_table(light), acc, len(acc))
-    count, rgb_std, mean, covariance, counts = _moment_totals(acc, lab, len(pixels))
+    _od_moments(pixels, _flat(pixels), _limits(below), od_table(light), acc, len(acc))
+    count, rgb_std, mean, covariance, counts = _moment_totals(acc, False, len(pixels))
     return int(count), rgb_std, mean, covariance, counts
 
 
@@ -434,7 +307,8 @@ def _flat(pixels: np.ndarray) -> np.ndarray:
 @njit(cache=True, nogil=True)
 def _moment_totals(acc, lab, pixels):  # pragma: no cover - compiled
     """The slices' sums ``acc`` of a moments pass over ``pixels`` pixels as (count, RGB std, mean,
-    covariance, count per slice); R, G and B are over tissue alone with ``lab``."""
+    covariance, count per slice); R, G and B are over tissue alone with ``lab``
+    (:func:`stainlab.color.lab_pixels.lab_moments`)."""
     total = acc.sum(axis=0)
     count = np.int64(total[6])
     rgb_count = max(count if lab else pixels, 1)
@@ -453,16 +327,6 @@ def _moment_totals(acc, lab, pixels):  # pragma: no cover - compiled
     return count, rgb_std, mean, covariance, counts
 
 
-def lab_moments(pixels: np.ndarray, below: int = 256, kept: np.ndarray | None = None
-                ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """Over the pixels whose darkest channel is under ``below`` (all by default): their number, the
-    standard deviation of R, G and B, and the mean and standard deviation of L*, a*, b* (no covariances:
-    the pass sums squares alone). With ``kept``
-    (float32 ``(M, 3)``) those pixels' CIELAB values are written there too, for :func:`lab_affine`."""
-    count, rgb_std, mean, covariance, _ = _run_moments(pixels, below, True, kept)
-    return count, rgb_std, mean, np.sqrt(np.maximum(np.diag(covariance), 0.0))
-
-
 class TissueMoments(NamedTuple):
     """What :func:`od_moments` finds: the tissue pixels (darkest channel under ``below``) and their
     optical densities' mean and (population) covariance, with the spread of R, G and B over **all**
@@ -478,7 +342,7 @@ class TissueMoments(NamedTuple):
 def od_moments(pixels: np.ndarray, below, light=None) -> TissueMoments:
     """:class:`TissueMoments` of uint8 pixels ``(M, 3)`` in optical density against ``light``, tissue
     being under ``below`` (``tissue_limit``, or per channel ``tissue_limits``)."""
-    return TissueMoments(*_run_moments(pixels, below, False, light=light))
+    return TissueMoments(*_run_moments(pixels, below, light))
 
 
 @sliced(fastmath=True, error_model="numpy")

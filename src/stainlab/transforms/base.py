@@ -316,12 +316,8 @@ class PixelTransform(Transform):
         :class:`NoTissueError`."""
         image = np.asarray(pixels).reshape(-1, 1, 3)
         if self._small_path(image):
-            return self._small_statistics(image)
+            return self._small_source(image)
         return self.source_of(ColorHistogram.of(image, self.lut_bits))
-
-    def _small_statistics(self, image: np.ndarray) -> Any:
-        """:meth:`_small_source` as ``_map`` takes it, without what only ``_small_map`` uses."""
-        return self._small_source(image)
 
     def _small_path(self, image: np.ndarray) -> bool:
         """Whether ``image`` takes the small-image path (:mod:`stainlab.transforms.small`)."""

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
-from stainlab.color.pixels import lab_affine, lab_moments
+from stainlab.color.lab_pixels import lab_affine, lab_moments
 from stainlab.color.stats import weighted_mean_std
 from stainlab.transforms.base import (MIN_TISSUE_FRACTION, MaskedGlass, PixelTransform, check_tissue_amount,
                                       require_tissue)
@@ -46,12 +46,11 @@ def lab_stats(colors, weights, what: str, keep=None) -> tuple[np.ndarray, np.nda
     return mean, std
 
 
-def pixel_lab_stats(pixels: np.ndarray, below, what: str, kept: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def pixel_lab_stats(pixels: np.ndarray, below, what: str) -> tuple[np.ndarray, np.ndarray]:
     """:func:`lab_stats` of uint8 pixels ``(M, 3)`` by one compiled pass (:func:`lab_moments`): over
     those with a channel under its bound in ``below`` (tissue bounds, one for all channels or three;
     256: every pixel), with the same refusals, and too little tissue refused when bounded."""
-    count, rgb_std, mean, std = lab_moments(pixels, below, kept)
+    count, rgb_std, mean, std = lab_moments(pixels, below)
     if np.any(np.asarray(below) < 256):
         check_tissue_amount(count, len(pixels), what)
     require_spread(rgb_std, what)
@@ -60,12 +59,10 @@ def pixel_lab_stats(pixels: np.ndarray, below, what: str, kept: np.ndarray | Non
 
 
 class LabSource(NamedTuple):
-    """A source's CIELAB statistics; on the small-image path also every pixel's CIELAB values (``lab``,
-    float32 ``(M, 3)``), which the map then reads instead of computing them again."""
+    """A source's CIELAB statistics."""
 
     mean: np.ndarray
     std: np.ndarray
-    lab: np.ndarray | None = None
 
 
 class Reinhard(MaskedGlass, PixelTransform):
@@ -94,23 +91,16 @@ class Reinhard(MaskedGlass, PixelTransform):
 
     def _small_source(self, image):
         """:meth:`_source` on the small-image path: the same statistics and checks by one compiled pass
-        over every pixel, which keeps their CIELAB values for the map (so the statistics cost a sum
-        each, and no sample is needed)."""
-        pixels = image.reshape(-1, 3)
-        lab = np.empty((len(pixels), 3), np.float32)
-        return LabSource(*pixel_lab_stats(pixels, self._keep_below, "reinhard source", lab), lab)
-
-    def _small_statistics(self, image):
+        over every pixel (:func:`~stainlab.color.lab_pixels.lab_moments`)."""
         return LabSource(*pixel_lab_stats(image.reshape(-1, 3), self._keep_below, "reinhard source"))
 
     kernel_maps = True
 
     def _small_map(self, image, source):
-        """``source`` as :meth:`_small_source` gives it, with every pixel's CIELAB values, or the
-        statistics alone (a large image's, from a sample: the kernel then computes those values)."""
+        """:meth:`_map` by one compiled pass (:func:`~stainlab.color.lab_pixels.lab_affine`)."""
         gain = self.target_std / source.std
-        return lab_affine(image.reshape(-1, 3), gain, self.target_mean - source.mean * gain, self._keep_below,
-                          source.lab).reshape(image.shape)
+        return lab_affine(image.reshape(-1, 3), gain, self.target_mean - source.mean * gain,
+                          self._keep_below).reshape(image.shape)
 
     def _torch(self, x):
         """The torch engine on a float (N,3,H,W) batch in [0, 1] (``t(tensor)``)."""

@@ -42,8 +42,9 @@ from typing import NamedTuple
 import numpy as np
 
 from stainlab.color.lab import lab_to_rgb, rgb_to_lab
+from stainlab.color.lab_pixels import lab_affine
 from stainlab.color.od import rgb_to_od
-from stainlab.color.pixels import lab_affine, tissue_limits
+from stainlab.color.pixels import tissue_limits
 from stainlab.color.tissue import TISSUE_BETA
 from stainlab.transforms import small
 from stainlab.transforms.base import PixelTransform, require_tissue

@@ -8,9 +8,9 @@ to evaluating the map once per occupied cell, nearly once per pixel. Images of a
 - per-image statistics on every pixel up to ``STATS_SAMPLE`` pixels, above that on an evenly strided
   sample (:func:`stats_sample`): by compiled passes (:mod:`stainlab.color.pixels`) for Macenko and
   Ruifrok (percentiles as exact order statistics), and from the sample's colour histogram at
-  ``stats_bits`` for the rest; always on every pixel for Reinhard (whose pass keeps each pixel's CIELAB
-  values for the map) and for the per-channel methods (per-level channel counts,
-  :mod:`stainlab.transforms.channels`: one pass, exact);
+  ``stats_bits`` for the rest; always on every pixel for Reinhard (one vectorized pass of sums,
+  :mod:`stainlab.color.lab_pixels`, cheaper than a sample read row by row) and for the per-channel
+  methods (per-level channel counts, :mod:`stainlab.transforms.channels`: one pass, exact);
 - the map by a compiled per-pixel kernel where the method has one (Macenko, Ruifrok, Vahadane and
   ``linear-ot`` in optical density, Reinhard and ``reinhard-split`` in CIELAB, grayscale in integer
   luminance), by three exact 256-entry tables where the map is per channel

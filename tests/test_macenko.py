@@ -14,7 +14,7 @@ import stainlab
 from stainlab.color import EOSIN, HEMATOXYLIN, angle_degrees, normalize_rows, tissue_mask
 from stainlab.color.stains import MACENKO_REFERENCE_HE, MACENKO_REFERENCE_MAX_C
 from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFittedError
-from stainlab.transforms.macenko import Macenko
+from stainlab.transforms.macenko import Macenko, least_squares_map
 from stainlab.transforms.stain_matrix import scale_factors
 from synth import (FLAT_COLOURS, REFERENCE_STAINS, SOURCE_STAINS, he_image, percentile_matched_case, psnr,
                    render, separable_maps)
@@ -160,6 +160,16 @@ def test_concentrations_give_the_separated_stains():
 def test_scale_factors_guard_absent_stains():
     np.testing.assert_array_equal(scale_factors(np.array([2.0, 0.0]), np.array([1.0, 1.0])), [0.5, 1.0])
     np.testing.assert_array_equal(scale_factors(np.array([2.0, 1.0]), np.array([1.0, 0.0])), [0.5, 1.0])
+    np.testing.assert_array_equal(scale_factors([0.5, 2.0, 0.004], [1.0, 1.0, 1.0]), [2.0, 0.5, 1.0])
+
+
+def test_the_od_map_is_least_squares_scaled_and_recomposed():
+    """The compiled 3x3 matrix equals ``W^T (W W^T)^-1 diag(factors) target`` written with NumPy."""
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        rows, factors, target = normalize_rows(rng.random((2, 3)) + 0.1), rng.random(2) + 0.5, rng.random((2, 3))
+        expected = rows.T @ np.linalg.inv(rows @ rows.T) @ (factors[:, None] * target)
+        np.testing.assert_allclose(least_squares_map(rows, factors, target), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_unfitted_and_bad_parameters():

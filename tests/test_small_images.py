@@ -42,6 +42,19 @@ def test_od_linear_is_the_formula_rounded(random_pixels):
     off_by_one_at_most(px.od_linear(random_pixels, matrix, light, light_out), expected, 1e-4)
 
 
+def test_od_tables_are_rgb_to_ods_values():
+    """The per-light optical-density table (built in place, a tile's light being new each time) holds
+    exactly :func:`rgb_to_od`'s values; one light value stands for all three channels."""
+    rng = np.random.default_rng(4)
+    for light in [*rng.uniform(1.0, 255.0, (20, 3)), np.array([255.0, 255.0, 255.0])]:
+        for clip in (True, False):
+            expected = rgb_to_od(np.arange(256.0)[:, None], light, clip).T
+            np.testing.assert_array_equal(px.od_table(light, clip), expected)
+        np.testing.assert_array_equal(px.tissue_limits(0.15, light),
+                                      (rgb_to_od(np.arange(256.0)[:, None], light) > 0.15).sum(axis=0))
+    np.testing.assert_array_equal(px.od_table(240.0), px.od_table([240.0, 240.0, 240.0]))
+
+
 def test_lab_affine_is_the_formula_rounded_and_keeps_glass(random_pixels):
     gain, offset = np.array([1.1, 0.9, 1.2]), np.array([-3.0, 2.0, 5.0])
     lab = rgb_to_lab(random_pixels.astype(float))

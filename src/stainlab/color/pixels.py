@@ -57,12 +57,22 @@ def od_table(light=None, clip: bool = True) -> np.ndarray:
     is off. The last few are kept, since one image's kernels read the same table."""
     if light is None and clip:
         return _WHITE_TABLE
-    return _od_table(np.asarray(light, dtype=np.float64).tobytes(), clip)
+    light = np.asarray(light, dtype=np.float64)
+    return _od_table((light if light.size == 3 else np.full(3, light)).tobytes(), clip)
+
+
+_BYTE_PLUS_ONE = np.arange(256.0) + 1.0
 
 
 @lru_cache(maxsize=8)
 def _od_table(light: bytes, clip: bool) -> np.ndarray:
-    table = np.ascontiguousarray(rgb_to_od(np.arange(256.0)[:, None], np.frombuffer(light), clip).T)
+    """:func:`~stainlab.color.od.rgb_to_od`'s arithmetic, ``-ln((v + 1) / (I0 + 1))``, done in place on the
+    table: the same values in half the time, which a tile pays for each new light."""
+    table = _BYTE_PLUS_ONE[None, :] / (np.frombuffer(light)[:, None] + 1.0)
+    np.log(table, out=table)
+    np.negative(table, out=table)
+    if clip:
+        np.maximum(table, 0.0, out=table)
     table.flags.writeable = False
     return table
 
@@ -71,7 +81,16 @@ def tissue_limits(beta: float, light=None) -> np.ndarray:
     """Per channel, the number of byte values whose optical density against ``light`` exceeds ``beta``:
     a pixel is tissue exactly when some channel is below its limit (the rule of
     :mod:`stainlab.color.tissue` judged against the image's own glass)."""
-    return np.count_nonzero(od_table(light) > beta, axis=1).astype(np.int64)
+    return _count_above(od_table(light), float(beta))
+
+
+@njit(cache=True, nogil=True)
+def _count_above(table, beta):  # pragma: no cover - compiled
+    limits = np.zeros(table.shape[0], dtype=np.int64)
+    for c in range(table.shape[0]):
+        for v in range(table.shape[1]):
+            limits[c] += table[c, v] > beta
+    return limits
 
 
 def _limits(below) -> np.ndarray:

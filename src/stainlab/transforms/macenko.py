@@ -23,6 +23,7 @@ which also holds the guards against one-stain and tissue-free images).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from stainlab.color.od import LinearODMap, map_od_linear
 from stainlab.color.pixels import linear_od_image, macenko_statistics, plane_axes
@@ -74,12 +75,23 @@ def check_plane(variance: float, length: float, what: str) -> None:
         raise NoTissueError(f"{what}: optical density has no usable stain plane")
 
 
-def inverse_2x2(m: np.ndarray) -> np.ndarray:
-    """The inverse of a 2x2 matrix by its adjugate (``np.linalg.inv``'s checks and dispatch took longer
-    than a tile's map of its 2x2 matrices); the matrices here are well conditioned, since
-    ``check_separable`` keeps the two stain rows apart."""
-    det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
-    return np.array([[m[1, 1], -m[0, 1]], [-m[1, 0], m[0, 0]]]) / det
+@njit(cache=True, nogil=True)
+def least_squares_map(rows, factors, target):  # pragma: no cover - compiled
+    """``rows.T (rows rows.T)^-1 diag(factors) target``: the least-squares concentrations under the two
+    stain ``rows`` (``W^+ = W^T (W W^T)^-1``), scaled per stain and recomposed with the ``target`` rows,
+    as one 3x3 matrix in optical density. The 2x2 inverse by its adjugate: ``check_separable`` keeps the
+    rows apart. Compiled, since a tile's map paid 26 us for these few NumPy calls."""
+    g00 = rows[0, 0] * rows[0, 0] + rows[0, 1] * rows[0, 1] + rows[0, 2] * rows[0, 2]
+    g01 = rows[0, 0] * rows[1, 0] + rows[0, 1] * rows[1, 1] + rows[0, 2] * rows[1, 2]
+    g11 = rows[1, 0] * rows[1, 0] + rows[1, 1] * rows[1, 1] + rows[1, 2] * rows[1, 2]
+    det = g00 * g11 - g01 * g01
+    i00, i01, i11 = g11 / det, -g01 / det, g00 / det
+    out = np.empty((3, 3))
+    for a in range(3):
+        p0, p1 = rows[0, a] * i00 + rows[1, a] * i01, rows[0, a] * i01 + rows[1, a] * i11   # row a of W^+
+        for b in range(3):
+            out[a, b] = p0 * factors[0] * target[0, b] + p1 * factors[1] * target[1, b]
+    return out
 
 
 def stain_rows(e1: np.ndarray, e2: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -122,8 +134,7 @@ class Macenko(StainMatrixTransform):
     def _od_matrix(self, source) -> np.ndarray:
         """Least squares is linear in OD, so the whole map is one 3x3 matrix in OD space:
         ``W^+ = W^T (W W^T)^-1`` (two separable rows) times the scaled target rows."""
-        rows = source.stain_matrix
-        return rows.T @ (inverse_2x2(rows @ rows.T) @ (self._factors(source)[:, None] * self.stain_matrix))
+        return least_squares_map(source.stain_matrix, self._factors(source), self.stain_matrix)
 
     def linear_od_map(self, source) -> LinearODMap:
         return LinearODMap(self._od_matrix(source), source.light, self.target_light, self._clip)

@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from stainlab.color.lab import _DELTA, _KAPPA, _RGB_TO_XYZ, _WHITE, _XYZ_TO_RGB
-from stainlab.color.pixels import _limits, _moment_totals, parts, slice_bounds, sliced
+from stainlab.color.pixels import _flat, _limits, _moment_totals, parts, slice_bounds, sliced
 
 _levels = np.arange(256.0) / 255.0
 _LINEAR = np.where(_levels > 0.04045, ((_levels + 0.055) / 1.055) ** 2.4, _levels / 12.92).astype(np.float32)
@@ -128,8 +128,7 @@ def lab_moments(pixels: np.ndarray, below: int = 256) -> tuple[int, np.ndarray, 
     default): their number, the standard deviation of their R, G and B, and the mean and standard
     deviation of their L*, a*, b*."""
     acc = np.zeros((parts(len(pixels)), 16))
-    flat = pixels.reshape(-1) if pixels.flags.c_contiguous else np.empty(0, np.uint8)
-    _lab_moments(pixels, flat, _limits(below), acc, len(acc))
+    _lab_moments(pixels, _flat(pixels), _limits(below), acc, len(acc))
     count, rgb_std, mean, covariance, _ = _moment_totals(acc, True, len(pixels))
     return int(count), rgb_std, mean, np.sqrt(np.maximum(np.diag(covariance), 0.0))
 
@@ -187,7 +186,7 @@ def lab_affine(pixels: np.ndarray, gain, offset, keep_below: int = 256, glass=No
     to glass)."""
     flat = np.ascontiguousarray(pixels).reshape(-1)
     out = np.empty_like(flat)
-    shift, light, beta = (np.zeros(3), 255.0, 0.0) if glass is None else glass
+    shift, light, beta = (np.zeros(3), None, 0.0) if glass is None else glass
     light = np.broadcast_to(np.asarray(255.0 if light is None else light, np.float64), 3)
     log_light = _float32s(np.log(light + 1.0))
     _lab_affine(flat, _float32s(gain), _float32s(offset), keep_below, _float32s(shift), log_light,

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from stainlab.color.od import LinearODMap, map_od_linear
-from stainlab.color.pixels import linear_od_image, macenko_statistics, plane_axes
+from stainlab.color.pixels import gram_inverse, linear_od_image, macenko_statistics, plane_axes
 from stainlab.color.stains import order_like
 from stainlab.color.stats import weighted_percentile
 from stainlab.color.tissue import TISSUE_BETA
@@ -78,17 +78,14 @@ def check_plane(variance: float, length: float, what: str) -> None:
 @njit(cache=True, nogil=True)
 def least_squares_map(rows, factors, target):  # pragma: no cover - compiled
     """``rows.T (rows rows.T)^-1 diag(factors) target``: the least-squares concentrations under the two
-    stain ``rows`` (``W^+ = W^T (W W^T)^-1``), scaled per stain and recomposed with the ``target`` rows,
-    as one 3x3 matrix in optical density. The 2x2 inverse by its adjugate: ``check_separable`` keeps the
-    rows apart. Compiled, since a tile's map paid 26 us for these few NumPy calls."""
-    g00 = rows[0, 0] * rows[0, 0] + rows[0, 1] * rows[0, 1] + rows[0, 2] * rows[0, 2]
-    g01 = rows[0, 0] * rows[1, 0] + rows[0, 1] * rows[1, 1] + rows[0, 2] * rows[1, 2]
-    g11 = rows[1, 0] * rows[1, 0] + rows[1, 1] * rows[1, 1] + rows[1, 2] * rows[1, 2]
-    det = g00 * g11 - g01 * g01
-    i00, i01, i11 = g11 / det, -g01 / det, g00 / det
+    stain ``rows`` (``W^+ = W^T (W W^T)^-1``, the Gram inverse of :func:`~stainlab.color.pixels.gram_inverse`),
+    scaled per stain and recomposed with the ``target`` rows, as one 3x3 matrix in optical density.
+    Compiled, since a tile's map paid 26 us for these few NumPy calls."""
+    inverse, _ = gram_inverse(rows)
     out = np.empty((3, 3))
     for a in range(3):
-        p0, p1 = rows[0, a] * i00 + rows[1, a] * i01, rows[0, a] * i01 + rows[1, a] * i11   # row a of W^+
+        p0 = rows[0, a] * inverse[0, 0] + rows[1, a] * inverse[1, 0]      # row a of W^+
+        p1 = rows[0, a] * inverse[0, 1] + rows[1, a] * inverse[1, 1]
         for b in range(3):
             out[a, b] = p0 * factors[0] * target[0, b] + p1 * factors[1] * target[1, b]
     return out

@@ -19,7 +19,7 @@ import pytest
 
 import stainlab
 from stainlab.errors import InputError, NoTissueError, NoTissueWarning
-from stainlab.transforms import names
+from stainlab.transforms import names, small
 from stainlab.transforms.checks import MAX_DEPTH, MAX_ITEMS
 from stainlab.transforms.registry import from_dict
 from synth import he_image
@@ -67,9 +67,13 @@ def test_every_method_that_uses_a_reference_is_covered():
 
 
 # -- references and sources that cannot define a target -------------------------------------------
+@pytest.mark.parametrize("sampled", [False, True], ids=["whole", "sampled"])
 @pytest.mark.parametrize("kind", DEGENERATE)
 @pytest.mark.parametrize("name", REFERENCE_METHODS)
-def test_a_degenerate_reference_is_refused_naming_it(name, kind):
+def test_a_degenerate_reference_is_refused_naming_it(name, kind, sampled, monkeypatch):
+    """Also when the reference is large enough to be fitted from a sample, as a source is."""
+    if sampled:
+        monkeypatch.setattr(small, "LARGE_IMAGE_SAMPLE", 1 << 10)
     t = load(name)
     with pytest.raises(InputError, match=f"{t.name} reference"):
         t.fit(DEGENERATE[kind]())

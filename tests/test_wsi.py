@@ -509,7 +509,8 @@ def test_a_streamed_output_holds_few_rows_in_memory_and_reads_the_rest_back(tmp_
 
 
 def test_the_sample_is_strided_over_its_tiles_as_if_they_were_joined():
-    from stainlab.wsi.normalize import strided_pixels, tile_pool
+    from stainlab.transforms.small import strided_pixels
+    from stainlab.wsi.normalize import tile_pool
 
     rng = np.random.default_rng(1)
     tiles = [rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for shape in [(5, 7), (3, 3), (10, 2), (1, 1)]]

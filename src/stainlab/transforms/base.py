@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from stainlab.color.pixels import tissue_limit
+from stainlab.color.pixels import count_below, tissue_limit
 from stainlab.color.tissue import TISSUE_BETA, tissue_mask
 from stainlab.errors import InputError, NoTissueError, NoTissueWarning, NotFittedError
 from stainlab.io.arrays import check_rgb8, is_torch_tensor, map_rgb8, rgb8_images
@@ -261,10 +261,57 @@ class PixelTransform(Transform):
         self.lut_bits = check_int(f"{self.name}: lut_bits", lut_bits, 4, 8)
 
     def _fit(self, images: list[np.ndarray]) -> None:
+        if self._fits_from_sample(images):
+            self._adopt(self._sampled_reference(images, f"{self.name} reference"))
+            return
         hist = ColorHistogram.merge([ColorHistogram.of(im, 8) for im in images])
         if self.requires_fit:  # reference-optional methods check what they use themselves
             require_tissue(hist.colors, hist.counts, f"{self.name} reference")
         self._fit_colors(hist.colors, hist.counts)
+
+    def _fits_from_sample(self, images: list[np.ndarray]) -> bool:
+        """Whether references of more than :data:`~stainlab.transforms.small.LARGE_IMAGE_SAMPLE` pixels in
+        all are fitted as a source of their size is analysed (:meth:`_sampled_reference`), by a method that
+        maps larger images through its compiled kernel (``kernel_maps``, ``lut_bits`` under 8); smaller
+        references, and every reference of the other methods, from every pixel's colour histogram."""
+        return (self.requires_fit and self.kernel_maps and self.lut_bits < 8
+                and sum(image.shape[0] * image.shape[1] for image in images) > small.LARGE_IMAGE_SAMPLE)
+
+    def _sampled_reference(self, images: list[np.ndarray], what: str) -> Any:
+        """The per-image parameters of references taken as a whole slide's are (:meth:`source_of_pixels`
+        of an evenly strided sample of ``LARGE_IMAGE_SAMPLE`` of their pixels, compiled passes), with the
+        fit's refusals: too little tissue, and a note when the light falls back to white (one reference:
+        :meth:`_sampled_source`, as ``t(image)`` takes it). So a reference and the sources normalized to it
+        are measured alike (a reference normalized to itself keeps its statistics: Reinhard's map is then
+        the identity, Macenko's stain factors are ones), and a large reference costs what a source of its
+        size costs: on the 6.6 MPix CMU-1 region Macenko's fit took 14-19 ms against 0.8-1.06 s from the
+        colour histogram, its stain rows within 0.22 degree and robust maxima within 0.6% of that fit's
+        (Vahadane 0.77 degree and 1.7%; Reinhard 23 ms against 0.75 s, CIELAB means and deviations within
+        0.01)."""
+        one = len(images) == 1  # its sample a view, as t(image) takes it
+        pixels = (small.strided(images[0].reshape(-1, 3), small.LARGE_IMAGE_SAMPLE) if one
+                  else small.strided_pixels(images, small.LARGE_IMAGE_SAMPLE).reshape(-1, 3))
+        self._refuse_reference(pixels, what)
+        try:
+            source = self._sampled_source(images[0]) if one else self.source_of_pixels(pixels)
+        except InputError as err:  # the source's refusal, said of the reference
+            raise type(err)(str(err).replace(f"{self.name} source", what)) from None
+        self._note_reference(pixels, source, what)
+        return source
+
+    def _refuse_reference(self, pixels: np.ndarray, what: str) -> None:
+        """A reference's refusal that its source analysis does not give, on its sampled pixels ``(M, 3)``:
+        too little tissue (against white, as :func:`require_tissue`)."""
+        tissue = count_below(np.ascontiguousarray(pixels), tissue_limit(TISSUE_BETA))
+        check_tissue_amount(tissue, len(pixels), what)
+
+    def _note_reference(self, pixels: np.ndarray, source: Any, what: str) -> None:
+        """Warnings of a reference's fit about its sampled pixels and its statistics ``source``."""
+
+    def _adopt(self, source: Any) -> None:
+        """Take a reference's per-image parameters, as :meth:`source_of_pixels` gives them, as the target
+        (the methods that :meth:`_fits_from_sample`)."""
+        raise NotImplementedError(f"{self.name}: a reference's statistics cannot be adopted as its target")
 
     def _fit_colors(self, colors: np.ndarray, weights: np.ndarray) -> None:
         """Reference-free methods have nothing to learn."""

@@ -68,6 +68,16 @@ class LightMixin:
                           NoBackgroundWarning, stacklevel=5)
         return found.rgb
 
+    def _refuse_reference(self, pixels, what: str) -> None:
+        """Nothing before a sampled reference's analysis (``PixelTransform._sampled_reference``): its source
+        analysis refuses too little tissue, judged against its own light (no more lenient than white)."""
+
+    def _note_reference(self, pixels, source, what: str) -> None:
+        """A sampled reference warns when it has no glass, as :meth:`_fit_light` does; its light is looked
+        for again only when it came out white (glass not found, or glass that is pure white)."""
+        if np.array_equal(source.light, WHITE):
+            self._fit_light(pixels, None, what)
+
     def _light_state(self) -> dict:
         return {"light": self.target_light}
 

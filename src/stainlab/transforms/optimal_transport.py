@@ -97,8 +97,10 @@ class LinearOT(LightMixin, PixelTransform):
     def _fit_colors(self, colors, weights):
         what = "linear-ot reference"
         light = self._fit_light(colors, weights, what)
-        self.target_moment = self._moment(colors, weights, what, light)
-        self.target_light = light
+        self._adopt(Moments(self._moment(colors, weights, what, light), light))
+
+    def _adopt(self, source):
+        self.target_moment, self.target_light = source.moment, source.light
 
     def _source(self, colors, weights, light=None):
         light = self.light_of(colors, weights) if light is None else light

@@ -80,7 +80,10 @@ class Reinhard(MaskedGlass, PixelTransform):
         return lab_stats(colors, weights, what, require_tissue(colors, weights, what) if self.mask else None)
 
     def _fit_colors(self, colors, weights):
-        self.target_mean, self.target_std = self._stats(colors, weights, "reinhard reference")
+        self._adopt(LabSource(*self._stats(colors, weights, "reinhard reference")))
+
+    def _adopt(self, source):
+        self.target_mean, self.target_std = source.mean, source.std
 
     def _source(self, colors, weights):
         return LabSource(*self._stats(colors, weights, "reinhard source"))

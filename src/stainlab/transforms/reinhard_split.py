@@ -95,6 +95,9 @@ class ReinhardSplit(LightMixin, PixelTransform):
         self.target_mean, self.target_std = self._tissue_stats(colors, weights, what, light)
         self.target_light = light
 
+    def _adopt(self, source):
+        self.target_mean, self.target_std, self.target_light = source.mean, source.std, source.light
+
     def _with_glass_shift(self, light, mean, std) -> Source:
         return Source(light, mean, std, rgb_to_lab(self.target_light) - rgb_to_lab(light))
 

@@ -71,8 +71,10 @@ class Ruifrok(LightMixin, PixelTransform):
 
     def _fit_colors(self, colors, weights):
         light = self._fit_light(colors, weights, "ruifrok reference")
-        self.max_concentrations = self._robust_max(colors, weights, "ruifrok reference", light)
-        self.target_light = light
+        self._adopt(Source(None, self._robust_max(colors, weights, "ruifrok reference", light), light))
+
+    def _adopt(self, source):
+        self.max_concentrations, self.target_light = source.max_concentrations, source.light
 
     def _source(self, colors, weights, light=None):
         light = self.light_of(colors, weights) if light is None else light

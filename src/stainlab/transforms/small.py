@@ -27,6 +27,8 @@ those.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from numba import njit, prange
 
@@ -78,6 +80,39 @@ def strided(pixels: np.ndarray, most: int) -> np.ndarray:
 def odd_step(count: int, most: int) -> int:
     """The smallest odd stride that takes at most ``most`` of ``count`` pixels (see ``MAX_STRIDE``)."""
     return -(-count // most) | 1
+
+
+def strided_pixels(images: list[np.ndarray], most: int, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
+    """At most ``most`` pixels of the images, evenly strided over them all as if they were one (a 64-tile
+    sample has 16 M) by an odd step (:func:`odd_step`), as one contiguous
+    ``(M, 1, 3)`` array; the images are not joined first. ``pool``: the images are picked from in its
+    threads (each image's first pixel and place in the output are known beforehand)."""
+    sizes = [image.shape[0] * image.shape[1] for image in images]
+    total = sum(sizes)
+    step = odd_step(total, most)
+    out = np.empty((-(-total // step), 1, 3), np.uint8)
+    offsets = np.cumsum([0, *sizes[:-1]], dtype=np.int64)
+    firsts = (-offsets) % step
+    placed = -(-offsets // step)  # pixels of the images before: those at multiples of step
+    picks = [(image.reshape(-1, 3), int(first), step, out[:, 0], int(at))
+             for image, first, at in zip(images, firsts, placed)]
+    if pool:
+        for future in [pool.submit(_take_every, *pick) for pick in picks]:
+            future.result()
+    else:
+        for pick in picks:
+            _take_every(*pick)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _take_every(pixels, first, step, out, taken):  # pragma: no cover - compiled
+    """Copy ``pixels[first::step]`` into ``out`` from row ``taken`` on; return the rows then filled
+    (NumPy's copy of such a view moves three bytes at a time: 5 ms for a 64-tile sample, against 1)."""
+    for i in range(first, pixels.shape[0], step):
+        out[taken, 0], out[taken, 1], out[taken, 2] = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+        taken += 1
+    return taken
 
 
 def histogram_source(t, image: np.ndarray, sample: bool = True):

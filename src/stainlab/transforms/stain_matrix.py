@@ -354,19 +354,27 @@ class StainMatrixTransform(LightMixin, PixelTransform):
         if self.multi == "pool" or len(images) == 1:
             super()._fit(images)
             return
-        fits = [self._analyse(h.colors, h.counts, f"{self.name} reference {i}",
-                              self._fit_light(h.colors, h.counts, f"{self.name} reference {i}"))
-                for i, h in enumerate(ColorHistogram.of(im, 8) for im in images)]
+        fits = [self._reference_analysis(image, f"{self.name} reference {i}") for i, image in enumerate(images)]
         what = f"{self.name} references"
         rows = np.mean([absorbing_rows(f.stain_matrix, what) for f in fits], axis=0)
         self._set_target(normalize_rows(rows), np.mean([f.max_concentrations for f in fits], axis=0), what)
         self.target_light = np.mean([f.light for f in fits], axis=0)
 
+    def _reference_analysis(self, image: np.ndarray, what: str) -> Source:
+        """One reference's :class:`Source`, from a sample when it is large (:meth:`_fits_from_sample`)."""
+        if self._fits_from_sample([image]):
+            return self._sampled_reference([image], what)
+        hist = ColorHistogram.of(image, 8)
+        return self._analyse(hist.colors, hist.counts, what, self._fit_light(hist.colors, hist.counts, what))
+
     def _fit_colors(self, colors, weights) -> None:
         what = f"{self.name} reference"
-        fit = self._analyse(colors, weights, what, self._fit_light(colors, weights, what))
-        self._set_target(absorbing_rows(fit.stain_matrix, what), fit.max_concentrations, what)
-        self.target_light = fit.light
+        self._adopt(self._analyse(colors, weights, what, self._fit_light(colors, weights, what)))
+
+    def _adopt(self, source: Source) -> None:
+        what = f"{self.name} reference"
+        self._set_target(absorbing_rows(source.stain_matrix, what), source.max_concentrations, what)
+        self.target_light = source.light
 
     def _source(self, colors, weights, light=None):
         return self._analyse(colors, weights, f"{self.name} source", light)

@@ -153,7 +153,7 @@ class SlideColorMap:
                  pool: ThreadPoolExecutor | None = None) -> None:
         # statistics as t(image) takes them from an image of the sample's strided pixels (compiled passes;
         # picked in the threads of ``pool`` when given)
-        source = transform.source_of_pixels(strided_pixels(sample, small.LARGE_IMAGE_SAMPLE, pool))
+        source = transform.source_of_pixels(small.strided_pixels(sample, small.LARGE_IMAGE_SAMPLE, pool))
         linear = transform.linear_od_map(source)
         small_slide = tiles <= SMALL_SLIDE_TILES
         self.linear = linear if small_slide and linear is not None and linear.clip and transform.lut_bits < 8 else None
@@ -168,39 +168,6 @@ class SlideColorMap:
         if self.linear is not None:
             return linear_od_image(tile, self.linear, parallel)
         return self.table(tile, parallel)
-
-
-def strided_pixels(images: list[np.ndarray], most: int, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
-    """At most ``most`` pixels of the images, evenly strided over them all as if they were one (a 64-tile
-    sample has 16 M) by an odd step (:func:`~stainlab.transforms.small.odd_step`), as one contiguous
-    ``(M, 1, 3)`` array; the images are not joined first. ``pool``: the images are picked from in its
-    threads (each image's first pixel and place in the output are known beforehand)."""
-    sizes = [image.shape[0] * image.shape[1] for image in images]
-    total = sum(sizes)
-    step = small.odd_step(total, most)
-    out = np.empty((-(-total // step), 1, 3), np.uint8)
-    offsets = np.cumsum([0, *sizes[:-1]], dtype=np.int64)
-    firsts = (-offsets) % step
-    placed = -(-offsets // step)  # pixels of the images before: those at multiples of step
-    picks = [(image.reshape(-1, 3), int(first), step, out[:, 0], int(at))
-             for image, first, at in zip(images, firsts, placed)]
-    if pool:
-        for future in [pool.submit(_take_every, *pick) for pick in picks]:
-            future.result()
-    else:
-        for pick in picks:
-            _take_every(*pick)
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _take_every(pixels, first, step, out, taken):  # pragma: no cover - compiled
-    """Copy ``pixels[first::step]`` into ``out`` from row ``taken`` on; return the rows then filled
-    (NumPy's copy of such a view moves three bytes at a time: 5 ms for a 64-tile sample, against 1)."""
-    for i in range(first, pixels.shape[0], step):
-        out[taken, 0], out[taken, 1], out[taken, 2] = pixels[i, 0], pixels[i, 1], pixels[i, 2]
-        taken += 1
-    return taken
 
 
 def sample_tissue(slide: Slide, level: int, grid: TileGrid, count: int,

@@ -27,10 +27,10 @@ process decodes every stored tile of the level and re-encodes it as the output d
 400 MPix slide, 0.4 on CMU-1). Slide and bound are timed in turns (slide, bound, slide, bound...),
 ``BOUND_REPEATS`` times (``CMU_REPEATS`` on the CMU-1 region, whose run is a fifth of a second and
 whose ratio differed by a tenth between two runs of three), each on its median, so that both are
-measured alike: warm, and under the same passing load; every run's seconds are recorded. A Macenko case fits its reference (the decoded CMU-1 region)
-before each run, timed apart: the ratio with the fit is on the median of fit plus slide. Last, the
-command as a user types it runs in fresh processes against a process that only decodes and re-encodes
-(:func:`command_line`): start-up included.
+measured alike: warm, and under the same passing load; every run's seconds are recorded. A Macenko
+case fits its reference (the decoded CMU-1 region) before each run, timed apart: the ratio with the fit
+is on the median of fit plus slide. Last, the command as a user types it runs in fresh processes
+against a process that only decodes and re-encodes (:func:`command_line`): start-up included.
 
 The CPU is shared with other work: timings are wall-clock on whatever share of the 2 cores was free.
 
@@ -69,7 +69,7 @@ UNET_GAIN = 4.0        # residual gain of the random-weight U-Net: outputs vary 
 THREADS = 2            # compute threads of every case and of the codec bound (the machine's cores)
 WARM_UP = 1024         # side of the crop that loads the compiled kernels before a case is timed
 WARM_UP_TILES = (TILE, 48)  # its tiles: a small slide's path, and a large one's (more than SMALL_SLIDE_TILES)
-QUALITY = 90           # stainlab's JPEG quality (wsi.pyramid.JPEG_QUALITY), for a bound process that imports no stainlab
+QUALITY = 90           # stainlab's JPEG quality (wsi.pyramid.JPEG_QUALITY), for a bound process without stainlab
 BOUND_REPEATS = 3      # slide and codec bound timed in turns this many times; medians reported
 CMU_REPEATS = 11       # and this many on the CMU-1 region
 

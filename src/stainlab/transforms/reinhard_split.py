@@ -92,8 +92,7 @@ class ReinhardSplit(LightMixin, PixelTransform):
     def _fit_colors(self, colors, weights):
         what = f"{self.name} reference"
         light = self._fit_light(colors, weights, what)
-        self.target_mean, self.target_std = self._tissue_stats(colors, weights, what, light)
-        self.target_light = light
+        self._adopt(Source(light, *self._tissue_stats(colors, weights, what, light), np.zeros(3)))
 
     def _adopt(self, source):
         self.target_mean, self.target_std, self.target_light = source.mean, source.std, source.light

@@ -369,6 +369,20 @@ def numbers(x):
     return np.ravel(np.asarray(x, dtype=float))
 
 
+def test_a_stats_sample_is_a_view_of_a_tile_and_a_compact_copy_of_a_strided_sample():
+    """A tile's sample is read in place; a large image's strided sample is sampled again into a compact
+    copy of exactly the pixels the view would give."""
+    pixels = np.random.default_rng(3).integers(0, 256, (600 * 600, 3), dtype=np.uint8)
+    tile_sample = small.stats_sample(pixels[:256 * 256])
+    assert np.shares_memory(tile_sample, pixels) and len(tile_sample) == -(-256 * 256 // 3)
+    large = small.strided(pixels, 1 << 17)
+    assert not large.flags.c_contiguous
+    compact = small.stats_sample(large)
+    step = min(small.odd_step(len(large), small.STATS_SAMPLE), small.MAX_STRIDE)
+    assert step > 1 and compact.flags.c_contiguous and not np.shares_memory(compact, pixels)
+    np.testing.assert_array_equal(compact, large[::step])
+
+
 def test_strided_samples_take_every_column_of_an_even_width_image():
     """Even steps over an image of even width take the same columns in every row (JPEG's chroma and block
     grid make those differ): every step is odd, so even and odd columns are sampled alike."""

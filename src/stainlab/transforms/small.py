@@ -65,10 +65,17 @@ _FRACTION = _POSITION - _CELL
 
 def stats_sample(pixels: np.ndarray) -> np.ndarray:
     """About ``STATS_SAMPLE`` of the ``(M, 3)`` pixels, evenly strided by an odd step (all of them when
-    few), but at least one in ``MAX_STRIDE``, as a view: the kernels read it in place (copying a third of a
-    512 x 512 tile took longer than its light estimate)."""
+    few), but at least one in ``MAX_STRIDE``. Of pixels that lie together (a tile) a view: the kernels read
+    it in place (copying a third of a 512 x 512 tile took longer than its light estimate). Of pixels that
+    are themselves strided over a larger image (its :func:`strided` sample) a compact copy: the passes that
+    follow then read it from the caches instead of touching most of the image's memory each (a Macenko fit
+    of the CMU-1 region, its memory out of the caches, 12.2 against 7.2 ms)."""
     step = min(odd_step(len(pixels), STATS_SAMPLE), MAX_STRIDE)
-    return pixels if step == 1 else pixels[::step]
+    if step == 1 or pixels.flags.c_contiguous:
+        return pixels if step == 1 else pixels[::step]
+    out = np.empty((-(-len(pixels) // step), 3), np.uint8)
+    _take_every(pixels, 0, step, out, 0)
+    return out
 
 
 def strided(pixels: np.ndarray, most: int) -> np.ndarray:

@@ -196,6 +196,7 @@ def decode_encode_bound(path: Path, level: int, threads: int, quality: int) -> d
 
     with tifffile.TiffFile(path) as tif:
         page = tif.series[0].levels[level].keyframe
+        page.decode  # noqa: B018  made here, once: made in the threads it read a segment without the lock (TiffSlide)
         fh = tif.filehandle
         fh.set_lock(True)
 

@@ -178,7 +178,7 @@ def test_a_table_linear_in_optical_density_is_filled_with_the_values_of_the_gene
 def test_a_whole_table_gathers_without_testing_flags_only_when_no_cell_keeps_its_pixels(mask):
     """A table evaluated whole with no cell that keeps its pixels is gathered by the plain kernel, with
     the bytes the flag-testing gather gives; with kept cells (masked glass) the flags are still tested."""
-    from stainlab.transforms.lut import _gather_range, cell_index
+    from stainlab.transforms.lut import _gather_range
 
     reference, image = he_image(seed=11), he_image(seed=12)
     t = stainlab.load("reinhard", mask=mask, lut_bits=6).fit(reference)
@@ -187,12 +187,35 @@ def test_a_whole_table_gathers_without_testing_flags_only_when_no_cell_keeps_its
     table.prepare()
     assert table._plain is not mask
     careful = np.empty_like(image)
-    assert _gather_range(image.reshape(-1), 0, image.size // 3, cell_index(6), table.table, careful.reshape(-1)) == -1
+    assert _gather_range(image.reshape(-1), 0, image.size // 3, 6, table.table, careful.reshape(-1)) == -1
     np.testing.assert_array_equal(table(image), careful)
     np.testing.assert_array_equal(table(image, parallel=False), careful)
     if mask:
         glass = ~tissue_mask(image.astype(float))
         assert glass.any() and np.array_equal(careful[glass], image[glass])
+
+
+@pytest.mark.parametrize("bits", [4, 7, 8])
+def test_the_gathers_find_each_pixels_cell_across_chunks_and_stop_at_the_first_cell_not_ready(bits):
+    """The gathers work cells out by shifts a chunk at a time: every pixel of a range that starts and ends
+    inside chunks gets the word of its ``cell_index`` cell, and the flag-testing gather stops at the
+    first pixel (from its start) whose cell is not evaluated."""
+    from stainlab.transforms.lut import _GATHER_CHUNK, _NOT_READY, _gather_range, _gather_words, cell_index
+
+    pixels = np.random.default_rng(bits).integers(0, 256, (3 * _GATHER_CHUNK + 77, 3), dtype=np.uint8)
+    index = cell_index(bits)
+    cells = index[0, pixels[:, 0]] | index[1, pixels[:, 1]] | index[2, pixels[:, 2]]
+    table = np.arange(1 << (3 * bits), dtype=np.uint32) & 0xFFFFFF  # each cell's word spells its own index
+    start, stop = 5, len(pixels) - 3
+    for gather in (_gather_range, _gather_words):
+        out = np.zeros_like(pixels)
+        assert gather(pixels.reshape(-1), start, stop, bits, table, out.reshape(-1)) in (-1, None)
+        found = out[:, 0].astype(np.int64) | out[:, 1].astype(np.int64) << 8 | out[:, 2].astype(np.int64) << 16
+        np.testing.assert_array_equal(found[start:stop], cells[start:stop])
+        assert not out[:start].any() and not out[stop:].any()
+    table[cells[2 * _GATHER_CHUNK + 9]] |= np.uint32(_NOT_READY << 24)
+    first = start + int(np.argmax(cells[start:stop] == cells[2 * _GATHER_CHUNK + 9]))
+    assert _gather_range(pixels.reshape(-1), start, stop, bits, table, np.zeros(pixels.size, np.uint8)) == first
 
 
 def test_bad_lut_bits_rejected():

@@ -145,9 +145,10 @@ class SlideColorMap:
 
     A small slide whose map is linear in optical density (Macenko, Ruifrok, linear-ot; ``lut_bits`` under
     8) needs no table: its tiles go through the compiled per-pixel kernel of the small-image path
-    (:func:`~stainlab.color.pixels.od_linear`), which costs about what the table's gather costs a pixel
-    (2.7 against 2.4 ns) without the table's making (14 ms of the CMU-1 region's 98); on a 400 MPix slide
-    the whole table is the faster (2.78-3.07 s against 2.87-3.18)."""
+    (:func:`~stainlab.color.pixels.od_linear`): the table's gather costs a pixel less, but making the
+    table for the cells a small slide meets costs more than that saves (the CMU-1 region took 184 ms
+    through the kernel, 217 through the table, in turns); on a 400 MPix slide the whole table is the
+    faster (2.78-3.07 s against 2.87-3.18, before the gather worked its cells out in a loop of their own)."""
 
     def __init__(self, transform: PixelTransform, sample: list[np.ndarray], tiles: int = 0,
                  pool: ThreadPoolExecutor | None = None) -> None:

@@ -200,16 +200,16 @@ def test_the_gathers_find_each_pixels_cell_across_chunks_and_stop_at_the_first_c
     """The gathers work cells out by shifts a chunk at a time: every pixel of a range that starts and ends
     inside chunks gets the word of its ``cell_index`` cell, and the flag-testing gather stops at the
     first pixel (from its start) whose cell is not evaluated."""
-    from stainlab.transforms.lut import _GATHER_CHUNK, _NOT_READY, _gather_range, _gather_words, cell_index
+    from stainlab.transforms.lut import _GATHER_CHUNK, _NOT_READY, _gather_range, cell_index
 
     pixels = np.random.default_rng(bits).integers(0, 256, (3 * _GATHER_CHUNK + 77, 3), dtype=np.uint8)
     index = cell_index(bits)
     cells = index[0, pixels[:, 0]] | index[1, pixels[:, 1]] | index[2, pixels[:, 2]]
     table = np.arange(1 << (3 * bits), dtype=np.uint32) & 0xFFFFFF  # each cell's word spells its own index
     start, stop = 5, len(pixels) - 3
-    for gather in (_gather_range, _gather_words):
+    for plain in (False, True):
         out = np.zeros_like(pixels)
-        assert gather(pixels.reshape(-1), start, stop, bits, table, out.reshape(-1)) in (-1, None)
+        assert _gather_range(pixels.reshape(-1), start, stop, bits, table, out.reshape(-1), plain) == -1
         found = out[:, 0].astype(np.int64) | out[:, 1].astype(np.int64) << 8 | out[:, 2].astype(np.int64) << 16
         np.testing.assert_array_equal(found[start:stop], cells[start:stop])
         assert not out[:start].any() and not out[stop:].any()

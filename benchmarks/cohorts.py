@@ -29,6 +29,10 @@ Full run: 8 x 400 MPix = 3.2 GPix a configuration, three configurations; at the 
 ``slides.py`` measured for one 400 MPix slide in one process, about 6 minutes each, about 20 minutes in
 all (plus building the slide once, shared with ``slides.py``). ``--copies 4`` halves it.
 
+Before the configurations the command runs once on one copy, untimed (:func:`warm_up`), so that numba's
+compiled kernels are in its disk cache: a tree fresh from git compiles them in its first run (in a fresh
+worktree the first configuration took 118 s, 50 of them normalizing).
+
 Per configuration: wall seconds of the command, slides/hour, MPix/s, CPU seconds of every process
 (``getrusage(RUSAGE_CHILDREN)`` in a wrapper process around the command and the cluster; ``cpu_use`` is
 that over wall seconds x cores) and the share of the machine other processes took meanwhile
@@ -135,6 +139,15 @@ def cohort_folder(source: Path, copies: int) -> tuple[Path, str]:
             shutil.copyfile(source, target)
             how = "copies"
     return folder, how
+
+
+def warm_up(source: Path, reference: Path, cores: int) -> None:
+    """The command on ``source`` alone, untimed, its output removed: numba's kernels compiled into its disk
+    cache before any configuration is timed."""
+    out = COHORTS / "warm-up"
+    subprocess.run(command("in-process", source, reference, out, cores, None) + ["-q"], check=True,
+                   capture_output=True)
+    shutil.rmtree(out, ignore_errors=True)
 
 
 # -- one configuration, measured from a wrapper process -----------------------------------------------------------
@@ -413,6 +426,7 @@ def main() -> None:
     source, reference = source_slide(side)
     built = time.perf_counter() - start
     slides, how = cohort_folder(source, args.copies)
+    warm_up(source, reference, cores)
     mpix = side * side / 1e6
     results = {"machine": {"cpus": cores, "python": platform.python_version(), "platform": platform.platform(),
                            "load_average_start": os.getloadavg(),

@@ -34,9 +34,8 @@ is on the median of fit plus slide. The two cases with a bound run in several fr
 (``CMU_PROCESSES``, ``BIG_PROCESSES``), since their ratios moved more from process to process (CMU-1:
 0.377-0.437 with the fit; the 400 MPix slide 0.481 and 0.516 in two runs of the same code) than between
 the turns of one: the process with the median ratio with the fit is reported, every process's ratios
-beside it. Last, the
-command as a user types it runs in fresh processes against a process that only decodes and re-encodes
-(:func:`command_line`): start-up included.
+beside it. Last, the command as a user types it runs in fresh processes against a process that only
+decodes and re-encodes (:func:`command_line`): start-up included.
 
 The CPU is shared with other work: timings are wall-clock on whatever share of the 2 cores was free.
 

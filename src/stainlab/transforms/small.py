@@ -71,8 +71,10 @@ def stats_sample(pixels: np.ndarray) -> np.ndarray:
     follow then read it from the caches instead of touching most of the image's memory each (a Macenko fit
     of the CMU-1 region, its memory out of the caches, 12.2 against 7.2 ms)."""
     step = min(odd_step(len(pixels), STATS_SAMPLE), MAX_STRIDE)
-    if step == 1 or pixels.flags.c_contiguous:
-        return pixels if step == 1 else pixels[::step]
+    if step == 1:
+        return pixels
+    if pixels.flags.c_contiguous:
+        return pixels[::step]
     out = np.empty((-(-len(pixels) // step), 3), np.uint8)
     _take_every(pixels, 0, step, out, 0)
     return out
